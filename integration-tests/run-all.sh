@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole vpcgate test suite: unit tests and loopback integration tests through real sockets.
+# Installs what it needs (curl, openssl) when missing; everything it starts runs on 127.0.0.0/8 and
+# is stopped by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}"; fi
+fi
+# The integration tests bind 127.x.y.z:443 like a real S3 endpoint, which needs root or CAP_NET_BIND_SERVICE.
+if [ "$(id -u)" != 0 ]; then
+  echo "note: not root; the integration tests need to bind port 443 on loopback (run as root, or lower net.ipv4.ip_unprivileged_port_start)" >&2
+fi
+
+cargo test --locked --all-targets -- --test-threads=4 2>&1

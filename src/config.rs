@@ -1,0 +1,497 @@
+//! Typed settings, loaded in three layers with the `config` crate: the embedded default
+//! (`config/default.toml`), then a TOML file (`--config PATH` or `VPCGATE_CONFIG`), then
+//! `VPCGATE__SECTION__KEY` environment variables. Unknown keys and invalid values stop start-up
+//! with one sentence naming the key, the value where we have it, and the layer it came from.
+
+use crate::routes::{self, Route, RouteKind};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub proxy: ProxySettings,
+    pub dns: DnsSettings,
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub routes: Vec<RouteSettings>,
+    pub tls: TlsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Where clients reach the proxy; loopback by default.
+    pub listen: SocketAddr,
+    /// Ports a CONNECT may name.
+    pub connect_ports: Vec<u16>,
+    /// Open client connections at most; the next one gets 503.
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    pub servers: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    pub name: String,
+    pub kind: RouteKind,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<PathBuf>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Passthrough,
+    Inspect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub extra_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A configured DNS server set, resolved from `dns.servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsServers {
+    /// `/etc/resolv.conf`.
+    System,
+    List(Vec<SocketAddr>),
+}
+
+impl std::fmt::Display for DnsServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsServers::System => f.write_str("system resolvers (/etc/resolv.conf)"),
+            DnsServers::List(l) => {
+                f.write_str(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+/// Everything the proxy needs, validated: settings plus the loaded routes.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub regions: Vec<String>,
+    pub routes: Vec<Route>,
+    pub dns: DnsServers,
+    /// Which layers were read, for the banner.
+    pub sources: Vec<String>,
+}
+
+/// A configuration that cannot be used. Display is one sentence naming the problem and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Where the layers come from. `env` is the process environment in production and a map in tests.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process's own: `--config` (or `VPCGATE_CONFIG`) and every `VPCGATE__…` variable.
+    pub fn from_process(file: Option<PathBuf>) -> Sources {
+        let file = file.or_else(|| std::env::var_os("VPCGATE_CONFIG").map(PathBuf::from));
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE__")).collect();
+        Sources { file, env }
+    }
+}
+
+const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots"];
+
+fn builder_with(sources: &Sources, with_file: bool, with_env: bool) -> Result<config::Config, ConfigError> {
+    let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+    if with_file {
+        if let Some(path) = &sources.file {
+            if !path.exists() {
+                return Err(err(format!(
+                    "the config file {} does not exist; pass an existing TOML file with --config or VPCGATE_CONFIG",
+                    path.display()
+                )));
+            }
+            b = b.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+        }
+    }
+    if with_env && !sources.env.is_empty() {
+        let mut env = config::Environment::with_prefix("VPCGATE")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(sources.env.clone().into_iter().collect()));
+        for k in LIST_KEYS {
+            env = env.with_list_parse_key(k);
+        }
+        b = b.add_source(env);
+    }
+    b.build().map_err(|e| err(e.to_string()))
+}
+
+fn deserialize(c: config::Config) -> Result<Settings, ConfigError> {
+    c.try_deserialize::<Settings>().map_err(|e| err(e.to_string()))
+}
+
+/// Load and validate. `env_regions` is AWS_REGION / AWS_DEFAULT_REGION (first set wins).
+pub fn load(sources: &Sources, env_regions: &[String]) -> Result<Loaded, ConfigError> {
+    // Build layer by layer so that a failure names the layer that brought the bad key or value.
+    let layers: [(bool, bool, String); 3] = [
+        (false, false, "the embedded default config".to_string()),
+        (true, false, sources.file.as_ref().map(|p| format!("config file {}", p.display())).unwrap_or_default()),
+        (true, true, "VPCGATE__ environment variables".to_string()),
+    ];
+    let mut settings = None;
+    let mut read = Vec::new();
+    for (with_file, with_env, name) in layers {
+        if (with_file && !with_env && sources.file.is_none()) || (with_env && sources.env.is_empty()) {
+            continue;
+        }
+        let s = builder_with(sources, with_file, with_env)
+            .and_then(deserialize)
+            .map_err(|e| err(format!("invalid configuration in {name}: {}; correct it (README.md, \"Configuration\", lists every key)", tidy(&e.0))))?;
+        read.push(name);
+        settings = Some(s);
+    }
+    let settings = settings.expect("the embedded default always deserializes");
+    validate(settings, env_regions, read)
+}
+
+/// The `config` crate's messages carry some noise; keep them to one line.
+fn tidy(msg: &str) -> String {
+    msg.replace('\n', " ").trim_end_matches('.').to_string()
+}
+
+fn parse_dns_servers(list: &[String]) -> Result<DnsServers, ConfigError> {
+    if list.is_empty() {
+        return Err(err("dns.servers is empty; set it to [\"system\"] or to resolver addresses like [\"169.254.169.253:53\"]"));
+    }
+    if list.iter().any(|s| s == "system") {
+        if list.len() > 1 {
+            return Err(err("dns.servers mixes \"system\" with addresses; use either [\"system\"] or a list of addresses"));
+        }
+        return Ok(DnsServers::System);
+    }
+    let mut out = Vec::new();
+    for s in list {
+        let addr = s
+            .parse::<SocketAddr>()
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                err(format!(
+                    "dns.servers entry {s:?} is not an address; write \"IP\" or \"IP:PORT\" (e.g. \"169.254.169.253:53\") or \"system\""
+                ))
+            })?;
+        out.push(addr);
+    }
+    Ok(DnsServers::List(out))
+}
+
+fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) -> Result<Loaded, ConfigError> {
+    let p = &settings.proxy;
+    if p.connect_ports.is_empty() || p.connect_ports.contains(&0) {
+        return Err(err("proxy.connect_ports must list ports from 1 to 65535, e.g. [443]"));
+    }
+    if p.max_connections == 0 {
+        return Err(err("proxy.max_connections is 0, which refuses every client; set it to a positive number such as 10000"));
+    }
+    for (key, d) in [
+        ("proxy.connect_timeout", p.connect_timeout),
+        ("proxy.idle_timeout", p.idle_timeout),
+        ("proxy.handshake_timeout", p.handshake_timeout),
+        ("dns.timeout", settings.dns.timeout),
+    ] {
+        if d.is_zero() {
+            return Err(err(format!("{key} is 0; set a duration such as \"10s\"")));
+        }
+    }
+    let dns = parse_dns_servers(&settings.dns.servers)?;
+    let regions: Vec<String> = if settings.aws.regions.is_empty() {
+        env_regions.iter().take(1).cloned().chain(std::iter::once("us-east-1".to_string())).take(1).collect()
+    } else {
+        settings.aws.regions.clone()
+    };
+    for r in &regions {
+        if !crate::policy::host::is_region(r) {
+            return Err(err(format!("aws.regions has {r:?}, which is not a region code; write regions like \"us-east-1\"")));
+        }
+    }
+    if settings.tls.mode == TlsMode::Inspect {
+        return Err(err(
+            "tls.mode = \"inspect\" (TLS interception and SigV2 refusal) is not available in this build yet; set tls.mode = \"passthrough\"",
+        ));
+    }
+    let routes = if settings.routes.is_empty() {
+        vec![routes::default_route(&regions).map_err(|e| {
+            err(format!(
+                "the embedded S3 prefixes for aws.regions = {:?} {e}; configure [[routes]] with the prefix list of that region",
+                regions
+            ))
+        })?]
+    } else {
+        let mut out: Vec<Route> = Vec::new();
+        for r in &settings.routes {
+            if out.iter().any(|o| o.name == r.name) {
+                return Err(err(format!("two routes are named {:?}; give each [[routes]] entry its own name", r.name)));
+            }
+            out.push(load_route(r, &regions)?);
+        }
+        out
+    };
+    Ok(Loaded { settings, regions, routes, dns, sources })
+}
+
+fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigError> {
+    let mut cidrs = Vec::new();
+    let mut source = Vec::new();
+    for c in &r.cidrs {
+        cidrs.push(routes::parse_cidr(c).map_err(|_| {
+            err(format!(
+                "route {:?} has cidrs entry {c:?}, which is not an IPv4 network; write it like \"52.216.0.0/15\" (no host bits, IPv4 only)",
+                r.name
+            ))
+        })?);
+    }
+    if !r.cidrs.is_empty() {
+        source.push("config cidrs".to_string());
+    }
+    if let Some(path) = &r.cidrs_file {
+        let (mut more, what) = read_cidrs_file(path, r.region.as_ref().map(std::slice::from_ref).unwrap_or(regions))
+            .map_err(|e| err(format!("route {:?}: {e}", r.name)))?;
+        cidrs.append(&mut more);
+        source.push(format!("{} ({what})", path.display()));
+    }
+    if cidrs.is_empty() {
+        return Err(err(format!(
+            "route {:?} has no CIDRs; set cidrs = [\"…\"] or cidrs_file = \"pl-….json\" (output of aws ec2 get-managed-prefix-list-entries)",
+            r.name
+        )));
+    }
+    cidrs.sort();
+    cidrs.dedup();
+    let endpoint = match (r.kind, &r.endpoint) {
+        (RouteKind::Interface, None) => {
+            return Err(err(format!(
+                "interface route {:?} has no endpoint; set endpoint = \"vpce-….s3.REGION.vpce.amazonaws.com\"",
+                r.name
+            )))
+        }
+        (RouteKind::Gateway, Some(_)) => {
+            return Err(err(format!(
+                "gateway route {:?} has an endpoint, which only interface routes use; remove endpoint or set kind = \"interface\"",
+                r.name
+            )))
+        }
+        (_, Some(e)) => Some(crate::policy::authority::validate_hostname(e).map_err(|_| {
+            err(format!("route {:?} has endpoint {e:?}, which is not a DNS name; use the endpoint's DNS name", r.name))
+        })?),
+        (_, None) => None,
+    };
+    let region = match (&r.region, &endpoint) {
+        (Some(reg), _) => Some(reg.clone()),
+        (None, Some(e)) => match crate::policy::host::classify(e) {
+            crate::policy::host::HostClass::Vpce { region, .. } => Some(region),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(reg) = &region {
+        if !crate::policy::host::is_region(reg) {
+            return Err(err(format!("route {:?} has region {reg:?}, which is not a region code like \"us-east-1\"", r.name)));
+        }
+    }
+    Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + ") })
+}
+
+/// Read a `cidrs_file` (relative paths are relative to the working directory).
+pub fn read_cidrs_file(path: &Path, regions: &[String]) -> Result<(Vec<ipnet::Ipv4Net>, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read cidrs_file {} ({e}); save the output of aws ec2 get-managed-prefix-list-entries there or fix the path",
+            path.display()
+        )
+    })?;
+    routes::parse_cidr_source(&text, regions).map_err(|e| {
+        format!(
+            "cidrs_file {} {e}; use the JSON output of aws ec2 get-managed-prefix-list-entries or ip-ranges.json",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn with_file(text: &str) -> (tempfile::NamedTempFile, Sources) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let s = Sources { file: Some(f.path().to_path_buf()), env: HashMap::new() };
+        (f, s)
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let l = load(&Sources::default(), &[]).unwrap();
+        assert_eq!(l.settings.proxy.listen, "127.0.0.1:3128".parse().unwrap());
+        assert_eq!(l.regions, vec!["us-east-1"]);
+        assert_eq!(l.routes.len(), 1);
+        assert_eq!(l.dns, DnsServers::System);
+        assert_eq!(l.settings.proxy.connect_timeout, Duration::from_secs(10));
+        let l = load(&Sources::default(), &["eu-west-1".into()]).unwrap();
+        assert_eq!(l.regions, vec!["eu-west-1"]);
+    }
+
+    #[test]
+    fn file_then_env() {
+        let (_f, mut s) = with_file(
+            r#"
+            [proxy]
+            listen = "127.0.0.1:4000"
+            connect_timeout = "3s"
+            [dns]
+            servers = ["127.0.0.1:5353", "10.0.0.2"]
+            [[routes]]
+            name = "gw"
+            kind = "gateway"
+            cidrs = ["52.216.0.0/15"]
+            [[routes]]
+            name = "vpn"
+            kind = "interface"
+            endpoint = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com"
+            cidrs = ["10.0.0.0/16"]
+            "#,
+        );
+        s.env.insert("VPCGATE__PROXY__LISTEN".into(), "127.0.0.1:5000".into());
+        s.env.insert("VPCGATE__PROXY__CONNECT_PORTS".into(), "443,8443".into());
+        let l = load(&s, &[]).unwrap();
+        assert_eq!(l.settings.proxy.listen.port(), 5000);
+        assert_eq!(l.settings.proxy.connect_ports, vec![443, 8443]);
+        assert_eq!(l.settings.proxy.connect_timeout, Duration::from_secs(3));
+        assert_eq!(
+            l.dns,
+            DnsServers::List(vec!["127.0.0.1:5353".parse().unwrap(), "10.0.0.2:53".parse().unwrap()])
+        );
+        assert_eq!(l.routes.len(), 2);
+        assert_eq!(l.routes[1].region.as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let (f, s) = with_file("[proxy]\nlisen = \"127.0.0.1:1\"\n");
+        let e = load(&s, &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn bad_env_value_names_env() {
+        let mut s = Sources::default();
+        s.env.insert("VPCGATE__PROXY__CONNECT_TIMEOUT".into(), "soon".into());
+        let e = load(&s, &[]).unwrap_err().to_string();
+        assert!(e.contains("VPCGATE__ environment"), "{e}");
+        assert!(e.contains("soon") || e.contains("connect_timeout"), "{e}");
+        let mut s = Sources::default();
+        s.env.insert("VPCGATE__PROXY__NOPE".into(), "1".into());
+        let e = load(&s, &[]).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values() {
+        for (text, needle) in [
+            ("[proxy]\nlisten = \"localhost\"\n", "listen"),
+            ("[dns]\nservers = [\"resolver.local\"]\n", "resolver.local"),
+            ("[aws]\nregions = [\"useast1\"]\n", "useast1"),
+            ("[tls]\nmode = \"inspect\"\n", "inspect"),
+            ("[tls]\nmode = \"mitm\"\n", "mitm"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"10.0.0.1/8\"]\n", "10.0.0.1/8"),
+            ("[[routes]]\nname = \"x\"\nkind = \"interface\"\ncidrs = [\"10.0.0.0/8\"]\n", "no endpoint"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\n", "no CIDRs"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs_file = \"/nonexistent/pl.json\"\n", "/nonexistent/pl.json"),
+            ("[proxy]\nmax_connections = 0\n", "max_connections"),
+        ] {
+            let (_f, s) = with_file(text);
+            let e = load(&s, &[]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.contains(';'), "names a fix: {e}");
+        }
+        let s = Sources { file: Some("/nonexistent/vpcgate.toml".into()), env: HashMap::new() };
+        assert!(load(&s, &[]).unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn cidrs_file_prefix_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let pl = dir.path().join("pl.json");
+        std::fs::write(&pl, r#"{"Entries":[{"Cidr":"52.216.0.0/15"},{"Cidr":"3.5.0.0/19"}]}"#).unwrap();
+        let (_f, s) = with_file(&format!(
+            "[[routes]]\nname = \"gw\"\nkind = \"gateway\"\ncidrs_file = \"{}\"\n",
+            pl.display()
+        ));
+        let l = load(&s, &[]).unwrap();
+        assert_eq!(l.routes[0].cidrs.len(), 2);
+        assert!(l.routes[0].source.contains("get-managed-prefix-list-entries"));
+    }
+}

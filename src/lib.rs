@@ -1,0 +1,32 @@
+//! vpcgate: a local HTTPS forward proxy that keeps AWS S3 traffic on private routes.
+//!
+//! # Layout
+//!
+//! One connection, start to finish, and the module that owns each step:
+//!
+//! ```text
+//! accept (connection limit, header timeout, graceful shutdown) ......... proxy::Listener
+//!   -> proxy request: CONNECT host:port, or a refusal (plaintext http://) proxy::handle
+//!   -> strict target parse (no IP literals, brackets, userinfo; ports) . policy::authority
+//!   -> host class by the S3 hostname grammar ............................ policy::host
+//!   -> plan: which routes may carry this class, or Deny ................. policy::connect::plan
+//!   -> resolve, A records only, configured servers ....................... dns
+//!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
+//!   -> dial exactly that address, then answer 200 ........................ proxy::connect
+//!   -> passthrough: ClientHello (SNI = host, TLS >= 1.2, FS offered),
+//!      ServerHello (forward secrecy), then copy bytes ..................... proxy::tunnel, policy::tls
+//!   -> evidence: one `connect` event per CONNECT, one `close` per tunnel . telemetry
+//! ```
+//!
+//! Every refusal is a [`policy::deny::Deny`]: its code, HTTP status and the sentence the client sees.
+//!
+//! Rule of the house: `policy` and `routes` are pure (no I/O, no tokio) and never import from
+//! `proxy` or `dns`; the network modules call the pure ones, never the other way round.
+//! `config` reads files and environment and hands validated values to both.
+
+pub mod config;
+pub mod dns;
+pub mod policy;
+pub mod proxy;
+pub mod routes;
+pub mod telemetry;

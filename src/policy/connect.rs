@@ -1,0 +1,297 @@
+//! The connect decision, in two pure steps around the DNS lookup:
+//!
+//! 1. [`plan`]: host class + configuration → the routes that may carry the name, each with the DNS name
+//!    to resolve for it (the requested host for gateway routes, the endpoint name for interface routes),
+//!    or a [`Deny`] for classes that can never be private.
+//! 2. [`choose`]: those candidates + what DNS answered → the one address to dial, the route and the CIDR
+//!    it matched, or a [`Deny`] naming the addresses and routes.
+//!
+//! The proxy dials exactly the chosen address: there is no second lookup between check and connect.
+
+use crate::policy::deny::{Answer, Deny};
+use crate::policy::host::HostClass;
+use crate::routes::{Route, RouteKind};
+use ipnet::Ipv4Net;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// One route that may carry the connection, and the DNS name whose answers must fall inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the configured routes.
+    pub route: usize,
+    pub resolve: String,
+}
+
+/// The address vpcgate will dial and why it is private.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub addr: Ipv4Addr,
+    pub route: usize,
+    pub cidr: Ipv4Net,
+    /// The name whose answer was used.
+    pub resolved: String,
+}
+
+/// Which routes may carry `host` of class `class`, or why none can.
+pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route]) -> Result<Vec<Candidate>, Deny> {
+    let host_s = host.to_string();
+    match class {
+        HostClass::Outside => return Err(Deny::NotAws { host: host_s }),
+        HostClass::Dualstack { .. } => return Err(Deny::Dualstack { host: host_s }),
+        HostClass::Accelerate { .. } => return Err(Deny::Accelerate { host: host_s }),
+        HostClass::Website { .. } => return Err(Deny::Website { host: host_s }),
+        _ => {}
+    }
+    if let Some(region) = class.region() {
+        if !regions.iter().any(|r| r == region) {
+            return Err(Deny::OtherRegion { host: host_s, region: region.to_string(), configured: regions.to_vec() });
+        }
+    }
+    let gateway = |i: usize| Candidate { route: i, resolve: host.to_string() };
+    let interface = |i: usize, r: &Route| Candidate { route: i, resolve: r.endpoint.clone().unwrap_or_default() };
+    let interface_region_ok = |r: &Route| match (r.region.as_deref(), class.region()) {
+        (Some(rr), Some(cr)) => rr == cr,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let c = match (class, r.kind) {
+            (HostClass::MultiRegion { .. }, RouteKind::Interface) if r.serves_multi_region() => Some(interface(i, r)),
+            (HostClass::MultiRegion { .. }, _) => None,
+            // An interface endpoint's own names resolve to its ENIs: resolve the requested name.
+            (HostClass::Vpce { .. }, RouteKind::Interface) => Some(gateway(i)),
+            (HostClass::Vpce { .. }, RouteKind::Gateway) => None,
+            (_, RouteKind::Gateway) => Some(gateway(i)),
+            // PrivateLink for S3 serves the regional S3, access point and control names of its region;
+            // not the legacy global name, FIPS, Object Lambda, Express, Outposts or other services.
+            (
+                HostClass::Regional { .. }
+                | HostClass::DashRegion { .. }
+                | HostClass::AccessPoint { .. }
+                | HostClass::Control { .. },
+                RouteKind::Interface,
+            ) if !r.serves_multi_region() && interface_region_ok(r) => Some(interface(i, r)),
+            (_, RouteKind::Interface) => None,
+        };
+        out.extend(c);
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
+    Err(match class {
+        HostClass::MultiRegion { .. } => Deny::MultiRegionNeedsInterface { host: host_s },
+        HostClass::Global { .. } => Deny::NoRouteForClass {
+            host: host_s,
+            class: class.name(),
+            why: "PrivateLink does not serve the legacy global endpoint; set AWS_S3_US_EAST_1_REGIONAL_ENDPOINT=regional or use the bucket's regional endpoint s3.REGION.amazonaws.com",
+        },
+        HostClass::Fips { .. } => Deny::NoRouteForClass {
+            host: host_s,
+            class: class.name(),
+            why: "PrivateLink for S3 does not serve FIPS endpoints; add a gateway route or set use_fips_endpoint = false",
+        },
+        HostClass::Vpce { .. } => Deny::NoRouteForClass {
+            host: host_s,
+            class: class.name(),
+            why: "it is an interface endpoint name and no interface route is configured; add a [[routes]] entry with kind = \"interface\"",
+        },
+        _ => Deny::NoRouteForClass {
+            host: host_s,
+            class: class.name(),
+            why: "interface routes carry only S3 regional, access point and control names of their region; add a gateway route for this name",
+        },
+    })
+}
+
+/// Addresses vpcgate never dials whatever the routes say: unspecified, broadcast and multicast.
+fn never_dial(addr: Ipv4Addr) -> bool {
+    addr.is_unspecified() || addr.octets()[0] == 0 || addr.is_broadcast() || addr.is_multicast()
+}
+
+/// Pick the first address, in candidate order then answer order, that lies inside its candidate's
+/// route. `answers` holds what DNS said for each distinct name in the candidates. `own` lists
+/// vpcgate's own listening sockets, which are never dialled.
+pub fn choose(
+    host: &str,
+    candidates: &[Candidate],
+    answers: &[Answer],
+    routes: &[Route],
+    port: u16,
+    own: &[SocketAddr],
+    dns_servers: &str,
+) -> Result<Chosen, Deny> {
+    let mut saw_address = false;
+    for c in candidates {
+        let Some(ans) = answers.iter().find(|a| a.name == c.resolve) else { continue };
+        let Ok(addrs) = &ans.result else { continue };
+        saw_address |= !addrs.is_empty();
+        let route = &routes[c.route];
+        for &addr in addrs {
+            if never_dial(addr) {
+                continue;
+            }
+            if let Some(cidr) = route.cidr_for(addr) {
+                let target = SocketAddr::from((addr, port));
+                if own.iter().any(|o| o.port() == port && (o.ip() == target.ip() || o.ip().is_unspecified())) {
+                    return Err(Deny::SelfConnect { addr: target });
+                }
+                return Ok(Chosen { addr, route: c.route, cidr, resolved: c.resolve.clone() });
+            }
+        }
+    }
+    let relevant: Vec<Answer> = answers.iter().filter(|a| candidates.iter().any(|c| c.resolve == a.name)).cloned().collect();
+    if !saw_address {
+        return Err(Deny::Dns { host: host.to_string(), answers: relevant, servers: dns_servers.to_string() });
+    }
+    let route_names = candidates
+        .iter()
+        .map(|c| {
+            let r = &routes[c.route];
+            let cidrs = if r.cidrs.len() <= 3 {
+                r.cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")
+            } else {
+                format!("{} CIDRs", r.cidrs.len())
+            };
+            match r.kind {
+                RouteKind::Gateway => format!("{} [{}]", r.name, cidrs),
+                RouteKind::Interface => format!("{} via {} [{}]", r.name, c.resolve, cidrs),
+            }
+        })
+        .collect();
+    Err(Deny::OutsideRoutes { host: host.to_string(), answers: relevant, routes: route_names })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::host::classify;
+
+    fn gw(name: &str, cidrs: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            kind: RouteKind::Gateway,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            endpoint: None,
+            region: None,
+            source: "test".into(),
+        }
+    }
+    fn iface(name: &str, endpoint: &str, region: Option<&str>, cidrs: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            kind: RouteKind::Interface,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            endpoint: Some(endpoint.into()),
+            region: region.map(str::to_string),
+            source: "test".into(),
+        }
+    }
+    fn regions(r: &[&str]) -> Vec<String> {
+        r.iter().map(|s| s.to_string()).collect()
+    }
+    fn decide(host: &str, routes: &[Route]) -> Result<Vec<Candidate>, Deny> {
+        plan(host, &classify(host), &regions(&["us-east-1"]), routes)
+    }
+    fn ans(name: &str, addrs: &[&str]) -> Answer {
+        Answer { name: name.into(), result: Ok(addrs.iter().map(|a| a.parse().unwrap()).collect()) }
+    }
+
+    const EP: &str = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com";
+
+    #[test]
+    fn classes_that_are_never_private() {
+        let routes = [gw("g", &["52.216.0.0/15"]), iface("i", EP, Some("us-east-1"), &["10.0.0.0/16"])];
+        for (host, code) in [
+            ("b.s3.dualstack.us-east-1.amazonaws.com", "dualstack"),
+            ("b.s3-accelerate.amazonaws.com", "accelerate"),
+            ("b.s3-website-us-east-1.amazonaws.com", "website"),
+            ("b.s3.eu-west-1.amazonaws.com", "other_region"),
+            ("example.com", "not_aws"),
+            ("x.accesspoint.s3-global.amazonaws.com", "multi_region_needs_interface"),
+        ] {
+            assert_eq!(decide(host, &routes).unwrap_err().code(), code, "{host}");
+        }
+    }
+
+    #[test]
+    fn gateway_and_interface_candidates() {
+        let routes = [gw("g", &["52.216.0.0/15"]), iface("i", EP, Some("us-east-1"), &["10.0.0.0/16"])];
+        let host = "b.s3.us-east-1.amazonaws.com";
+        assert_eq!(
+            decide(host, &routes).unwrap(),
+            vec![Candidate { route: 0, resolve: host.into() }, Candidate { route: 1, resolve: EP.into() }]
+        );
+        // The legacy global name is never carried by PrivateLink.
+        assert_eq!(
+            decide("b.s3.amazonaws.com", &routes).unwrap(),
+            vec![Candidate { route: 0, resolve: "b.s3.amazonaws.com".into() }]
+        );
+        assert_eq!(decide("b.s3.amazonaws.com", &routes[1..]).unwrap_err().code(), "no_route_for_class");
+        assert_eq!(decide("s3-fips.us-east-1.amazonaws.com", &routes[1..]).unwrap_err().code(), "no_route_for_class");
+        // An interface route of another region does not carry us-east-1 names.
+        let other = [iface("i", "vpce-1-2.s3.us-west-2.vpce.amazonaws.com", Some("us-west-2"), &["10.0.0.0/16"])];
+        assert_eq!(decide("s3.us-east-1.amazonaws.com", &other).unwrap_err().code(), "no_route_for_class");
+        // Endpoint-specific names resolve themselves and only interface routes carry them.
+        let vpce = format!("bucket.{EP}");
+        assert_eq!(decide(&vpce, &routes).unwrap(), vec![Candidate { route: 1, resolve: vpce.clone() }]);
+        // A multi-region access point needs an s3-global interface route.
+        let mrap = [iface("m", "vpce-9-9.accesspoint.s3-global.vpce.amazonaws.com", None, &["10.1.0.0/16"])];
+        assert_eq!(decide("x.mrap.accesspoint.s3-global.amazonaws.com", &mrap).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn choose_first_inside_address() {
+        let routes = [gw("g", &["52.216.0.0/15"])];
+        let host = "b.s3.us-east-1.amazonaws.com";
+        let cands = decide(host, &routes).unwrap();
+        // One answer outside, one inside: only the inside one is dialled.
+        let got = choose(host, &cands, &[ans(host, &["3.3.3.3", "52.217.9.9"])], &routes, 443, &[], "dns").unwrap();
+        assert_eq!(got.addr, Ipv4Addr::new(52, 217, 9, 9));
+        assert_eq!(got.cidr.to_string(), "52.216.0.0/15");
+        // All outside: refused, naming the addresses and the route.
+        let err = choose(host, &cands, &[ans(host, &["3.3.3.3"])], &routes, 443, &[], "dns").unwrap_err();
+        assert_eq!(err.code(), "outside_routes");
+        assert!(err.to_string().contains("3.3.3.3") && err.to_string().contains("g [52.216.0.0/15]"));
+        // No A records at all, or a DNS error: a DNS failure.
+        let err = choose(host, &cands, &[ans(host, &[])], &routes, 443, &[], "127.0.0.1:53").unwrap_err();
+        assert_eq!((err.code(), err.status()), ("dns_failed", 502));
+        let err = choose(
+            host,
+            &cands,
+            &[Answer { name: host.into(), result: Err("timed out".into()) }],
+            &routes,
+            443,
+            &[],
+            "dns",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("timed out"));
+    }
+
+    #[test]
+    fn interface_route_resolves_its_endpoint() {
+        let routes = [gw("g", &["52.216.0.0/15"]), iface("i", EP, Some("us-east-1"), &["10.0.0.0/16"])];
+        let host = "b.s3.us-east-1.amazonaws.com";
+        let cands = decide(host, &routes).unwrap();
+        // The public name resolves outside (no gateway reachable over VPN); the endpoint resolves inside.
+        let got = choose(host, &cands, &[ans(host, &["3.3.3.3"]), ans(EP, &["10.0.5.6"])], &routes, 443, &[], "dns").unwrap();
+        assert_eq!((got.addr, got.route, got.resolved.as_str()), (Ipv4Addr::new(10, 0, 5, 6), 1, EP));
+        // The endpoint name answering outside the route's CIDRs is refused.
+        let err = choose(host, &cands, &[ans(host, &["3.3.3.3"]), ans(EP, &["192.0.2.1"])], &routes, 443, &[], "dns").unwrap_err();
+        assert_eq!(err.code(), "outside_routes");
+    }
+
+    #[test]
+    fn never_dials_itself_or_unspecified() {
+        let routes = [gw("lo", &["127.0.0.0/8", "0.0.0.0/8"])];
+        let host = "s3.us-east-1.amazonaws.com";
+        let cands = decide(host, &routes).unwrap();
+        let own: Vec<SocketAddr> = vec!["127.0.0.1:3128".parse().unwrap()];
+        let err = choose(host, &cands, &[ans(host, &["127.0.0.1"])], &routes, 3128, &own, "dns").unwrap_err();
+        assert_eq!(err.code(), "self_connect");
+        assert!(choose(host, &cands, &[ans(host, &["127.0.0.1"])], &routes, 443, &own, "dns").is_ok());
+        let err = choose(host, &cands, &[ans(host, &["0.0.0.0"])], &routes, 443, &own, "dns").unwrap_err();
+        assert_eq!(err.code(), "outside_routes");
+    }
+}

@@ -1,0 +1,200 @@
+//! Every "no" vpcgate says, in one type: its stable code, its HTTP status, and the one sentence the
+//! client sees (what was refused and what to change). The proxy turns a `Deny` into a response in
+//! exactly one place (`proxy::connect::deny_response`).
+
+use crate::policy::authority::AuthorityError;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// What one DNS name answered, for refusals that list the addresses seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub name: String,
+    pub result: Result<Vec<Ipv4Addr>, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deny {
+    Authority(AuthorityError),
+    /// Absolute-form `http://` request through the proxy.
+    Plaintext { uri: String },
+    /// A request that is neither CONNECT nor absolute-form.
+    NotProxyRequest { method: String },
+    NotAws { host: String },
+    Dualstack { host: String },
+    Accelerate { host: String },
+    Website { host: String },
+    OtherRegion { host: String, region: String, configured: Vec<String> },
+    MultiRegionNeedsInterface { host: String },
+    /// No configured route may carry this class of name (e.g. the legacy global name with only interface routes).
+    NoRouteForClass { host: String, class: &'static str, why: &'static str },
+    /// Every answer fell outside every candidate route.
+    OutsideRoutes { host: String, answers: Vec<Answer>, routes: Vec<String> },
+    /// DNS gave no usable answer for any candidate name.
+    Dns { host: String, answers: Vec<Answer>, servers: String },
+    /// The chosen address is vpcgate's own listener or admin port.
+    SelfConnect { addr: SocketAddr },
+    ConnectTimeout { addr: SocketAddr, after: Duration },
+    ConnectFailed { addr: SocketAddr, error: String },
+    OverCapacity { max: usize },
+}
+
+fn list_answers(answers: &[Answer]) -> String {
+    answers
+        .iter()
+        .map(|a| match &a.result {
+            Ok(addrs) if addrs.is_empty() => format!("{} has no A record", a.name),
+            Ok(addrs) => format!(
+                "{} -> {}",
+                a.name,
+                addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            Err(e) => format!("{}: {}", a.name, e),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Deny {
+    /// Stable snake_case code: the `X-Vpcgate-Reason` header, the `reason` log field and metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Deny::Authority(e) => e.code(),
+            Deny::Plaintext { .. } => "plaintext",
+            Deny::NotProxyRequest { .. } => "not_proxy_request",
+            Deny::NotAws { .. } => "not_aws",
+            Deny::Dualstack { .. } => "dualstack",
+            Deny::Accelerate { .. } => "accelerate",
+            Deny::Website { .. } => "website",
+            Deny::OtherRegion { .. } => "other_region",
+            Deny::MultiRegionNeedsInterface { .. } => "multi_region_needs_interface",
+            Deny::NoRouteForClass { .. } => "no_route_for_class",
+            Deny::OutsideRoutes { .. } => "outside_routes",
+            Deny::Dns { .. } => "dns_failed",
+            Deny::SelfConnect { .. } => "self_connect",
+            Deny::ConnectTimeout { .. } => "connect_timeout",
+            Deny::ConnectFailed { .. } => "connect_failed",
+            Deny::OverCapacity { .. } => "over_capacity",
+        }
+    }
+
+    /// The HTTP status of the refusal: 403 for policy, 400 for malformed input, 502/504 for an
+    /// upstream or DNS that failed, 503 when vpcgate is full.
+    pub fn status(&self) -> u16 {
+        match self {
+            Deny::Authority(AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_)) => 400,
+            Deny::Authority(AuthorityError::BadName(_)) => 400,
+            Deny::NotProxyRequest { .. } => 400,
+            Deny::Dns { .. } | Deny::ConnectFailed { .. } => 502,
+            Deny::ConnectTimeout { .. } => 504,
+            Deny::OverCapacity { .. } => 503,
+            _ => 403,
+        }
+    }
+}
+
+impl fmt::Display for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Deny::Authority(e) => write!(f, "{e}"),
+            Deny::Plaintext { uri } => write!(
+                f,
+                "plaintext HTTP to {uri} is never forwarded because it would cross the network unencrypted; use https:// (the client then sends CONNECT)"
+            ),
+            Deny::NotProxyRequest { method } => write!(
+                f,
+                "vpcgate is a forward proxy and got a {method} request for itself; set HTTPS_PROXY=http://this-address and request https:// URLs"
+            ),
+            Deny::NotAws { host } => write!(
+                f,
+                "{host} is not an AWS endpoint and vpcgate only tunnels to AWS names; send this host around the proxy with NO_PROXY or through another proxy"
+            ),
+            Deny::Dualstack { host } => write!(
+                f,
+                "{host} is a dual-stack name and gateway endpoints carry IPv4 only; set s3.use_dualstack_endpoint = false (or AWS_USE_DUALSTACK_ENDPOINT=false)"
+            ),
+            Deny::Accelerate { host } => write!(
+                f,
+                "{host} is an S3 Transfer Acceleration name, which runs through CloudFront edge locations and never through a VPC endpoint; set s3.use_accelerate_endpoint = false"
+            ),
+            Deny::Website { host } => write!(
+                f,
+                "{host} is an S3 website endpoint, which serves plain HTTP only and is not reachable through a VPC endpoint; use the REST endpoint s3.REGION.amazonaws.com"
+            ),
+            Deny::OtherRegion { host, region, configured } => write!(
+                f,
+                "{host} is in region {region} but vpcgate carries only {} (a gateway endpoint serves its own region only); use the bucket's regional endpoint in {}, or add {region} to aws.regions with a route that reaches it",
+                configured.join(", "),
+                configured.join(", ")
+            ),
+            Deny::MultiRegionNeedsInterface { host } => write!(
+                f,
+                "{host} is a Multi-Region Access Point, which VPC traffic reaches only through an interface endpoint for com.amazonaws.s3-global.accesspoint; add an interface route for that endpoint"
+            ),
+            Deny::NoRouteForClass { host, class, why } => write!(
+                f,
+                "no configured route carries {host} ({class}): {why}"
+            ),
+            Deny::OutsideRoutes { host, answers, routes } => write!(
+                f,
+                "{host} resolved to addresses outside every route ({}; routes checked: {}), so the connection would leave the private path; check the bucket's region, dns.servers and the route CIDRs",
+                list_answers(answers),
+                routes.join(", ")
+            ),
+            Deny::Dns { host, answers, servers } => write!(
+                f,
+                "DNS gave no usable IPv4 answer for {host} ({}) from {servers}; check that dns.servers are reachable and serve this name",
+                list_answers(answers)
+            ),
+            Deny::SelfConnect { addr } => write!(
+                f,
+                "the route check chose {addr}, which is vpcgate itself; fix the route CIDRs or DNS so that they do not point at the proxy"
+            ),
+            Deny::ConnectTimeout { addr, after } => write!(
+                f,
+                "no TCP connection to {addr} within {}; check that the VPC endpoint route is reachable from this host (security groups, route tables, VPN) or raise proxy.connect_timeout",
+                humantime::format_duration(*after)
+            ),
+            Deny::ConnectFailed { addr, error } => write!(
+                f,
+                "the TCP connection to {addr} failed ({error}); check that the VPC endpoint route is reachable from this host"
+            ),
+            Deny::OverCapacity { max } => write!(
+                f,
+                "vpcgate is at its limit of {max} open connections; retry later or raise proxy.max_connections"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        let d = Deny::Dualstack { host: "b.s3.dualstack.us-east-1.amazonaws.com".into() };
+        assert_eq!((d.status(), d.code()), (403, "dualstack"));
+        assert!(d.to_string().contains("set s3.use_dualstack_endpoint = false"));
+        let d = Deny::Dns { host: "h".into(), answers: vec![], servers: "127.0.0.1:53".into() };
+        assert_eq!(d.status(), 502);
+        let d = Deny::ConnectTimeout { addr: "127.0.0.1:443".parse().unwrap(), after: Duration::from_secs(10) };
+        assert_eq!(d.status(), 504);
+        assert!(d.to_string().contains("10s"));
+        assert_eq!(Deny::OverCapacity { max: 3 }.status(), 503);
+        assert_eq!(Deny::Authority(AuthorityError::MissingPort).status(), 400);
+        assert_eq!(Deny::Authority(AuthorityError::IpLiteral("1.2.3.4".into())).status(), 403);
+    }
+
+    #[test]
+    fn outside_routes_names_addresses_and_routes() {
+        let d = Deny::OutsideRoutes {
+            host: "b.s3.us-east-1.amazonaws.com".into(),
+            answers: vec![Answer { name: "b.s3.us-east-1.amazonaws.com".into(), result: Ok(vec![Ipv4Addr::new(3, 3, 3, 3)]) }],
+            routes: vec!["s3-gateway".into()],
+        };
+        let s = d.to_string();
+        assert!(s.contains("3.3.3.3") && s.contains("s3-gateway"), "{s}");
+    }
+}

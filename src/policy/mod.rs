@@ -1,0 +1,8 @@
+//! Pure decisions: no I/O, no tokio. Each function takes parsed inputs and returns a decision, so
+//! that every rule is unit-tested without sockets.
+
+pub mod authority;
+pub mod connect;
+pub mod deny;
+pub mod host;
+pub mod tls;

@@ -1,0 +1,221 @@
+//! The network side: the listener (connection limit, header timeout, graceful shutdown), the proxy
+//! request handler (CONNECT or a refusal), and the tunnel.
+
+pub mod connect;
+pub mod tunnel;
+
+use crate::config::Loaded;
+use crate::dns::Dns;
+use crate::policy::deny::Deny;
+use bytes::Bytes;
+use connect::Decision;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+/// Shared by every connection.
+pub struct State {
+    pub config: Loaded,
+    pub dns: Dns,
+    /// vpcgate's own listening sockets: never a tunnel destination.
+    pub own_addrs: Vec<SocketAddr>,
+}
+
+/// Owns the accept loop. Each accepted client holds one permit of `limit` until it closes, so
+/// `proxy.max_connections` bounds open client connections (tunnels included).
+pub struct Listener {
+    listener: TcpListener,
+    state: Arc<State>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+type Body = Full<Bytes>;
+
+impl Listener {
+    pub fn new(listener: TcpListener, state: Arc<State>) -> Listener {
+        let limit = Arc::new(Semaphore::new(state.config.settings.proxy.max_connections));
+        Listener { listener, state, limit, tracker: TaskTracker::new() }
+    }
+
+    /// Accept until `shutdown` resolves, then stop accepting and give open connections
+    /// `proxy.shutdown_grace` to finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: keep serving the connections we have.
+                            tracing::warn!(error = %e, "accept failed; retrying in 100ms (raise the open-file limit if this repeats)");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = self.state.clone();
+                    match self.limit.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            self.tracker.spawn(async move {
+                                serve_client(stream, peer, state).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            let max = state.config.settings.proxy.max_connections;
+                            self.tracker.spawn(refuse_client(stream, peer, state, Deny::OverCapacity { max }));
+                        }
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        self.tracker.close();
+        let grace = self.state.config.settings.proxy.shutdown_grace;
+        let open = self.tracker.len();
+        tracing::info!(open_connections = open, grace = %humantime::format_duration(grace), "stopped accepting; waiting for open connections");
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(open_connections = self.tracker.len(), "grace period over; closing the remaining connections");
+        }
+    }
+}
+
+fn http1_builder(state: &State) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(state.config.settings.proxy.handshake_timeout)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+    b
+}
+
+/// One client connection: proxy requests until it closes or a CONNECT upgrades it to a tunnel.
+/// The tunnel runs in the same task as its client connection, so that it keeps holding the
+/// connection permit and the shutdown tracker waits for it.
+async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let slot: TunnelSlot = Arc::new(std::sync::Mutex::new(None));
+    let svc_state = state.clone();
+    let svc_slot = slot.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = svc_state.clone();
+        let slot = svc_slot.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, peer, state, slot).await) }
+    });
+    let conn = http1_builder(&state).serve_connection(TokioIo::new(stream), service).with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+    }
+    let pending = slot.lock().expect("tunnel slot").take();
+    if let Some(p) = pending {
+        match p.on_upgrade.await {
+            Ok(upgraded) => tunnel::passthrough(upgraded, p.upstream, p.target, p.decision, p.started, state).await,
+            Err(e) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
+        }
+    }
+}
+
+/// A CONNECT that was answered 200 and waits for hyper to hand over the client's socket.
+struct PendingTunnel {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    upstream: TcpStream,
+    target: crate::policy::authority::Target,
+    decision: Decision,
+    started: Instant,
+}
+type TunnelSlot = Arc<std::sync::Mutex<Option<PendingTunnel>>>;
+
+/// Over the limit: answer every request on this connection with the refusal, then close.
+async fn refuse_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>, deny: Deny) {
+    log_refusal(&Decision { client: Some(peer), ..Default::default() }, &deny);
+    let service = hyper::service::service_fn(move |_req| {
+        let deny = deny.clone();
+        async move { Ok::<_, std::convert::Infallible>(deny_response(&deny)) }
+    });
+    let _ = http1_builder(&state).keep_alive(false).serve_connection(TokioIo::new(stream), service).await;
+}
+
+/// The single place where a refusal becomes an HTTP response.
+pub fn deny_response(deny: &Deny) -> Response<Body> {
+    let body = format!("vpcgate refused: {deny}\n");
+    Response::builder()
+        .status(StatusCode::from_u16(deny.status()).unwrap_or(StatusCode::FORBIDDEN))
+        .header("X-Vpcgate-Reason", deny.code())
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+fn log_refusal(d: &Decision, deny: &Deny) {
+    tracing::info!(
+        target: "vpcgate::decision",
+        event = "connect",
+        decision = "deny",
+        client = %d.client.map(|c| c.to_string()).unwrap_or_default(),
+        target_authority = %d.target,
+        host = %d.host,
+        class = d.class,
+        resolved = %d.resolved_text(),
+        reason = deny.code(),
+        status = deny.status(),
+        dns_ms = d.dns_ms,
+        message = %deny,
+    );
+}
+
+async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>, slot: TunnelSlot) -> Response<Body> {
+    let mut decision = Decision { client: Some(peer), ..Default::default() };
+    if req.method() != Method::CONNECT {
+        let deny = match req.uri().scheme_str() {
+            Some(_) => Deny::Plaintext { uri: strip_query(&req.uri().to_string()) },
+            None => Deny::NotProxyRequest { method: req.method().to_string() },
+        };
+        decision.target = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+        log_refusal(&decision, &deny);
+        return deny_response(&deny);
+    }
+    let raw = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let started = Instant::now();
+    match connect::establish(&state, &raw, &mut decision).await {
+        Err(deny) => {
+            log_refusal(&decision, &deny);
+            deny_response(&deny)
+        }
+        Ok((target, upstream)) => {
+            let chosen = decision.chosen.clone().expect("establish sets chosen");
+            tracing::info!(
+                target: "vpcgate::decision",
+                event = "connect",
+                decision = "allow",
+                client = %peer,
+                host = %target.host,
+                port = target.port,
+                class = decision.class,
+                resolved = %decision.resolved_text(),
+                chosen = %chosen.addr,
+                route = %decision.route,
+                cidr = %chosen.cidr,
+                via = %chosen.resolved,
+                dns_ms = decision.dns_ms,
+                connect_ms = decision.connect_ms,
+            );
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, upstream, target, decision, started });
+            Response::new(Full::new(Bytes::new()))
+        }
+    }
+}
+
+/// Query values may carry signatures and tokens: never log them.
+fn strip_query(uri: &str) -> String {
+    uri.split('?').next().unwrap_or("").to_string()
+}

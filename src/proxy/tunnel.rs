@@ -1,0 +1,318 @@
+//! Passthrough tunnel: read the client's ClientHello (SNI must be the CONNECT host, TLS 1.2+ with a
+//! forward-secret suite offered), relay it, read the upstream's ServerHello (TLS 1.3 with a
+//! key_share, or TLS 1.2 with an ECDHE/DHE suite), and only then copy bytes both ways until both
+//! sides close (half-close kept) or the tunnel is idle for `proxy.idle_timeout`.
+
+use crate::policy::authority::Target;
+use crate::policy::tls::{self, HelloError, HelloRefusal};
+use crate::proxy::connect::Decision;
+use crate::proxy::State;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Relay buffer per direction.
+const BUF: usize = 32 * 1024;
+
+/// TLS alert descriptions sent to the client when a hello is refused (RFC 8446 §6).
+const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+const ALERT_PROTOCOL_VERSION: u8 = 70;
+const ALERT_UNRECOGNIZED_NAME: u8 = 112;
+const ALERT_ACCESS_DENIED: u8 = 49;
+
+/// Why the tunnel ended before or instead of relaying.
+#[derive(Debug)]
+struct Cut {
+    reason: &'static str,
+    message: String,
+    /// Alert to send to the client (only while it still talks plaintext handshake to us).
+    alert: Option<u8>,
+}
+
+fn cut_refusal(r: HelloRefusal) -> Cut {
+    let alert = match r {
+        HelloRefusal::SniMissing | HelloRefusal::SniMismatch { .. } => ALERT_UNRECOGNIZED_NAME,
+        HelloRefusal::ClientTlsTooOld { .. } | HelloRefusal::ServerTlsTooOld { .. } => ALERT_PROTOCOL_VERSION,
+        HelloRefusal::ClientNoForwardSecrecy
+        | HelloRefusal::ServerNoForwardSecrecy { .. }
+        | HelloRefusal::ServerNoKeyShare => ALERT_HANDSHAKE_FAILURE,
+    };
+    Cut { reason: r.code(), message: r.to_string(), alert: Some(alert) }
+}
+
+fn cut_hello_error(side: &'static str, e: HelloError) -> Cut {
+    let (reason, what) = match (&e, side) {
+        (HelloError::NotTls(w), "client") => ("client_not_tls", w.clone()),
+        (HelloError::NotTls(w), _) => ("upstream_not_tls", w.clone()),
+        (HelloError::TooLarge, "client") => ("client_hello_too_large", "hello too large".to_string()),
+        (HelloError::TooLarge, _) => ("upstream_hello_too_large", "hello too large".to_string()),
+        (HelloError::Malformed(w), "client") => ("client_hello_malformed", w.clone()),
+        (HelloError::Malformed(w), _) => ("upstream_hello_malformed", w.clone()),
+        (HelloError::Incomplete, "client") => ("client_closed_in_handshake", "closed before its hello was complete".into()),
+        (HelloError::Incomplete, _) => ("upstream_closed_in_handshake", "closed before its hello was complete".into()),
+    };
+    Cut { reason, message: format!("the {side} sent no usable TLS hello ({what})"), alert: Some(ALERT_ACCESS_DENIED) }
+}
+
+/// What the hello phase learned.
+#[derive(Debug, Default)]
+struct Hello {
+    version: u16,
+    suite: u16,
+    sni: String,
+    alpn: Vec<String>,
+}
+
+struct Counters {
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Milliseconds since the tunnel opened, at the last byte either way.
+    last_activity_ms: AtomicU64,
+    opened: Instant,
+}
+
+impl Counters {
+    fn touch(&self) {
+        self.last_activity_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+pub async fn passthrough(
+    upgraded: Upgraded,
+    upstream: TcpStream,
+    target: Target,
+    decision: Decision,
+    started: Instant,
+    state: Arc<State>,
+) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => run(parts.io.into_inner(), parts.read_buf.to_vec(), upstream, target, decision, started, state).await,
+        Err(upgraded) => run(TokioIo::new(upgraded), Vec::new(), upstream, target, decision, started, state).await,
+    }
+}
+
+async fn run<C>(
+    mut client: C,
+    pre: Vec<u8>,
+    mut upstream: TcpStream,
+    target: Target,
+    decision: Decision,
+    started: Instant,
+    state: Arc<State>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let counters = Counters {
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
+        last_activity_ms: AtomicU64::new(0),
+        opened: Instant::now(),
+    };
+    let proxy = &state.config.settings.proxy;
+    let hello = tokio::time::timeout(
+        proxy.handshake_timeout,
+        hello_phase(&mut client, pre, &mut upstream, &target.host, &counters),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Cut {
+            reason: "handshake_timeout",
+            message: format!(
+                "the TLS hellos did not complete within {}",
+                humantime::format_duration(proxy.handshake_timeout)
+            ),
+            alert: None,
+        })
+    });
+    let (hello, reason, message) = match hello {
+        Ok(h) => {
+            let end = relay(&mut client, &mut upstream, proxy.idle_timeout, &counters).await;
+            (h, end, String::new())
+        }
+        Err(cut) => {
+            if let Some(desc) = cut.alert {
+                let _ = client.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, desc]).await;
+            }
+            let _ = client.shutdown().await;
+            let _ = upstream.shutdown().await;
+            tracing::warn!(
+                target: "vpcgate::decision",
+                event = "handshake_refused",
+                client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+                host = %target.host,
+                chosen = %decision.chosen.as_ref().map(|c| c.addr.to_string()).unwrap_or_default(),
+                route = %decision.route,
+                reason = cut.reason,
+                message = %cut.message,
+            );
+            (Hello::default(), cut.reason, cut.message)
+        }
+    };
+    let chosen = decision.chosen.as_ref();
+    tracing::info!(
+        target: "vpcgate::decision",
+        event = "close",
+        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+        host = %target.host,
+        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
+        route = %decision.route,
+        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
+        tls_version = if hello.version == 0 { "" } else { tls::version_name(hello.version) },
+        cipher = %if hello.suite == 0 { String::new() } else { tls::suite_name(hello.suite) },
+        sni = %hello.sni,
+        alpn = %hello.alpn.join(","),
+        bytes_up = counters.up.load(Ordering::Relaxed),
+        bytes_down = counters.down.load(Ordering::Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = reason,
+        detail = %message,
+    );
+}
+
+/// Read bytes from `r` into `buf` until `parse` stops answering Incomplete.
+async fn read_until<R, T>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    parse: fn(&[u8]) -> Result<(T, usize), HelloError>,
+) -> Result<(T, usize), HelloError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut chunk = [0u8; 4096];
+    loop {
+        match parse(buf) {
+            Err(HelloError::Incomplete) => {}
+            other => return other,
+        }
+        let n = r.read(&mut chunk).await.map_err(|e| HelloError::Malformed(format!("read error: {e}")))?;
+        if n == 0 {
+            return Err(HelloError::Incomplete);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Length of leading ChangeCipherSpec records (TLS 1.3 middlebox compatibility: a client may send
+/// one before its second ClientHello).
+fn leading_ccs(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while buf.len() >= at + 6 && buf[at] == 20 && buf[at + 3] == 0 && buf[at + 4] == 1 {
+        at += 6;
+    }
+    at
+}
+
+async fn hello_phase<C>(
+    client: &mut C,
+    mut cbuf: Vec<u8>,
+    upstream: &mut TcpStream,
+    host: &str,
+    counters: &Counters,
+) -> Result<Hello, Cut>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hello = Hello::default();
+    // A HelloRetryRequest makes the client send a second ClientHello; allow exactly one retry.
+    for round in 0..2 {
+        let _ = round;
+        let (ch, _) = read_until(client, &mut cbuf, |b| tls::parse_client_hello(&b[leading_ccs(b)..]))
+            .await
+            .map_err(|e| cut_hello_error("client", e))?;
+        tls::check_client_hello(&ch, host).map_err(cut_refusal)?;
+        hello.sni = ch.sni.clone().unwrap_or_default();
+        hello.alpn = ch.alpn.clone();
+        upstream.write_all(&cbuf).await.map_err(|e| io_cut("upstream_write_failed", e))?;
+        counters.up.fetch_add(cbuf.len() as u64, Ordering::Relaxed);
+        cbuf.clear();
+
+        let mut sbuf = Vec::with_capacity(4096);
+        let (sh, _) = read_until(upstream, &mut sbuf, tls::parse_server_hello)
+            .await
+            .map_err(|e| cut_hello_error("upstream", e))?;
+        tls::check_server_hello(&sh).map_err(cut_refusal)?;
+        client.write_all(&sbuf).await.map_err(|e| io_cut("client_write_failed", e))?;
+        counters.down.fetch_add(sbuf.len() as u64, Ordering::Relaxed);
+        counters.touch();
+        hello.version = sh.version;
+        hello.suite = sh.cipher_suite;
+        if !sh.hello_retry {
+            return Ok(hello);
+        }
+    }
+    Err(Cut {
+        reason: "upstream_hello_malformed",
+        message: "the upstream sent a second HelloRetryRequest".into(),
+        alert: Some(ALERT_HANDSHAKE_FAILURE),
+    })
+}
+
+fn io_cut(reason: &'static str, e: std::io::Error) -> Cut {
+    Cut { reason, message: e.to_string(), alert: None }
+}
+
+/// Copy both ways until both directions have seen EOF (each EOF is passed on as a write shutdown,
+/// so half-closed connections keep working), an error, or `idle` without a byte either way.
+/// Returns why it ended.
+async fn relay<C>(client: &mut C, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = upstream.split();
+    let up = pump(&mut cr, &mut uw, &counters.up, counters);
+    let down = pump(&mut ur, &mut cw, &counters.down, counters);
+    let both = async { tokio::join!(up, down) };
+    tokio::select! {
+        (a, b) = both => match (a, b) {
+            (Ok(()), Ok(())) => "closed",
+            _ => "reset",
+        },
+        _ = idle_watch(idle, counters) => "idle_timeout",
+    }
+}
+
+async fn pump<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, counters: &Counters) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        counters.touch();
+    }
+}
+
+async fn idle_watch(idle: Duration, counters: &Counters) {
+    loop {
+        let last = Duration::from_millis(counters.last_activity_ms.load(Ordering::Relaxed));
+        let since = counters.opened.elapsed().saturating_sub(last);
+        if since >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - since).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ccs_prefix() {
+        assert_eq!(leading_ccs(&[20, 3, 3, 0, 1, 1, 22, 3, 1]), 6);
+        assert_eq!(leading_ccs(&[22, 3, 1, 0, 5]), 0);
+        assert_eq!(leading_ccs(&[20, 3, 3, 0, 1]), 0);
+    }
+}

@@ -1,0 +1,232 @@
+//! Routes: named sets of IPv4 CIDRs that carry traffic privately, and the sources they come from.
+//!
+//! Pure: parsing takes file contents, not paths. [`crate::config`] reads the files and calls in here.
+//! Sources understood by `cidrs_file` (detected from the JSON shape):
+//! - `aws ec2 get-managed-prefix-list-entries` output (`{"Entries":[{"Cidr":…}]}`), the authoritative
+//!   list behind an S3 gateway endpoint;
+//! - `aws ec2 describe-prefix-lists` output (`{"PrefixLists":[{"Cidrs":[…]}]}`);
+//! - AWS's `ip-ranges.json` (`{"prefixes":[{"ip_prefix","region","service"}]}`), filtered by service S3
+//!   and region;
+//! - vpcgate's own extract `config/s3-ipv4-prefixes.json` (`{"regions":{"us-east-1":[…]}}`).
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// The S3 IPv4 prefixes by region from AWS's ip-ranges.json (syncToken 1787411825, 2026-08-22),
+/// embedded so that the default route works with no files at all.
+pub const EMBEDDED_S3_PREFIXES: &str = include_str!("../config/s3-ipv4-prefixes.json");
+
+/// How traffic reaches the VPC endpoint behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// S3 gateway endpoint: the public S3 names resolve to addresses in the region's prefix list.
+    Gateway,
+    /// Interface endpoint (PrivateLink): vpcgate resolves the route's endpoint name, whose answers are VPC addresses.
+    Interface,
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteKind::Gateway => "gateway",
+            RouteKind::Interface => "interface",
+        })
+    }
+}
+
+/// A route ready for decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub kind: RouteKind,
+    pub cidrs: Vec<Ipv4Net>,
+    /// Interface routes: the endpoint DNS name vpcgate resolves instead of the requested host.
+    pub endpoint: Option<String>,
+    /// The region the route serves (interface routes: from the endpoint name unless configured).
+    pub region: Option<String>,
+    /// Where the CIDRs came from, for the banner, `routes` and logs.
+    pub source: String,
+}
+
+impl Route {
+    /// The first CIDR of this route containing `addr`.
+    pub fn cidr_for(&self, addr: Ipv4Addr) -> Option<Ipv4Net> {
+        self.cidrs.iter().copied().find(|net| net.contains(&addr))
+    }
+
+    /// Whether an interface route reaches the Multi-Region Access Point service (`com.amazonaws.s3-global.accesspoint`).
+    pub fn serves_multi_region(&self) -> bool {
+        self.kind == RouteKind::Interface
+            && self.endpoint.as_deref().is_some_and(|e| e.split('.').any(|l| l == "s3-global"))
+    }
+}
+
+/// A CIDR source that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteSourceError {
+    #[error("is not JSON ({0})")]
+    NotJson(String),
+    #[error("has none of the known shapes (get-managed-prefix-list-entries \"Entries\", describe-prefix-lists \"PrefixLists\", ip-ranges.json \"prefixes\", or a \"regions\" map)")]
+    UnknownShape,
+    #[error("has the entry {0:?}, which is not an IPv4 CIDR like 52.216.0.0/15")]
+    BadCidr(String),
+    #[error("has no IPv4 prefixes for region(s) {0}")]
+    Empty(String),
+}
+
+/// Parse one CIDR written by a user or a file, refusing host bits and IPv6.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, RouteSourceError> {
+    let s = s.trim();
+    let net: Ipv4Net = s.parse().map_err(|_| RouteSourceError::BadCidr(s.to_string()))?;
+    if net.trunc() != net {
+        return Err(RouteSourceError::BadCidr(s.to_string()));
+    }
+    Ok(net)
+}
+
+/// Read CIDRs from the text of a `cidrs_file`. `regions` filters ip-ranges.json and the regions map;
+/// prefix-list outputs are taken whole (a prefix list is already one region's).
+/// Returns the CIDRs and a short description of the source (its shape and date where it has one).
+pub fn parse_cidr_source(text: &str, regions: &[String]) -> Result<(Vec<Ipv4Net>, String), RouteSourceError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| RouteSourceError::NotJson(e.to_string()))?;
+    let mut out = Vec::new();
+    let what;
+    if let Some(entries) = v.get("Entries").and_then(Value::as_array) {
+        for e in entries {
+            let cidr = e.get("Cidr").and_then(Value::as_str).ok_or(RouteSourceError::UnknownShape)?;
+            out.push(parse_cidr(cidr)?);
+        }
+        what = "get-managed-prefix-list-entries output".to_string();
+    } else if let Some(lists) = v.get("PrefixLists").and_then(Value::as_array) {
+        let mut names = Vec::new();
+        for l in lists {
+            if let Some(n) = l.get("PrefixListName").and_then(Value::as_str) {
+                names.push(n.to_string());
+            }
+            for c in l.get("Cidrs").and_then(Value::as_array).into_iter().flatten() {
+                out.push(parse_cidr(c.as_str().ok_or(RouteSourceError::UnknownShape)?)?);
+            }
+        }
+        what = format!("describe-prefix-lists output {}", names.join(","));
+    } else if let Some(prefixes) = v.get("prefixes").and_then(Value::as_array) {
+        for p in prefixes {
+            let service = p.get("service").and_then(Value::as_str).unwrap_or("");
+            let region = p.get("region").and_then(Value::as_str).unwrap_or("");
+            if service == "S3" && regions.iter().any(|r| r == region) {
+                let cidr = p.get("ip_prefix").and_then(Value::as_str).ok_or(RouteSourceError::UnknownShape)?;
+                out.push(parse_cidr(cidr)?);
+            }
+        }
+        what = format!("ip-ranges.json {}", v.get("createDate").and_then(Value::as_str).unwrap_or("(no createDate)"));
+    } else if let Some(map) = v.get("regions").and_then(Value::as_object) {
+        for r in regions {
+            for c in map.get(r).and_then(Value::as_array).into_iter().flatten() {
+                out.push(parse_cidr(c.as_str().ok_or(RouteSourceError::UnknownShape)?)?);
+            }
+        }
+        what = format!(
+            "S3 prefixes from ip-ranges.json {}",
+            v.get("createDate").and_then(Value::as_str).unwrap_or("(no createDate)")
+        );
+    } else {
+        return Err(RouteSourceError::UnknownShape);
+    }
+    if out.is_empty() {
+        return Err(RouteSourceError::Empty(regions.join(",")));
+    }
+    out.sort();
+    out.dedup();
+    Ok((out, what))
+}
+
+/// The default route: S3 prefixes of `regions` from the embedded ip-ranges extract.
+pub fn default_route(regions: &[String]) -> Result<Route, RouteSourceError> {
+    let (cidrs, what) = parse_cidr_source(EMBEDDED_S3_PREFIXES, regions)?;
+    Ok(Route {
+        name: "s3-default".into(),
+        kind: RouteKind::Gateway,
+        cidrs,
+        endpoint: None,
+        region: None,
+        source: format!("embedded {what}, regions {}", regions.join(",")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(x: &[&str]) -> Vec<String> {
+        x.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn embedded_default_route_has_us_east_1_and_not_global() {
+        let route = default_route(&r(&["us-east-1"])).unwrap();
+        assert_eq!(route.cidrs.len(), 21);
+        assert!(route.cidr_for("52.217.1.1".parse().unwrap()).is_some());
+        assert_eq!(route.cidr_for("52.217.1.1".parse().unwrap()).unwrap().to_string(), "52.216.0.0/15");
+        // GLOBAL anycast prefixes are not a regional prefix list member.
+        assert!(route.cidr_for("13.248.224.1".parse().unwrap()).is_none());
+        // eu-west-1 S3 is not in us-east-1's route.
+        assert!(route.cidr_for("52.218.0.1".parse().unwrap()).is_none());
+        assert!(default_route(&r(&["xx-nowhere-1"])).is_err());
+    }
+
+    #[test]
+    fn managed_prefix_list_entries() {
+        let text = r#"{"Entries":[{"Cidr":"52.216.0.0/15","Description":"x"},{"Cidr":"54.231.0.0/16"}],"NextToken":null}"#;
+        let (cidrs, what) = parse_cidr_source(text, &[]).unwrap();
+        assert_eq!(cidrs.len(), 2);
+        assert!(what.contains("get-managed-prefix-list-entries"));
+    }
+
+    #[test]
+    fn describe_prefix_lists() {
+        let text = r#"{"PrefixLists":[{"PrefixListId":"pl-63a5400a","PrefixListName":"com.amazonaws.us-east-1.s3","Cidrs":["54.231.0.0/17","52.216.0.0/15"]}]}"#;
+        let (cidrs, what) = parse_cidr_source(text, &[]).unwrap();
+        assert_eq!(cidrs.len(), 2);
+        assert!(what.contains("com.amazonaws.us-east-1.s3"));
+    }
+
+    #[test]
+    fn ip_ranges_filtered_by_service_and_region() {
+        let text = r#"{"syncToken":"1","createDate":"2026-08-22-15-17-05","prefixes":[
+            {"ip_prefix":"52.216.0.0/15","region":"us-east-1","service":"S3","network_border_group":"us-east-1"},
+            {"ip_prefix":"3.5.0.0/19","region":"us-east-1","service":"AMAZON","network_border_group":"us-east-1"},
+            {"ip_prefix":"52.218.0.0/17","region":"eu-west-1","service":"S3","network_border_group":"eu-west-1"}]}"#;
+        let (cidrs, what) = parse_cidr_source(text, &r(&["us-east-1"])).unwrap();
+        assert_eq!(cidrs, vec!["52.216.0.0/15".parse::<Ipv4Net>().unwrap()]);
+        assert!(what.contains("2026-08-22"));
+        assert!(matches!(parse_cidr_source(text, &r(&["ap-south-2"])), Err(RouteSourceError::Empty(_))));
+    }
+
+    #[test]
+    fn bad_sources() {
+        assert!(matches!(parse_cidr_source("nope", &[]), Err(RouteSourceError::NotJson(_))));
+        assert!(matches!(parse_cidr_source("{}", &[]), Err(RouteSourceError::UnknownShape)));
+        assert_eq!(
+            parse_cidr_source(r#"{"Entries":[{"Cidr":"2600:1f18::/33"}]}"#, &[]),
+            Err(RouteSourceError::BadCidr("2600:1f18::/33".into()))
+        );
+        assert_eq!(parse_cidr("10.0.0.1/16"), Err(RouteSourceError::BadCidr("10.0.0.1/16".into())));
+    }
+
+    #[test]
+    fn multi_region_interface_route() {
+        let mut route = Route {
+            name: "mrap".into(),
+            kind: RouteKind::Interface,
+            cidrs: vec![],
+            endpoint: Some("vpce-1-2.accesspoint.s3-global.vpce.amazonaws.com".into()),
+            region: None,
+            source: String::new(),
+        };
+        assert!(route.serves_multi_region());
+        route.endpoint = Some("vpce-1-2.s3.us-east-1.vpce.amazonaws.com".into());
+        assert!(!route.serves_multi_region());
+    }
+}
