@@ -1,1 +1,573 @@
+//! The CONNECT path through real sockets on loopback: the vpcgate binary, a real DNS server, real
+//! TLS upstreams on 127.x.y.z:443, and curl / openssl / a raw socket as clients.
+//!
+//! Each test owns a distinct 127.N.0.0/16 block so that tests can run in parallel:
+//! 127.N.1.0/24 is inside the gateway route, 127.N.2.0/24 is outside every route, 127.N.3.0/24 is
+//! the interface route's VPC range.
 
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::dns::{unreachable_dns_addr, FakeDns};
+use support::upstream::{NonFsUpstream, TestCa, TlsUpstream};
+
+const HOST: &str = "s3.us-east-1.amazonaws.com";
+const BUCKET_HOST: &str = "my-bucket.s3.us-east-1.amazonaws.com";
+const ENDPOINT: &str = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com";
+
+fn ip(n: u8, sub: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, n, sub, host)
+}
+fn sa(n: u8, sub: u8, host: u8) -> SocketAddr {
+    SocketAddr::from((ip(n, sub, host), 443))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running vpcgate binary with JSON logs captured to a file.
+struct Proxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start vpcgate with `extra` TOML appended to a base config that listens on a free port, uses
+    /// `dns` and has a gateway route for 127.N.1.0/24 (unless `extra` brings its own routes).
+    fn start(n: u8, dns: SocketAddr, extra: &str) -> Proxy {
+        let port = free_port();
+        let routes = if extra.contains("[[routes]]") {
+            String::new()
+        } else {
+            format!("[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n")
+        };
+        let toml = format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n\
+             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n{routes}{extra}"
+        );
+        Self::start_with(port, &toml)
+    }
+
+    fn start_with(port: u16, toml: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vpcgate.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let log = dir.path().join("vpcgate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .env_remove("VPCGATE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut p = Proxy { child, port, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("vpcgate exited with {status}: {}", std::fs::read_to_string(&p.log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "vpcgate did not listen: {}", p.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Parsed JSON log events of the `vpcgate::decision` target with `event == kind`.
+    fn events(&self, kind: &str) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == kind)
+            .collect()
+    }
+
+    /// Wait (bounded) for an event of `kind` about `host` and return it.
+    fn wait_event(&self, kind: &str, host: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.events(kind).into_iter().find(|v| v["host"] == host) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {kind} event for {host} in:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct CurlOut {
+    code: i32,
+    /// `%{http_connect}` (the proxy's answer to CONNECT) and `%{http_code}`.
+    connect_status: u16,
+    status: u16,
+    body: String,
+    stderr: String,
+}
+
+async fn curl(args: &[&str]) -> CurlOut {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "20", "-w", "\n%{http_connect} %{http_code}"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("curl finished within 30s")
+    .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, codes) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let mut it = codes.split_whitespace().map(|c| c.parse::<u16>().unwrap_or(0));
+    CurlOut {
+        code: out.status.code().unwrap_or(-1),
+        connect_status: it.next().unwrap_or(0),
+        status: it.next().unwrap_or(0),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+async fn curl_via(p: &Proxy, ca: &Path, url: &str) -> CurlOut {
+    curl(&["--proxy", &p.url(), "--cacert", ca.to_str().unwrap(), url]).await
+}
+
+/// Send a raw proxy request and read the response head and body (bounded).
+fn raw_request(port: u16, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
+            if len.map_or(true, |n| body.len() >= n) {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn connect_req(target: &str) -> String {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+}
+
+struct World {
+    ca: TestCa,
+    ca_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("vpcgate test upstream CA");
+    let ca_path = ca.write_pem(dir.path());
+    World { ca, ca_path, _dir: dir }
+}
+
+fn a(addrs: &[Ipv4Addr]) -> Vec<IpAddr> {
+    addrs.iter().map(|x| IpAddr::V4(*x)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_connect_is_tunnelled_and_explained() {
+    let n = 11;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST, BUCKET_HOST], "inside").await;
+    let inside = a(&[ip(n, 1, 1)]);
+    let dns = FakeDns::start(&[(HOST, &inside), (BUCKET_HOST, &inside)]).await;
+    let p = Proxy::start(n, dns.addr, "");
+
+    let out = curl_via(&p, &w.ca_path, &format!("https://{BUCKET_HOST}/key")).await;
+    assert_eq!((out.code, out.status), (0, 200), "{}", out.stderr);
+    assert!(out.body.contains("upstream inside saw GET /key"), "{}", out.body);
+    assert!(out.body.contains(&format!("sni={BUCKET_HOST}")), "{}", out.body);
+    assert_eq!(up.connections(), 1);
+
+    // One decision line per CONNECT with the resolved address, the route and the CIDR.
+    let d = p.wait_event("connect", BUCKET_HOST);
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["class"], "regional_virtual_hosted");
+    assert_eq!(d["chosen"], ip(n, 1, 1).to_string());
+    assert_eq!(d["route"], "test-gateway");
+    assert_eq!(d["cidr"], format!("127.{n}.1.0/24"));
+    assert!(d["dns_ms"].is_number() && d["connect_ms"].is_number());
+    // One close line with TLS facts and bytes each way.
+    let c = p.wait_event("close", BUCKET_HOST);
+    assert_eq!(c["tls_version"], "TLS1.3", "{c}");
+    assert!(c["cipher"].as_str().unwrap().starts_with("TLS13_") || c["cipher"].as_str().unwrap().starts_with("TLS_"), "{c}");
+    assert!(c["bytes_up"].as_u64().unwrap() > 300 && c["bytes_down"].as_u64().unwrap() > 300, "{c}");
+    assert_eq!(c["end"], "closed");
+    // A records only: never AAAA, never PTR.
+    assert!(dns.count("A") >= 1);
+    assert_eq!(dns.count("AAAA") + dns.count("PTR"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_that_can_never_be_private_are_refused_with_a_reason() {
+    let n = 12;
+    let w = world();
+    let dual = "my-bucket.s3.dualstack.us-east-1.amazonaws.com";
+    let other = "my-bucket.s3.eu-west-1.amazonaws.com";
+    let accel = "my-bucket.s3-accelerate.amazonaws.com";
+    let v4 = a(&[ip(n, 1, 1)]);
+    let both: Vec<IpAddr> = vec![IpAddr::V4(ip(n, 1, 1)), "::1".parse().unwrap()];
+    let dns = FakeDns::start(&[(dual, &both), (other, &v4), (accel, &v4), ("example.com", &v4)]).await;
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[dual, other, accel], "inside").await;
+    let p = Proxy::start(n, dns.addr, "");
+
+    for (host, code, fix) in [
+        (dual, "dualstack", "use_dualstack_endpoint = false"),
+        (other, "other_region", "aws.regions"),
+        (accel, "accelerate", "use_accelerate_endpoint = false"),
+        ("example.com", "not_aws", "NO_PROXY"),
+    ] {
+        let out = curl_via(&p, &w.ca_path, &format!("https://{host}/")).await;
+        assert_eq!(out.connect_status, 403, "{host}: {}", out.stderr);
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains(&format!("X-Vpcgate-Reason: {code}")), "{host}: {}", out.stderr);
+        let (status, text) = raw_request(p.port, &connect_req(&format!("{host}:443")));
+        assert_eq!(status, 403);
+        assert!(text.contains(fix), "{host}: {text}");
+        let d = p.wait_event("connect", host);
+        assert_eq!((d["decision"].as_str(), d["reason"].as_str()), (Some("deny"), Some(code)));
+    }
+    // Refused by class before any lookup: DNS never asked, and never for AAAA.
+    assert_eq!(dns.count("A") + dns.count("AAAA"), 0, "{:?}", dns.queried_names());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_outside_routes_are_refused_and_mixed_answers_dial_only_inside() {
+    let n = 13;
+    let w = world();
+    let outside_only = "outside.s3.us-east-1.amazonaws.com";
+    let mixed = "mixed.s3.us-east-1.amazonaws.com";
+    let global_in = "in.s3.amazonaws.com";
+    let global_out = "out.s3.amazonaws.com";
+    let names = [outside_only, mixed, global_in, global_out];
+    let inside_up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &names, "inside").await;
+    let outside_up = TlsUpstream::start(sa(n, 2, 1), &w.ca, &names, "outside").await;
+    let dns = FakeDns::start(&[
+        (outside_only, &a(&[ip(n, 2, 1)])),
+        (mixed, &a(&[ip(n, 2, 1), ip(n, 1, 1)])),
+        (global_in, &a(&[ip(n, 1, 1)])),
+        (global_out, &a(&[ip(n, 2, 1)])),
+    ])
+    .await;
+    let p = Proxy::start(n, dns.addr, "");
+
+    let out = curl_via(&p, &w.ca_path, &format!("https://{outside_only}/")).await;
+    assert_eq!(out.connect_status, 403, "{}", out.stderr);
+    assert!(out.stderr.contains("X-Vpcgate-Reason: outside_routes"), "{}", out.stderr);
+    let (_, text) = raw_request(p.port, &connect_req(&format!("{outside_only}:443")));
+    assert!(text.contains(&ip(n, 2, 1).to_string()) && text.contains("test-gateway"), "names addresses and routes: {text}");
+
+    let out = curl_via(&p, &w.ca_path, &format!("https://{mixed}/m")).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert!(out.body.contains("upstream inside saw GET /m"), "{}", out.body);
+    assert_eq!(p.wait_event("connect", mixed)["chosen"], ip(n, 1, 1).to_string());
+
+    // The legacy global name is decided by where it resolves.
+    let out = curl_via(&p, &w.ca_path, &format!("https://{global_in}/g")).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert_eq!(p.wait_event("connect", global_in)["class"], "legacy_global");
+    let out = curl_via(&p, &w.ca_path, &format!("https://{global_out}/g")).await;
+    assert_eq!(out.connect_status, 403, "{}", out.stderr);
+
+    assert_eq!(outside_up.connections(), 0, "the outside address was never dialled");
+    assert_eq!(inside_up.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interface_route_dials_the_endpoint_address_with_the_requested_sni() {
+    let n = 14;
+    let w = world();
+    // The public name answers outside (a laptop over VPN cannot use the gateway endpoint); the
+    // interface endpoint's name answers inside the VPC range. PrivateLink speaks TLS 1.2 only.
+    let up = TlsUpstream::start_tls12_only(sa(n, 3, 5), &w.ca, &[BUCKET_HOST], "vpce").await;
+    let dns = FakeDns::start(&[(BUCKET_HOST, &a(&[ip(n, 2, 1)])), (ENDPOINT, &a(&[ip(n, 3, 5)]))]).await;
+    let p = Proxy::start(
+        n,
+        dns.addr,
+        &format!("[[routes]]\nname = \"s3-vpn\"\nkind = \"interface\"\nendpoint = \"{ENDPOINT}\"\ncidrs = [\"127.{n}.3.0/24\"]\n"),
+    );
+    let out = curl_via(&p, &w.ca_path, &format!("https://{BUCKET_HOST}/k")).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert!(out.body.contains(&format!("host={BUCKET_HOST} sni={BUCKET_HOST}")), "{}", out.body);
+    let d = p.wait_event("connect", BUCKET_HOST);
+    assert_eq!((d["route"].as_str(), d["via"].as_str()), (Some("s3-vpn"), Some(ENDPOINT)));
+    assert_eq!(d["chosen"], ip(n, 3, 5).to_string());
+    let c = p.wait_event("close", BUCKET_HOST);
+    assert_eq!(c["tls_version"], "TLS1.2");
+    assert!(c["cipher"].as_str().unwrap().contains("ECDHE"), "{c}");
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_without_forward_secrecy_is_cut() {
+    let n = 15;
+    let w = world();
+    let _nonfs = NonFsUpstream::start(sa(n, 1, 7), &w.ca, &[HOST]);
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 7)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    // curl offers FS and non-FS suites; the server picks TLS_RSA_WITH_AES_128_GCM_SHA256.
+    let out = curl(&[
+        "--proxy",
+        &p.url(),
+        "--cacert",
+        w.ca_path.to_str().unwrap(),
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256",
+        &format!("https://{HOST}/"),
+    ])
+    .await;
+    assert_eq!(out.connect_status, 200, "the CONNECT itself is allowed: {}", out.stderr);
+    assert_ne!(out.code, 0, "the handshake must fail: {}", out.stderr);
+    let r = p.wait_event("handshake_refused", HOST);
+    assert_eq!(r["reason"], "server_no_forward_secrecy", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("TLS_RSA_WITH_AES_128_GCM_SHA256"), "{r}");
+    assert_eq!(p.wait_event("close", HOST)["end"], "server_no_forward_secrecy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_hello_checks_sni_and_forward_secrecy() {
+    let n = 16;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST, "other.s3.us-east-1.amazonaws.com"], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+
+    // SNI different from the CONNECT host (domain fronting at the TLS layer): cut before relaying.
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-proxy", &format!("127.0.0.1:{}", p.port), "-connect", &format!("{HOST}:443")])
+        .args(["-servername", "other.s3.us-east-1.amazonaws.com", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "openssl must fail");
+    let r = p.wait_event("handshake_refused", HOST);
+    assert_eq!(r["reason"], "sni_mismatch", "{r}");
+
+    // A client that offers only non-forward-secret suites.
+    let out = curl(&[
+        "--proxy",
+        &p.url(),
+        "--cacert",
+        w.ca_path.to_str().unwrap(),
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "AES128-GCM-SHA256",
+        &format!("https://{HOST}/"),
+    ])
+    .await;
+    assert_ne!(out.code, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.events("handshake_refused").iter().any(|v| v["reason"] == "client_no_forward_secrecy") {
+        assert!(Instant::now() < deadline, "{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // Neither hello reached the upstream.
+    assert_eq!(up.connections(), 2, "the TCP connections were dialled");
+    assert_eq!(up.handshakes(), 0, "but no ClientHello was relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authority_tricks_plaintext_and_ports_are_refused() {
+    let n = 17;
+    let w = world();
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let p = Proxy::start(n, dns.addr, "");
+    for (target, status, code) in [
+        (format!("127.{n}.1.1:443"), 403, "ip_literal"),
+        ("[::1]:443".to_string(), 403, "ip_literal"),
+        (format!("[{HOST}]:443"), 403, "ip_literal"),
+        (format!("user@{HOST}:443"), 403, "userinfo"),
+        (format!("{HOST}:8443"), 403, "port_not_allowed"),
+        (format!("{HOST}:"), 400, "bad_authority"),
+    ] {
+        let (got, text) = raw_request(p.port, &connect_req(&target));
+        // hyper itself answers 400 to request targets it cannot parse at all.
+        if got == 400 && !text.contains("X-Vpcgate-Reason") {
+            continue;
+        }
+        assert_eq!(got, status, "{target}: {text}");
+        assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")), "{target}: {text}");
+    }
+    // curl to an IP literal gets a 403 from the proxy, not a TLS error.
+    let out = curl_via(&p, &w.ca_path, &format!("https://127.{n}.1.1/")).await;
+    assert_eq!(out.connect_status, 403, "{}", out.stderr);
+    let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}:8443/")).await;
+    assert_eq!(out.connect_status, 403, "{}", out.stderr);
+    // Plaintext HTTP through the proxy is never forwarded.
+    let out = curl(&["--proxy", &p.url(), &format!("http://{HOST}/key?X-Amz-Signature=secret")]).await;
+    assert_eq!(out.status, 403, "{}", out.stderr);
+    assert!(out.body.contains("plaintext HTTP"), "{}", out.body);
+    assert!(out.stderr.contains("X-Vpcgate-Reason: plaintext"));
+    assert!(!p.log_text().contains("secret"), "query values are never logged");
+    // A malformed request line gets an error and the proxy keeps serving.
+    let (got, _) = raw_request(p.port, "CONNECT\r\n\r\n");
+    assert_eq!(got, 400);
+    let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}/still-serving")).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_failures_are_502_and_the_proxy_keeps_serving() {
+    let n = 18;
+    let w = world();
+    let silent = unreachable_dns_addr().await;
+    let p = Proxy::start(n, silent, "");
+    let started = Instant::now();
+    let (status, text) = raw_request(p.port, &connect_req(&format!("{HOST}:443")));
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("dns_failed") && text.contains(&silent.to_string()), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by dns.timeout");
+    drop(p);
+
+    // NXDOMAIN is a 502 too, and the next good request still works.
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let p = Proxy::start(n, dns.addr, "");
+    let (status, text) = raw_request(p.port, &connect_req("nobucket.s3.us-east-1.amazonaws.com:443"));
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("NXDOMAIN"), "{text}");
+    let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}/")).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tcp_connect_is_502() {
+    let n = 19;
+    // Inside the route, but nothing listens there.
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 9)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    let (status, text) = raw_request(p.port, &connect_req(&format!("{HOST}:443")));
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("connect_failed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_connections_is_503() {
+    let n = 20;
+    let dns = FakeDns::start(&[]).await;
+    let port = free_port();
+    let p = Proxy::start_with(
+        port,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"json\"\n",
+            dns.addr
+        ),
+    );
+    // Let the readiness probe's connection close and give its permit back, then hold the only permit.
+    std::thread::sleep(Duration::from_millis(300));
+    let _held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, text) = raw_request(port, &connect_req(&format!("{HOST}:443")));
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("over_capacity") && text.contains("max_connections"), "{text}");
+    drop(_held);
+    drop(p);
+}
+
+#[test]
+fn bad_config_stops_startup_with_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[proxy]\nlisten = \"127.0.0.1:3999\"\nconect_timeout = \"5s\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcgate")).arg("--config").arg(&cfg).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(err.contains("conect_timeout") && err.contains(&cfg.display().to_string()), "{err}");
+    assert!(TcpStream::connect("127.0.0.1:3999").is_err(), "nothing listens");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+        .arg("run")
+        .env("VPCGATE__DNS__TIMEOUT", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dns.timeout") && err.contains("environment"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_lets_open_tunnels_finish() {
+    let n = 21;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    // Open a tunnel and keep it open (raw CONNECT, no TLS yet).
+    let mut tunnel = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    tunnel.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).unwrap();
+    let mut head = [0u8; 64];
+    tunnel.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let k = tunnel.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
+    p.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", p.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The open tunnel is still alive: closing it lets the process exit well before the grace period ends.
+    drop(tunnel);
+    let mut p = p;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit after its last tunnel closed: {}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

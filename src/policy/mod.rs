@@ -5,4 +5,5 @@ pub mod authority;
 pub mod connect;
 pub mod deny;
 pub mod host;
+pub mod request;
 pub mod tls;

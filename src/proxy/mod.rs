@@ -95,6 +95,7 @@ fn http1_builder(state: &State) -> hyper::server::conn::http1::Builder {
     b.timer(TokioTimer::new())
         .header_read_timeout(state.config.settings.proxy.handshake_timeout)
         .max_buf_size(64 * 1024)
+        .title_case_headers(true)
         .keep_alive(true);
     b
 }

@@ -1,0 +1,457 @@
+//! Request decisions inside an inspected tunnel: which signature a request carries (aws-facts §2)
+//! and whether it may go upstream. Every request in a tunnel comes through here, not only the first.
+//!
+//! Pure: takes the request head (and, for browser POST forms, a bounded prefix of the body).
+
+use std::fmt;
+
+/// The signature scheme a request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    V2Header,
+    V2Query,
+    V2PostForm,
+    V4Header,
+    V4Query,
+    V4PostForm,
+    V4aHeader,
+    V4aQuery,
+    Anonymous,
+    /// An `Authorization` scheme vpcgate does not know (e.g. SigV3 `AWS3-HTTPS`).
+    Unknown(String),
+}
+
+impl Signature {
+    /// Stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Signature::V2Header => "sigv2-header",
+            Signature::V2Query => "sigv2-query",
+            Signature::V2PostForm => "sigv2-post-form",
+            Signature::V4Header => "sigv4-header",
+            Signature::V4Query => "sigv4-query",
+            Signature::V4PostForm => "sigv4-post-form",
+            Signature::V4aHeader => "sigv4a-header",
+            Signature::V4aQuery => "sigv4a-query",
+            Signature::Anonymous => "anonymous",
+            Signature::Unknown(_) => "unknown",
+        }
+    }
+
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Signature::V2Header | Signature::V2Query | Signature::V2PostForm)
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a request inside a tunnel is refused. Display is the S3 `<Message>` the client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDeny {
+    HostMissing { connect_host: String },
+    HostMismatch { host: String, connect_host: String },
+    SigV2 { sig: Signature },
+    UnknownScheme { scheme: String },
+    /// A multipart POST whose form fields did not end within the inspected prefix.
+    FormTooLarge { limit: usize },
+    Smuggling { what: &'static str },
+    /// The upstream could not be reached or did not verify; set by the proxy, not by `check`.
+    Upstream { message: String },
+}
+
+impl RequestDeny {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestDeny::HostMissing { .. } => "host_missing",
+            RequestDeny::HostMismatch { .. } => "host_mismatch",
+            RequestDeny::SigV2 { .. } => "sigv2",
+            RequestDeny::UnknownScheme { .. } => "unknown_signature",
+            RequestDeny::FormTooLarge { .. } => "form_too_large",
+            RequestDeny::Smuggling { .. } => "request_smuggling",
+            RequestDeny::Upstream { .. } => "upstream_failed",
+        }
+    }
+
+    /// HTTP status of the S3-style XML error. Never an empty 400: s3cmd retries those with SigV2.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestDeny::Upstream { .. } => 502,
+            _ => 403,
+        }
+    }
+}
+
+impl fmt::Display for RequestDeny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestDeny::HostMissing { connect_host } => write!(
+                f,
+                "vpcgate refused a request without a Host header in the tunnel to {connect_host}; send Host: {connect_host}"
+            ),
+            RequestDeny::HostMismatch { host, connect_host } => write!(
+                f,
+                "vpcgate refused a request for Host {host} inside the tunnel opened for {connect_host} (domain fronting); open a separate connection for {host}"
+            ),
+            RequestDeny::SigV2 { sig } => {
+                let how = match sig {
+                    Signature::V2Query => "presigned URL with AWSAccessKeyId and Signature",
+                    Signature::V2PostForm => "browser POST form with AWSAccessKeyId and signature fields",
+                    _ => "Authorization: AWS header",
+                };
+                write!(
+                    f,
+                    "vpcgate refused a Signature Version 2 request ({how}); set signature_version = s3v4 (boto3 presigns with SigV2 by default in us-east-1 and other older regions; aws configure set default.s3.signature_version s3v4; s3cmd: signature_v2 = False)"
+                )
+            }
+            RequestDeny::UnknownScheme { scheme } => write!(
+                f,
+                "vpcgate refused a request signed with the unknown scheme {scheme:?}; sign requests with SigV4 (signature_version = s3v4)"
+            ),
+            RequestDeny::FormTooLarge { limit } => write!(
+                f,
+                "vpcgate refused a POST form whose fields did not end within {limit} bytes, so its signature could not be checked; put the file field last and keep the policy small"
+            ),
+            RequestDeny::Smuggling { what } => write!(
+                f,
+                "vpcgate refused an ambiguous request ({what}); send exactly one of Content-Length or Transfer-Encoding: chunked"
+            ),
+            RequestDeny::Upstream { message } => write!(f, "{message}"),
+        }
+    }
+}
+
+/// Percent-decode a query key (only keys are inspected; `+` is a space in forms).
+fn decode_key(k: &str) -> String {
+    let b = k.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = ((b[i + 1] as char).to_digit(16), (b[i + 2] as char).to_digit(16)) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The signature a request carries in its `Authorization` header and query string.
+/// SigV2 anywhere wins: a request that mixes schemes is judged by its weakest.
+pub fn signature_of(authorization: Option<&str>, query: Option<&str>) -> Signature {
+    let keys: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| decode_key(p.split('=').next().unwrap_or("")).to_ascii_lowercase())
+        .collect();
+    let has = |k: &str| keys.iter().any(|x| x == k);
+    if has("awsaccesskeyid") || has("signature") {
+        return Signature::V2Query;
+    }
+    if let Some(auth) = authorization {
+        let auth = auth.trim_start();
+        let scheme = auth.split(|c: char| c.is_ascii_whitespace()).next().unwrap_or("");
+        return match scheme {
+            "AWS" => Signature::V2Header,
+            "AWS4-HMAC-SHA256" => Signature::V4Header,
+            "AWS4-ECDSA-P256-SHA256" => Signature::V4aHeader,
+            other => Signature::Unknown(other.chars().take(40).collect()),
+        };
+    }
+    if has("x-amz-signature") || has("x-amz-algorithm") || has("x-amz-credential") {
+        return if keys.iter().any(|k| k == "x-amz-region-set") {
+            Signature::V4aQuery
+        } else {
+            let alg = query
+                .unwrap_or("")
+                .split('&')
+                .find(|p| p.to_ascii_lowercase().starts_with("x-amz-algorithm="))
+                .map(|p| p.split_once('=').map(|x| x.1).unwrap_or(""))
+                .unwrap_or("");
+            if alg.contains("ECDSA") {
+                Signature::V4aQuery
+            } else {
+                Signature::V4Query
+            }
+        };
+    }
+    Signature::Anonymous
+}
+
+/// `Host` must name the CONNECT host (port 443 or the CONNECT port may be written or omitted).
+pub fn check_host(host_header: Option<&str>, connect_host: &str, connect_port: u16) -> Result<(), RequestDeny> {
+    let Some(h) = host_header else {
+        return Err(RequestDeny::HostMissing { connect_host: connect_host.to_string() });
+    };
+    let raw = h.trim();
+    let (name, port) = match raw.rsplit_once(':') {
+        Some((n, p)) if !n.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+            (n, p.parse::<u16>().ok())
+        }
+        _ => (raw, None),
+    };
+    let name = name.trim_end_matches('.');
+    let port_ok = port.is_none_or(|p| p == connect_port);
+    if port_ok && name.eq_ignore_ascii_case(connect_host) {
+        Ok(())
+    } else {
+        Err(RequestDeny::HostMismatch { host: raw.chars().take(255).collect(), connect_host: connect_host.to_string() })
+    }
+}
+
+/// Request smuggling shapes refused outright: both `Content-Length` and `Transfer-Encoding`,
+/// several different lengths, or a Transfer-Encoding other than a final `chunked`.
+pub fn check_framing(content_lengths: &[&str], transfer_encodings: &[&str]) -> Result<(), RequestDeny> {
+    if !content_lengths.is_empty() && !transfer_encodings.is_empty() {
+        return Err(RequestDeny::Smuggling { what: "both Content-Length and Transfer-Encoding" });
+    }
+    if content_lengths.len() > 1 && content_lengths.iter().any(|v| v.trim() != content_lengths[0].trim()) {
+        return Err(RequestDeny::Smuggling { what: "conflicting Content-Length headers" });
+    }
+    if !transfer_encodings.is_empty() {
+        let all: Vec<String> = transfer_encodings
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if all.last().map(String::as_str) != Some("chunked") || all.iter().filter(|s| *s == "chunked").count() != 1 {
+            return Err(RequestDeny::Smuggling { what: "a Transfer-Encoding that does not end in a single chunked" });
+        }
+    }
+    Ok(())
+}
+
+/// The multipart boundary of a `multipart/form-data` content type, if the request is one.
+pub fn form_boundary(content_type: Option<&str>) -> Option<String> {
+    let ct = content_type?;
+    let mut parts = ct.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    for p in parts {
+        let (k, v) = p.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("boundary") {
+            let v = v.trim().trim_matches('"');
+            if !v.is_empty() {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// What a scan of a POST form's body prefix found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormScan {
+    /// More body is needed to reach the end of the signature fields.
+    NeedMore,
+    /// The fields before the file (or all fields, when the body ended) were read.
+    Done(Signature),
+}
+
+/// Read form field names from `prefix` (the body so far); `ended` says the body is complete.
+/// S3 requires the `file` field to be last, so every signature field precedes it.
+pub fn scan_form(prefix: &[u8], boundary: &str, ended: bool) -> FormScan {
+    let delim = format!("--{boundary}");
+    let mut names: Vec<String> = Vec::new();
+    let mut at = 0;
+    let mut reached_file = false;
+    while let Some(pos) = find(&prefix[at..], delim.as_bytes()) {
+        let part_start = at + pos + delim.len();
+        // The part's headers end at the first blank line.
+        let Some(hdr_end) = find(&prefix[part_start..], b"\r\n\r\n") else { break };
+        let headers = String::from_utf8_lossy(&prefix[part_start..part_start + hdr_end]).to_string();
+        if let Some(name) = disposition_name(&headers) {
+            let lower = name.to_ascii_lowercase();
+            names.push(lower.clone());
+            if lower == "file" {
+                reached_file = true;
+                break;
+            }
+        }
+        at = part_start + hdr_end + 4;
+    }
+    if !reached_file && !ended {
+        return FormScan::NeedMore;
+    }
+    let has = |k: &str| names.iter().any(|n| n == k);
+    FormScan::Done(if has("awsaccesskeyid") || has("signature") {
+        Signature::V2PostForm
+    } else if has("x-amz-signature") || has("x-amz-algorithm") {
+        Signature::V4PostForm
+    } else {
+        Signature::Anonymous
+    })
+}
+
+fn disposition_name(headers: &str) -> Option<String> {
+    for line in headers.split("\r\n") {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        if !k.trim().eq_ignore_ascii_case("content-disposition") {
+            continue;
+        }
+        for p in v.split(';') {
+            if let Some((pk, pv)) = p.split_once('=') {
+                if pk.trim().eq_ignore_ascii_case("name") {
+                    return Some(pv.trim().trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The whole decision for one request head: Host, framing and signature.
+pub fn check(
+    connect_host: &str,
+    connect_port: u16,
+    host_header: Option<&str>,
+    sig: &Signature,
+) -> Result<(), RequestDeny> {
+    check_host(host_header, connect_host, connect_port)?;
+    match sig {
+        s if s.is_v2() => Err(RequestDeny::SigV2 { sig: s.clone() }),
+        Signature::Unknown(scheme) => Err(RequestDeny::UnknownScheme { scheme: scheme.clone() }),
+        _ => Ok(()),
+    }
+}
+
+/// The S3-style XML error body for a refusal, so that SDKs print the message.
+pub fn s3_error_xml(deny: &RequestDeny, resource: &str, request_id: &str) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    }
+    let code = if deny.status() == 403 { "AccessDenied" } else { "BadGateway" };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId><VpcgateReason>{}</VpcgateReason></Error>\n",
+        esc(&deny.to_string()),
+        esc(resource),
+        esc(request_id),
+        deny.code()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_from_headers_and_queries() {
+        let v4 = "AWS4-HMAC-SHA256 Credential=AKIA/20261127/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abcd";
+        let cases: &[(Option<&str>, Option<&str>, Signature)] = &[
+            (Some("AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg="), None, Signature::V2Header),
+            (Some(v4), None, Signature::V4Header),
+            (Some("AWS4-ECDSA-P256-SHA256 Credential=AKIA/20261127/s3/aws4_request, SignedHeaders=host, Signature=30"), None, Signature::V4aHeader),
+            (None, Some("AWSAccessKeyId=AKIA&Expires=1700000000&Signature=abc%3D"), Signature::V2Query),
+            (None, Some("Signature=abc"), Signature::V2Query),
+            (None, Some("awsaccesskeyid=AKIA"), Signature::V2Query),
+            (None, Some("AWSAccess%4BeyId=AKIA"), Signature::V2Query),
+            (Some(v4), Some("AWSAccessKeyId=AKIA&Signature=x"), Signature::V2Query),
+            (
+                None,
+                Some("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2Fb&X-Amz-Date=20261127T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=ff"),
+                Signature::V4Query,
+            ),
+            (None, Some("X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256&X-Amz-Region-Set=*&X-Amz-Signature=ff"), Signature::V4aQuery),
+            (None, Some("list-type=2&prefix=a"), Signature::Anonymous),
+            (None, Some("x-amz-signature-like=1"), Signature::Anonymous),
+            (None, None, Signature::Anonymous),
+            (Some("AWS3-HTTPS AWSAccessKeyId=A,Algorithm=HmacSHA256,Signature=x"), None, Signature::Unknown("AWS3-HTTPS".into())),
+            (Some("Bearer abc"), None, Signature::Unknown("Bearer".into())),
+        ];
+        for (auth, q, want) in cases {
+            assert_eq!(&signature_of(*auth, *q), want, "{auth:?} {q:?}");
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        let h = "b.s3.us-east-1.amazonaws.com";
+        assert!(check_host(Some(h), h, 443).is_ok());
+        assert!(check_host(Some("B.S3.us-east-1.amazonaws.com:443"), h, 443).is_ok());
+        assert!(check_host(Some("b.s3.us-east-1.amazonaws.com."), h, 443).is_ok());
+        assert_eq!(check_host(Some("evil.s3.us-east-1.amazonaws.com"), h, 443).unwrap_err().code(), "host_mismatch");
+        assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com:8443"), h, 443).unwrap_err().code(), "host_mismatch");
+        assert_eq!(check_host(None, h, 443).unwrap_err().code(), "host_missing");
+    }
+
+    #[test]
+    fn decisions() {
+        let h = "b.s3.us-east-1.amazonaws.com";
+        for sig in [Signature::V4Header, Signature::V4Query, Signature::V4aHeader, Signature::Anonymous, Signature::V4PostForm] {
+            assert!(check(h, 443, Some(h), &sig).is_ok(), "{sig}");
+        }
+        for sig in [Signature::V2Header, Signature::V2Query, Signature::V2PostForm] {
+            let e = check(h, 443, Some(h), &sig).unwrap_err();
+            assert_eq!((e.code(), e.status()), ("sigv2", 403));
+            assert!(e.to_string().contains("signature_version = s3v4"), "{e}");
+        }
+        assert_eq!(check(h, 443, Some(h), &Signature::Unknown("X".into())).unwrap_err().code(), "unknown_signature");
+    }
+
+    #[test]
+    fn framing() {
+        assert!(check_framing(&["10"], &[]).is_ok());
+        assert!(check_framing(&[], &["chunked"]).is_ok());
+        assert!(check_framing(&["10", "10"], &[]).is_ok());
+        assert!(check_framing(&["10"], &["chunked"]).is_err());
+        assert!(check_framing(&["10", "11"], &[]).is_err());
+        assert!(check_framing(&[], &["chunked, identity"]).is_err());
+        assert!(check_framing(&[], &["chunked", "chunked"]).is_err());
+        assert!(check_framing(&[], &["gzip, chunked"]).is_ok());
+    }
+
+    fn form(fields: &[(&str, &str)], file: bool) -> Vec<u8> {
+        let mut s = String::new();
+        for (k, v) in fields {
+            s.push_str(&format!("--XyZ\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
+        }
+        if file {
+            s.push_str("--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
+        }
+        s.push_str("--XyZ--\r\n");
+        s.into_bytes()
+    }
+
+    #[test]
+    fn post_forms() {
+        assert_eq!(form_boundary(Some("multipart/form-data; boundary=XyZ")).as_deref(), Some("XyZ"));
+        assert_eq!(form_boundary(Some("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"")).as_deref(), Some("XyZ"));
+        assert_eq!(form_boundary(Some("application/xml")), None);
+        let v2 = form(&[("key", "k"), ("AWSAccessKeyId", "AKIA"), ("policy", "e30="), ("signature", "abc")], true);
+        assert_eq!(scan_form(&v2, "XyZ", true), FormScan::Done(Signature::V2PostForm));
+        let v4 = form(&[("key", "k"), ("x-amz-algorithm", "AWS4-HMAC-SHA256"), ("x-amz-signature", "ff")], true);
+        assert_eq!(scan_form(&v4, "XyZ", true), FormScan::Done(Signature::V4PostForm));
+        assert_eq!(scan_form(&form(&[("key", "k")], true), "XyZ", true), FormScan::Done(Signature::Anonymous));
+        // Prefix by prefix: never a verdict before the file field, except at the end of the body.
+        for cut in 0..v2.len() {
+            match scan_form(&v2[..cut], "XyZ", false) {
+                FormScan::NeedMore => {}
+                FormScan::Done(s) => assert_eq!(s, Signature::V2PostForm, "cut at {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn xml_errors_escape() {
+        let d = RequestDeny::HostMismatch { host: "<x>".into(), connect_host: "b.s3.amazonaws.com".into() };
+        let x = s3_error_xml(&d, "/k?a&b", "rid");
+        assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;x&gt;") && x.contains("/k?a&amp;b"), "{x}");
+    }
+}
