@@ -8,208 +8,19 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::dns::{unreachable_dns_addr, FakeDns};
-use support::upstream::{NonFsUpstream, TestCa, TlsUpstream};
+use support::harness::*;
+use support::upstream::{NonFsUpstream, TlsUpstream};
 
 const HOST: &str = "s3.us-east-1.amazonaws.com";
 const BUCKET_HOST: &str = "my-bucket.s3.us-east-1.amazonaws.com";
 const ENDPOINT: &str = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com";
 
-fn ip(n: u8, sub: u8, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, n, sub, host)
-}
-fn sa(n: u8, sub: u8, host: u8) -> SocketAddr {
-    SocketAddr::from((ip(n, sub, host), 443))
-}
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running vpcgate binary with JSON logs captured to a file.
-struct Proxy {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    /// Start vpcgate with `extra` TOML appended to a base config that listens on a free port, uses
-    /// `dns` and has a gateway route for 127.N.1.0/24 (unless `extra` brings its own routes).
-    fn start(n: u8, dns: SocketAddr, extra: &str) -> Proxy {
-        let port = free_port();
-        let routes = if extra.contains("[[routes]]") {
-            String::new()
-        } else {
-            format!("[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n")
-        };
-        let toml = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n\
-             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n{routes}{extra}"
-        );
-        Self::start_with(port, &toml)
-    }
-
-    fn start_with(port: u16, toml: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("vpcgate.toml");
-        std::fs::write(&cfg, toml).unwrap();
-        let log = dir.path().join("vpcgate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vpcgate"))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("run")
-            .env_remove("RUST_LOG")
-            .env_remove("VPCGATE_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut p = Proxy { child, port, log, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("vpcgate exited with {status}: {}", std::fs::read_to_string(&p.log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "vpcgate did not listen: {}", p.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Parsed JSON log events of the `vpcgate::decision` target with `event == kind`.
-    fn events(&self, kind: &str) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == kind)
-            .collect()
-    }
-
-    /// Wait (bounded) for an event of `kind` about `host` and return it.
-    fn wait_event(&self, kind: &str, host: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = self.events(kind).into_iter().find(|v| v["host"] == host) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "no {kind} event for {host} in:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct CurlOut {
-    code: i32,
-    /// `%{http_connect}` (the proxy's answer to CONNECT) and `%{http_code}`.
-    connect_status: u16,
-    status: u16,
-    body: String,
-    stderr: String,
-}
-
-async fn curl(args: &[&str]) -> CurlOut {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("curl")
-            .args(["-sS", "-v", "--max-time", "20", "-w", "\n%{http_connect} %{http_code}"])
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("curl finished within 30s")
-    .expect("curl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, codes) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    let mut it = codes.split_whitespace().map(|c| c.parse::<u16>().unwrap_or(0));
-    CurlOut {
-        code: out.status.code().unwrap_or(-1),
-        connect_status: it.next().unwrap_or(0),
-        status: it.next().unwrap_or(0),
-        body: body.to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
-
-async fn curl_via(p: &Proxy, ca: &Path, url: &str) -> CurlOut {
-    curl(&["--proxy", &p.url(), "--cacert", ca.to_str().unwrap(), url]).await
-}
-
-/// Send a raw proxy request and read the response head and body (bounded).
-fn raw_request(port: u16, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break,
-        }
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
-            if len.map_or(true, |n| body.len() >= n) {
-                break;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
-fn connect_req(target: &str) -> String {
-    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")
-}
-
-struct World {
-    ca: TestCa,
-    ca_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("vpcgate test upstream CA");
-    let ca_path = ca.write_pem(dir.path());
-    World { ca, ca_path, _dir: dir }
-}
-
-fn a(addrs: &[Ipv4Addr]) -> Vec<IpAddr> {
-    addrs.iter().map(|x| IpAddr::V4(*x)).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_connect_is_tunnelled_and_explained() {
@@ -495,13 +306,12 @@ async fn refused_tcp_connect_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_connections_is_503() {
-    let n = 20;
     let dns = FakeDns::start(&[]).await;
     let port = free_port();
     let p = Proxy::start_with(
         port,
         &format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"json\"\n",
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n",
             dns.addr
         ),
     );

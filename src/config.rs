@@ -86,7 +86,15 @@ pub struct TlsSettings {
     pub mode: TlsMode,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
+    /// DNS subtrees the CA may sign for beyond AWS's domains (name constraints).
+    pub ca_extra_names: Vec<String>,
     pub extra_roots: Vec<PathBuf>,
+    /// Leaf certificates kept (one per host).
+    pub leaf_cache_size: usize,
+    /// Idle upstream connections kept per (host, address) in inspect mode.
+    pub upstream_idle_per_host: usize,
+    #[serde(with = "humantime_serde")]
+    pub upstream_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -158,7 +166,7 @@ impl Sources {
     }
 }
 
-const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots"];
+const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots", "tls.ca_extra_names"];
 
 fn builder_with(sources: &Sources, with_file: bool, with_env: bool) -> Result<config::Config, ConfigError> {
     let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
@@ -275,10 +283,13 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
             return Err(err(format!("aws.regions has {r:?}, which is not a region code; write regions like \"us-east-1\"")));
         }
     }
-    if settings.tls.mode == TlsMode::Inspect {
-        return Err(err(
-            "tls.mode = \"inspect\" (TLS interception and SigV2 refusal) is not available in this build yet; set tls.mode = \"passthrough\"",
-        ));
+    if settings.tls.leaf_cache_size == 0 {
+        return Err(err("tls.leaf_cache_size is 0; set it to a positive number such as 10000"));
+    }
+    for n in &settings.tls.ca_extra_names {
+        crate::policy::authority::validate_hostname(n).map_err(|_| {
+            err(format!("tls.ca_extra_names has {n:?}, which is not a DNS name; write names like \"example.internal\""))
+        })?;
     }
     let routes = if settings.routes.is_empty() {
         vec![routes::default_route(&regions).map_err(|e| {
@@ -464,7 +475,6 @@ mod tests {
             ("[proxy]\nlisten = \"localhost\"\n", "listen"),
             ("[dns]\nservers = [\"resolver.local\"]\n", "resolver.local"),
             ("[aws]\nregions = [\"useast1\"]\n", "useast1"),
-            ("[tls]\nmode = \"inspect\"\n", "inspect"),
             ("[tls]\nmode = \"mitm\"\n", "mitm"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"10.0.0.1/8\"]\n", "10.0.0.1/8"),
             ("[[routes]]\nname = \"x\"\nkind = \"interface\"\ncidrs = [\"10.0.0.0/8\"]\n", "no endpoint"),

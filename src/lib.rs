@@ -13,9 +13,15 @@
 //!   -> resolve, A records only, configured servers ....................... dns
 //!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
 //!   -> dial exactly that address, then answer 200 ........................ proxy::connect
-//!   -> passthrough: ClientHello (SNI = host, TLS >= 1.2, FS offered),
-//!      ServerHello (forward secrecy), then copy bytes ..................... proxy::tunnel, policy::tls
-//!   -> evidence: one `connect` event per CONNECT, one `close` per tunnel . telemetry
+//!   -> tls.mode = "passthrough": ClientHello (SNI = host, TLS >= 1.2, FS
+//!      offered), ServerHello (forward secrecy), then copy bytes ............ proxy::tunnel, policy::tls
+//!   -> tls.mode = "inspect": TLS to the client with a leaf minted for the
+//!      host (FS suites only) .............................................. certs, proxy::inspect
+//!      every request: Host = CONNECT host, no SigV2 (header, query, POST
+//!      form), no smuggling shapes ........................................... policy::request
+//!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
+//!   -> evidence: one `connect` event per CONNECT, one `request` per request
+//!      in an inspected tunnel, one `close` per tunnel ....................... telemetry
 //! ```
 //!
 //! Every refusal is a [`policy::deny::Deny`]: its code, HTTP status and the sentence the client sees.
@@ -24,6 +30,7 @@
 //! `proxy` or `dns`; the network modules call the pure ones, never the other way round.
 //! `config` reads files and environment and hands validated values to both.
 
+pub mod certs;
 pub mod config;
 pub mod dns;
 pub mod policy;

@@ -26,6 +26,21 @@ enum Command {
     Routes,
     /// Validate the configuration and exit (0 when it loads).
     CheckConfig,
+    /// Manage the certificate authority used by inspect mode.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create an ECDSA P-256 CA at tls.ca_cert / tls.ca_key (key mode 0600), limited to AWS's domains.
+    Init {
+        /// Replace an existing CA.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA followed by the public roots: a full bundle for AWS_CA_BUNDLE.
+    Bundle,
 }
 
 fn env_regions() -> Vec<String> {
@@ -48,6 +63,8 @@ fn main() -> ExitCode {
         Command::CheckConfig => load(&cli).map(|l| {
             println!("configuration OK ({})", l.sources.join(", "));
         }),
+        Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)),
+        Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +91,56 @@ fn print_routes(l: &Loaded) {
     }
 }
 
+fn ca_init(l: &Loaded, force: bool) -> Result<(), String> {
+    let t = &l.settings.tls;
+    vpcgate::certs::init_ca(&t.ca_cert, &t.ca_key, &t.ca_extra_names, force).map_err(|e| e.to_string())?;
+    println!("created the vpcgate CA: {} (key {}, mode 0600)", t.ca_cert.display(), t.ca_key.display());
+    print_exports(l, &l.settings.proxy.listen);
+    Ok(())
+}
+
+fn ca_bundle(l: &Loaded) -> Result<(), String> {
+    let t = &l.settings.tls;
+    let (ca, _) = vpcgate::certs::Ca::load_or_create(&t.ca_cert, &t.ca_key, &t.ca_extra_names, false).map_err(|e| e.to_string())?;
+    print!("{}", vpcgate::certs::bundle(&ca.cert_pem));
+    Ok(())
+}
+
+fn proxy_url(listen: &SocketAddr) -> String {
+    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
+    format!("http://{host}:{}", listen.port())
+}
+
+fn print_exports(l: &Loaded, listen: &SocketAddr) {
+    println!("export HTTPS_PROXY={}", proxy_url(listen));
+    if l.settings.tls.mode == config::TlsMode::Inspect {
+        let abs = std::fs::canonicalize(&l.settings.tls.ca_cert).unwrap_or(l.settings.tls.ca_cert.clone());
+        println!("export AWS_CA_BUNDLE={}", abs.display());
+    }
+}
+
+/// Inspect mode: load (or, on first start, create) the CA and set up the leaf cache and upstream pool.
+fn inspect_state(l: &Loaded) -> Result<Option<vpcgate::proxy::inspect::Inspect>, String> {
+    let t = &l.settings.tls;
+    if t.mode != config::TlsMode::Inspect {
+        return Ok(None);
+    }
+    let (ca, created) = vpcgate::certs::Ca::load_or_create(&t.ca_cert, &t.ca_key, &t.ca_extra_names, true).map_err(|e| e.to_string())?;
+    if created {
+        tracing::info!(ca_cert = %t.ca_cert.display(), ca_key = %t.ca_key.display(), "created a new vpcgate CA (first start); clients must trust it");
+    }
+    let mut extra = Vec::new();
+    for p in &t.extra_roots {
+        extra.extend(vpcgate::certs::read_pem_certs(p)?);
+    }
+    let tls = vpcgate::proxy::upstream::client_config(&extra)?;
+    Ok(Some(vpcgate::proxy::inspect::Inspect {
+        leaves: vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
+        pool: Arc::new(vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_timeout)),
+        requests_by_sig: Default::default(),
+    }))
+}
+
 fn run(loaded: Loaded) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -86,8 +153,9 @@ fn run(loaded: Loaded) -> Result<(), String> {
             format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address")
         })?;
         let dns = vpcgate::dns::Dns::new(&loaded.dns, loaded.settings.dns.timeout)?;
+        let inspect = inspect_state(&loaded)?;
         banner(&loaded, listen, dns.servers());
-        let state = Arc::new(State { own_addrs: vec![listen], config: loaded, dns });
+        let state = Arc::new(State { own_addrs: vec![listen], config: loaded, dns, inspect });
         Listener::new(listener, state).run(shutdown_signal()).await;
         tracing::info!("vpcgate stopped");
         Ok(())
@@ -114,8 +182,14 @@ fn banner(l: &Loaded, listen: SocketAddr, dns: &str) {
             "route"
         );
     }
-    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-    tracing::info!("point clients here: export HTTPS_PROXY=http://{host}:{}", listen.port());
+    tracing::info!("point clients here: export HTTPS_PROXY={}", proxy_url(&listen));
+    if s.tls.mode == config::TlsMode::Inspect {
+        let abs = std::fs::canonicalize(&s.tls.ca_cert).unwrap_or(s.tls.ca_cert.clone());
+        tracing::info!(
+            "and trust the vpcgate CA: export AWS_CA_BUNDLE={} (a full bundle with public roots: vpcgate ca bundle > bundle.pem)",
+            abs.display()
+        );
+    }
 }
 
 async fn shutdown_signal() {

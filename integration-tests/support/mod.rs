@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dns;
+pub mod harness;
 pub mod upstream;
 
 pub use dns::{unreachable_dns_addr, FakeDns};

@@ -59,8 +59,9 @@ pub enum RequestDeny {
     /// A multipart POST whose form fields did not end within the inspected prefix.
     FormTooLarge { limit: usize },
     Smuggling { what: &'static str },
-    /// The upstream could not be reached or did not verify; set by the proxy, not by `check`.
-    Upstream { message: String },
+    /// The upstream did not verify or offered no forward secrecy (a refusal, `policy`), or could
+    /// not be reached (a failure). Set by the proxy, not by `check`.
+    Upstream { message: String, policy: bool },
 }
 
 impl RequestDeny {
@@ -72,14 +73,15 @@ impl RequestDeny {
             RequestDeny::UnknownScheme { .. } => "unknown_signature",
             RequestDeny::FormTooLarge { .. } => "form_too_large",
             RequestDeny::Smuggling { .. } => "request_smuggling",
-            RequestDeny::Upstream { .. } => "upstream_failed",
+            RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
+            RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
         }
     }
 
     /// HTTP status of the S3-style XML error. Never an empty 400: s3cmd retries those with SigV2.
     pub fn status(&self) -> u16 {
         match self {
-            RequestDeny::Upstream { .. } => 502,
+            RequestDeny::Upstream { policy: false, .. } => 502,
             _ => 403,
         }
     }
@@ -119,7 +121,7 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate refused an ambiguous request ({what}); send exactly one of Content-Length or Transfer-Encoding: chunked"
             ),
-            RequestDeny::Upstream { message } => write!(f, "{message}"),
+            RequestDeny::Upstream { message, .. } => write!(f, "{message}"),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! request handler (CONNECT or a refusal), and the tunnel.
 
 pub mod connect;
+pub mod inspect;
 pub mod tunnel;
+pub mod upstream;
 
 use crate::config::Loaded;
 use crate::dns::Dns;
@@ -26,6 +28,8 @@ pub struct State {
     pub dns: Dns,
     /// vpcgate's own listening sockets: never a tunnel destination.
     pub own_addrs: Vec<SocketAddr>,
+    /// Present in inspect mode: the leaf cache and the upstream pool.
+    pub inspect: Option<inspect::Inspect>,
 }
 
 /// Owns the accept loop. Each accepted client holds one permit of `limit` until it closes, so
@@ -119,6 +123,9 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let pending = slot.lock().expect("tunnel slot").take();
     if let Some(p) = pending {
         match p.on_upgrade.await {
+            Ok(upgraded) if state.inspect.is_some() => {
+                inspect::inspect(upgraded, p.upstream, p.target, p.decision, p.started, state).await
+            }
             Ok(upgraded) => tunnel::passthrough(upgraded, p.upstream, p.target, p.decision, p.started, state).await,
             Err(e) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }

@@ -1,0 +1,300 @@
+//! Inspect mode through real sockets: vpcgate terminates TLS with its own CA, checks every request
+//! in the tunnel and streams it to TLS upstreams on 127.N.x.y:443 that it verifies against a test CA.
+//! Clients: curl (and openssl). Test blocks 127.40-127.59.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+use support::dns::FakeDns;
+use support::harness::*;
+use support::upstream::{NonFsUpstream, TestCa, TlsUpstream};
+
+const HOST: &str = "my-bucket.s3.us-east-1.amazonaws.com";
+
+async fn inspect_curl(p: &Proxy, args: &[&str]) -> CurlOut {
+    let ca = p.ca_path();
+    let url = p.url();
+    let mut all = vec!["--proxy", url.as_str(), "--cacert", ca.to_str().unwrap()];
+    all.extend_from_slice(args);
+    curl(&all).await
+}
+
+fn wait_request(p: &Proxy, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = p.events("request").into_iter().find(|v| pred(v)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no matching request event in:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspected_requests_are_checked_forwarded_and_explained() {
+    let n = 40;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+
+    // The CA was created on first start, its key private.
+    let key = p.dir.path().join("certs/ca-key.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Two requests on one client connection: both checked, both forwarded.
+    let out = inspect_curl(&p, &[&format!("https://{HOST}/a"), &format!("https://{HOST}/b?list-type=2")]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.body.contains("upstream inside saw GET /a host=") && out.body.contains("upstream inside saw GET /b?list-type=2"), "{}", out.body);
+    assert!(out.body.contains(&format!("sni={HOST}")), "upstream SNI is the requested host: {}", out.body);
+    // The leaf vpcgate showed curl was issued by vpcgate's CA for the host.
+    assert!(out.stderr.contains(&format!("subject: CN={HOST}")), "{}", out.stderr);
+
+    let r = wait_request(&p, |v| v["path"] == "/b");
+    assert_eq!((r["decision"].as_str(), r["signature"].as_str(), r["status"].as_u64()), (Some("allow"), Some("anonymous"), Some(200)));
+    assert_eq!(r["upstream"], "reused", "second request reuses the upstream connection: {r}");
+    assert!(r["bytes_down"].as_u64().unwrap() > 20);
+    let c = p.wait_event("close", HOST);
+    assert_eq!((c["mode"].as_str(), c["requests"].as_u64()), (Some("inspect"), Some(2)), "{c}");
+    assert_eq!(c["tls_version"], "TLS1.3");
+
+    // A second client connection reuses the pooled upstream connection: one upstream TLS handshake in all.
+    let out = inspect_curl(&p, &[&format!("https://{HOST}/c")]).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    let r = wait_request(&p, |v| v["path"] == "/c");
+    assert_eq!(r["upstream"], "reused", "{r}");
+    assert_eq!(up.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigv2_in_every_form_and_host_mismatch_are_refused_as_s3_errors() {
+    let n = 41;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "hello form").unwrap();
+    let form_file = format!("file=@{}", file.display());
+
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            vec!["-H".into(), "Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=".into(), format!("https://{HOST}/k")],
+            "sigv2",
+            "signature_version = s3v4",
+        ),
+        (
+            vec![format!("https://{HOST}/k?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1893456000&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D")],
+            "sigv2",
+            "presigned URL",
+        ),
+        (
+            vec![
+                "-F".into(),
+                "key=uploads/f.txt".into(),
+                "-F".into(),
+                "AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE".into(),
+                "-F".into(),
+                "policy=eyJleHBpcmF0aW9uIjoiMjAzMC0wMS0wMVQwMDowMDowMFoifQ==".into(),
+                "-F".into(),
+                "signature=0RavWzkygo6QX9caELEqKi9kDbU=".into(),
+                "-F".into(),
+                form_file.clone(),
+                format!("https://{HOST}/"),
+            ],
+            "sigv2",
+            "POST form",
+        ),
+        (vec!["-H".into(), "Host: other-bucket.s3.us-east-1.amazonaws.com".into(), format!("https://{HOST}/k")], "host_mismatch", "domain fronting"),
+        (vec!["-H".into(), "Authorization: AWS3-HTTPS AWSAccessKeyId=A,Signature=x".into(), format!("https://{HOST}/k")], "unknown_signature", "SigV4"),
+    ];
+    for (args, code, needle) in cases {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = inspect_curl(&p, &args).await;
+        assert_eq!(out.status, 403, "{args:?}: {}", out.stderr);
+        assert!(out.body.contains("<Code>AccessDenied</Code>"), "S3-style XML: {}", out.body);
+        assert!(out.body.contains(needle), "{args:?}: {}", out.body);
+        assert!(out.stderr.contains(&format!("X-Vpcgate-Reason: {code}")) || out.stderr.contains(&format!("x-vpcgate-reason: {code}")), "{}", out.stderr);
+    }
+    // A SigV4 POST form passes.
+    let out = inspect_curl(
+        &p,
+        &["-F", "key=k", "-F", "x-amz-algorithm=AWS4-HMAC-SHA256", "-F", "x-amz-signature=abcd", "-F", &form_file, &format!("https://{HOST}/")],
+    )
+    .await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert!(out.body.contains("saw POST /"), "{}", out.body);
+    // None of the refused requests reached the upstream: only the SigV4 form did.
+    let logged: Vec<serde_json::Value> = p.events("request");
+    let denied = logged.iter().filter(|v| v["decision"] == "deny").count();
+    assert_eq!(denied, 5, "{logged:?}");
+    let sigs: Vec<&str> = logged.iter().filter_map(|v| v["signature"].as_str()).collect();
+    for s in ["sigv2-header", "sigv2-query", "sigv2-post-form", "sigv4-post-form"] {
+        assert!(sigs.contains(&s), "{sigs:?}");
+    }
+    assert_eq!(up.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
+    let n = 42;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    // One connection: an allowed request, then a SigV2 presigned one, then an allowed one again.
+    let out = inspect_curl(
+        &p,
+        &[
+            &format!("https://{HOST}/first"),
+            &format!("https://{HOST}/second?AWSAccessKeyId=AKIA&Expires=1&Signature=x"),
+            &format!("https://{HOST}/third"),
+        ],
+    )
+    .await;
+    assert!(out.body.contains("saw GET /first") && out.body.contains("saw GET /third"), "{}", out.body);
+    assert!(out.body.contains("Signature Version 2"), "{}", out.body);
+    assert!(!out.body.contains("saw GET /second"), "{}", out.body);
+    let second = wait_request(&p, |v| v["path"] == "/second");
+    assert_eq!(second["reason"], "sigv2");
+    assert_eq!(p.wait_event("close", HOST)["requests"], 3);
+    assert_eq!(up.connections(), 1, "one upstream connection carried both allowed requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_comes_before_the_body_with_expect_continue() {
+    let n = 43;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    let out = inspect_curl(
+        &p,
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "10",
+            "-H",
+            "Authorization: AWS AKIA:sig",
+            "-T",
+            file.to_str().unwrap(),
+            &format!("https://{HOST}/big.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status, 403, "{}", out.stderr);
+    assert!(!out.stderr.contains("HTTP/1.1 100"), "no 100 Continue before a refusal: {}", out.stderr);
+    let r = wait_request(&p, |v| v["path"] == "/big.bin");
+    assert_eq!(r["bytes_up"], 0, "the body was never read: {r}");
+    // An allowed upload with Expect: 100-continue streams through.
+    let out = inspect_curl(&p, &["-H", "Expect: 100-continue", "-T", file.to_str().unwrap(), &format!("https://{HOST}/ok.bin")]).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    let r = wait_request(&p, |v| v["path"] == "/ok.bin");
+    assert_eq!(r["bytes_up"], 4 << 20, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_that_do_not_verify_or_lack_forward_secrecy_are_refused() {
+    let n = 44;
+    let w = world();
+    let stranger = TestCa::new("someone else's CA");
+    let untrusted = "untrusted.s3.us-east-1.amazonaws.com";
+    let nonfs = "nonfs.s3.us-east-1.amazonaws.com";
+    let _u = TlsUpstream::start(sa(n, 1, 1), &stranger, &[untrusted], "stranger").await;
+    let _n = NonFsUpstream::start(sa(n, 1, 2), &w.ca, &[nonfs]);
+    let dns = FakeDns::start(&[(untrusted, &a(&[ip(n, 1, 1)])), (nonfs, &a(&[ip(n, 1, 2)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+
+    let out = inspect_curl(&p, &[&format!("https://{untrusted}/k")]).await;
+    assert_eq!(out.status, 403, "{}", out.stderr);
+    assert!(out.body.contains("did not verify") && out.body.contains("never falls back"), "{}", out.body);
+    let out = inspect_curl(&p, &[&format!("https://{nonfs}/k")]).await;
+    assert_eq!(out.status, 403, "{}", out.stderr);
+    assert!(out.body.contains("forward secrecy") || out.body.contains("forward-secret"), "{}", out.body);
+    let reasons: Vec<String> = p.events("handshake_refused").iter().map(|v| v["side"].to_string() + v["reason"].as_str().unwrap_or("")).collect();
+    assert_eq!(reasons.iter().filter(|r| r.contains("upstream_refused")).count(), 2, "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_handshakes_without_forward_secrecy_or_with_another_sni_are_refused() {
+    let n = 45;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let out = inspect_curl(&p, &["--tls-max", "1.2", "--ciphers", "AES128-GCM-SHA256", &format!("https://{HOST}/")]).await;
+    assert_ne!(out.code, 0);
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-proxy", &format!("127.0.0.1:{}", p.port), "-connect", &format!("{HOST}:443")])
+        .args(["-servername", "other.s3.us-east-1.amazonaws.com", "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reasons: Vec<String> = p.events("handshake_refused").iter().filter_map(|v| v["reason"].as_str().map(str::to_string)).collect();
+        if reasons.contains(&"client_no_forward_secrecy".to_string()) && reasons.contains(&"sni_mismatch".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reasons:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(up.handshakes(), 0);
+}
+
+/// Streams 2 GiB through an inspected tunnel and checks vpcgate's resident memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_download_streams_with_flat_memory() {
+    let n = 46;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let size: u64 = 2 << 30;
+    let rss = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Warm up (TLS, leaf, pool) with a small object, then measure during the big one.
+    let out = inspect_curl(&p, &[&format!("https://{HOST}/bytes/1000000"), "-o", "/dev/null"]).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    let before = rss(p.child.id());
+    let pid = p.child.id();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let started = Instant::now();
+    let out = inspect_curl(&p, &["--max-time", "300", "-o", "/dev/null", &format!("https://{HOST}/bytes/{size}")]).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    let r = wait_request(&p, |v| v["path"] == format!("/bytes/{size}"));
+    assert_eq!(r["bytes_down"].as_u64(), Some(size));
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let growth_kib = peak.saturating_sub(before);
+    eprintln!(
+        "2 GiB through inspect mode in {:.1}s; vpcgate VmRSS {} KiB before, peak {} KiB (+{} KiB)",
+        started.elapsed().as_secs_f64(),
+        before,
+        peak,
+        growth_kib
+    );
+    assert!(growth_kib < 32 * 1024, "memory grew by {growth_kib} KiB while streaming 2 GiB");
+}

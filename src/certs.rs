@@ -1,0 +1,340 @@
+//! vpcgate's certificate authority (rcgen) and the leaf certificates it mints for inspected tunnels.
+//!
+//! - The CA is ECDSA P-256 with name constraints that limit it to AWS's domains, so a leaked key
+//!   cannot impersonate any other site. Its key file is written with mode 0600.
+//! - Each host gets its own leaf with its own key (never the CA's key), SAN = the host, short
+//!   validity, kept in a bounded cache; concurrent first requests for one host mint once.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// DNS subtrees the CA may sign for, besides `tls.ca_extra_names`.
+pub const AWS_NAME_CONSTRAINTS: &[&str] = &["amazonaws.com", "amazonaws.com.cn", "api.aws"];
+
+/// Leaf validity; the cache drops a leaf well before it expires.
+const LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+const LEAF_CACHE_TTL: Duration = Duration::from_secs(12 * 3600);
+const CA_VALIDITY_DAYS: i64 = 825;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the CA files {cert} and {key} already exist; pass --force to replace them (clients that trust the old CA must then be given the new one)")]
+    Exists { cert: String, key: String },
+    #[error("cannot write {path} ({error}); create the directory or set tls.ca_cert / tls.ca_key to a writable place")]
+    Write { path: String, error: String },
+    #[error("cannot read the CA file {path} ({error}); run `vpcgate ca init` or fix tls.ca_cert / tls.ca_key")]
+    Read { path: String, error: String },
+    #[error("the CA file {path} is not usable ({error}); run `vpcgate ca init --force` to create a new CA")]
+    Invalid { path: String, error: String },
+    #[error("the CA key {path} is readable by others (mode {mode:o}); run chmod 600 {path}")]
+    KeyMode { path: String, mode: u32 },
+    #[error("only one of tls.ca_cert ({cert}) and tls.ca_key ({key}) exists; restore the other or run `vpcgate ca init --force`")]
+    HalfPresent { cert: String, key: String },
+    #[error("cannot mint a certificate for {host} ({error})")]
+    Mint { host: String, error: String },
+}
+
+/// Create a new CA; refuses to overwrite existing files unless `force`.
+pub fn init_ca(cert_path: &Path, key_path: &Path, extra_names: &[String], force: bool) -> Result<(), CaError> {
+    if !force && (cert_path.exists() || key_path.exists()) {
+        return Err(CaError::Exists { cert: cert_path.display().to_string(), key: key_path.display().to_string() });
+    }
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Mint { host: "CA".into(), error: e.to_string() })?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| CaError::Mint { host: "CA".into(), error: e.to_string() })?;
+    let mut dn = DistinguishedName::new();
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    dn.push(DnType::CommonName, format!("vpcgate local CA {}", host).trim().to_string());
+    dn.push(DnType::OrganizationName, "vpcgate");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let permitted = AWS_NAME_CONSTRAINTS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra_names.iter().cloned())
+        .map(GeneralSubtree::DnsName)
+        .collect();
+    params.name_constraints = Some(NameConstraints { permitted_subtrees: permitted, excluded_subtrees: vec![] });
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
+    let cert = params.self_signed(&key).map_err(|e| CaError::Mint { host: "CA".into(), error: e.to_string() })?;
+    write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let werr = |e: std::io::Error| CaError::Write { path: path.display().to_string(), error: e.to_string() };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(&tmp).map_err(werr)?;
+    std::io::Write::write_all(&mut f, data).map_err(werr)?;
+    f.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+/// The key file's permission bits, where the platform has them.
+pub fn key_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A loaded CA, able to sign leaves.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_der: CertificateDer<'static>,
+    pub cert_pem: String,
+    pub cert_path: PathBuf,
+}
+
+impl Ca {
+    /// Load the CA; when neither file exists and `create` is set, create it first.
+    /// Returns the CA and whether it was created now.
+    pub fn load_or_create(cert_path: &Path, key_path: &Path, extra_names: &[String], create: bool) -> Result<(Ca, bool), CaError> {
+        let mut created = false;
+        match (cert_path.exists(), key_path.exists()) {
+            (false, false) if create => {
+                init_ca(cert_path, key_path, extra_names, false)?;
+                created = true;
+            }
+            (true, false) | (false, true) => {
+                return Err(CaError::HalfPresent {
+                    cert: cert_path.display().to_string(),
+                    key: key_path.display().to_string(),
+                })
+            }
+            _ => {}
+        }
+        if let Some(mode) = key_mode(key_path) {
+            if mode & 0o077 != 0 {
+                return Err(CaError::KeyMode { path: key_path.display().to_string(), mode });
+            }
+        }
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| CaError::Read { path: p.display().to_string(), error: e.to_string() })
+        };
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let invalid = |p: &Path, e: String| CaError::Invalid { path: p.display().to_string(), error: e };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, e.to_string()))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| invalid(cert_path, e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(cert_path, e.to_string()))?;
+        Ok((Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf() }, created))
+    }
+
+    /// Mint a leaf for `host` with a fresh P-256 key, signed by the CA.
+    pub fn mint(&self, host: &str) -> Result<CertifiedKey, CaError> {
+        let merr = |e: String| CaError::Mint { host: host.to_string(), error: e };
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| merr(e.to_string()))?;
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(|e| merr(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(10);
+        params.not_after = now + time::Duration::seconds(LEAF_VALIDITY.as_secs() as i64);
+        let cert = params.signed_by(&key, &self.issuer).map_err(|e| merr(e.to_string()))?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::ring::sign::any_ecdsa_type(&key_der).map_err(|e| merr(e.to_string()))?;
+        Ok(CertifiedKey::new(vec![cert.der().clone(), self.cert_der.clone()], signing))
+    }
+}
+
+/// One cache slot: filled once, shared by every waiter.
+type Slot = Arc<tokio::sync::OnceCell<(Arc<CertifiedKey>, Instant)>>;
+
+/// Bounded leaf cache. Concurrent first requests for one host share one mint.
+pub struct LeafCache {
+    ca: Ca,
+    capacity: usize,
+    inner: Mutex<(HashMap<String, Slot>, VecDeque<String>)>,
+    pub hits: AtomicU64,
+    pub mints: AtomicU64,
+}
+
+impl LeafCache {
+    pub fn new(ca: Ca, capacity: usize) -> LeafCache {
+        LeafCache {
+            ca,
+            capacity: capacity.max(1),
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            hits: AtomicU64::new(0),
+            mints: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    pub async fn get(&self, host: &str) -> Result<Arc<CertifiedKey>, CaError> {
+        let slot = {
+            let mut guard = self.inner.lock().expect("leaf cache");
+            let (map, order) = &mut *guard;
+            let stale = map
+                .get(host)
+                .and_then(|s| s.get())
+                .is_some_and(|(_, minted)| minted.elapsed() > LEAF_CACHE_TTL);
+            if stale {
+                map.remove(host);
+                order.retain(|h| h != host);
+            }
+            if let Some(s) = map.get(host) {
+                s.clone()
+            } else {
+                while map.len() >= self.capacity {
+                    match order.pop_front() {
+                        Some(old) => {
+                            map.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
+                let s: Slot = Arc::new(tokio::sync::OnceCell::new());
+                map.insert(host.to_string(), s.clone());
+                order.push_back(host.to_string());
+                s
+            }
+        };
+        let mut minted_here = false;
+        let (leaf, _) = slot
+            .get_or_try_init(|| async {
+                minted_here = true;
+                self.mints.fetch_add(1, Ordering::Relaxed);
+                self.ca.mint(host).map(|k| (Arc::new(k), Instant::now()))
+            })
+            .await?;
+        if !minted_here {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(leaf.clone())
+    }
+}
+
+/// PEM of the public roots vpcgate trusts for upstreams (Mozilla's, from webpki-root-certs).
+pub fn public_roots() -> Vec<CertificateDer<'static>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| c.clone().into_owned()).collect()
+}
+
+pub fn der_to_pem(der: &[u8]) -> String {
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+}
+
+/// The CA followed by the public roots: a full replacement bundle for `AWS_CA_BUNDLE`.
+pub fn bundle(ca_pem: &str) -> String {
+    let mut out = String::from(ca_pem);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for root in public_roots() {
+        out.push_str(&der_to_pem(&root));
+    }
+    out
+}
+
+/// Read every certificate of a PEM file (for `tls.extra_roots`).
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read tls.extra_roots file {} ({e}); fix the path", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.extra_roots file {} is not PEM ({e}); give PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls.extra_roots file {} holds no certificate; give PEM certificates", path.display()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_init_refuses_overwrite_and_keys_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+        init_ca(&c, &k, &[], false).unwrap();
+        assert_eq!(key_mode(&k), Some(0o600));
+        assert!(matches!(init_ca(&c, &k, &[], false), Err(CaError::Exists { .. })));
+        init_ca(&c, &k, &[], true).unwrap();
+        std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let err = Ca::load_or_create(&c, &k, &[], false).err().unwrap();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn leaves_have_their_own_key_and_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+        let (ca, created) = Ca::load_or_create(&c, &k, &[], true).unwrap();
+        assert!(created);
+        let ca_key = std::fs::read_to_string(&k).unwrap();
+        let cache = Arc::new(LeafCache::new(ca, 2));
+        let a = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        let a2 = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert_eq!((cache.mints.load(Ordering::Relaxed), cache.hits.load(Ordering::Relaxed)), (1, 1));
+        assert_eq!(a.cert.len(), 2, "leaf + CA");
+        assert!(!ca_key.is_empty());
+        // Concurrent first requests mint once.
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let cache = cache.clone();
+            tasks.push(tokio::spawn(async move { cache.get("b.s3.us-east-1.amazonaws.com").await.unwrap() }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(cache.mints.load(Ordering::Relaxed), 2);
+        // Bounded: a third host evicts the oldest.
+        cache.get("c.s3.us-east-1.amazonaws.com").await.unwrap();
+        cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        assert_eq!(cache.mints.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn bundle_has_ca_first_then_roots() {
+        let b = bundle("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n");
+        assert!(b.starts_with("-----BEGIN CERTIFICATE-----\nX\n"));
+        assert!(b.matches("BEGIN CERTIFICATE").count() > 100);
+        // Round trip of our PEM encoder through the PEM reader.
+        let root = &public_roots()[0];
+        let pem = der_to_pem(root);
+        let back = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(back.as_ref(), root.as_ref());
+    }
+}

@@ -1,0 +1,535 @@
+//! Inspect mode: terminate the client's TLS with a leaf minted for the CONNECT host, check every
+//! request in the tunnel (Host = CONNECT host, no SigV2 in header, query or POST form, no smuggling
+//! shapes), and stream it to a pooled upstream connection dialled to the checked address.
+//! Bodies stream both ways; nothing is buffered whole (a POST form's fields are read up to
+//! `FORM_PREFIX_LIMIT` bytes to find its signature, then streamed on).
+
+use crate::certs::LeafCache;
+use crate::policy::authority::Target;
+use crate::policy::request::{self, FormScan, RequestDeny, Signature};
+use crate::policy::tls;
+use crate::proxy::connect::Decision;
+use crate::proxy::upstream::{self, Pool, ReqBody, UpstreamConn};
+use crate::proxy::State;
+use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::server::Acceptor;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// How much of a multipart POST body is read to find its signature fields.
+pub const FORM_PREFIX_LIMIT: usize = 64 * 1024;
+
+/// Inspect-mode state shared by every tunnel.
+pub struct Inspect {
+    pub leaves: LeafCache,
+    pub pool: Arc<Pool>,
+    pub requests_by_sig: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+type RespBody = BoxBody<Bytes, hyper::Error>;
+
+/// One inspected tunnel.
+struct Session {
+    target: Target,
+    addr: SocketAddr,
+    /// The TCP connection dialled by the CONNECT check, used by the first request that finds no pooled connection.
+    fresh: Mutex<Option<TcpStream>>,
+    client: String,
+    requests: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+fn server_config(leaf: Arc<rustls::sign::CertifiedKey>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    #[derive(Debug)]
+    struct One(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for One {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(One(leaf)));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn refused(client: &str, host: &str, reason: &'static str, message: String) {
+    tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "client", client = %client, host = %host, reason = reason, message = %message);
+}
+
+pub async fn inspect(
+    upgraded: Upgraded,
+    upstream_tcp: TcpStream,
+    target: Target,
+    decision: Decision,
+    started: Instant,
+    state: Arc<State>,
+) {
+    let ins = state.inspect.as_ref().expect("inspect mode has inspect state");
+    let proxy = &state.config.settings.proxy;
+    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
+    let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
+    let addr = SocketAddr::from((chosen.addr, target.port));
+
+    let handshake = async {
+        let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded))
+            .await
+            .map_err(|e| ("client_not_tls", format!("the client sent no TLS ClientHello ({e})")))?;
+        let ch = start.client_hello();
+        let sni = ch.server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+        match &sni {
+            None => return Err(("sni_missing", "the ClientHello names no server (SNI)".to_string())),
+            Some(s) if *s != target.host => {
+                let r = tls::HelloRefusal::SniMismatch { sni: s.clone(), host: target.host.clone() };
+                return Err((r.code(), r.to_string()));
+            }
+            _ => {}
+        }
+        let suites: Vec<u16> = ch.cipher_suites().iter().map(|c| u16::from(*c)).collect();
+        if !suites.iter().any(|s| tls::is_forward_secret_suite(*s)) {
+            let r = tls::HelloRefusal::ClientNoForwardSecrecy;
+            return Err((r.code(), r.to_string()));
+        }
+        let leaf = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+        let cfg = server_config(leaf).map_err(|e| ("tls_config", e.to_string()))?;
+        start
+            .into_stream(cfg)
+            .await
+            .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
+    };
+    let tls_stream = match tokio::time::timeout(proxy.handshake_timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err((reason, message))) => {
+            refused(&client, &target.host, reason, message.clone());
+            close_log(&decision, &target, started, "", String::new(), 0, 0, 0, reason);
+            return;
+        }
+        Err(_) => {
+            refused(&client, &target.host, "handshake_timeout", "the client TLS handshake did not complete in time".into());
+            close_log(&decision, &target, started, "", String::new(), 0, 0, 0, "handshake_timeout");
+            return;
+        }
+    };
+    let (client_version, client_cipher) = {
+        let c = tls_stream.get_ref().1;
+        (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))
+    };
+
+    let session = Arc::new(Session {
+        target: target.clone(),
+        addr,
+        fresh: Mutex::new(Some(upstream_tcp)),
+        client: client.clone(),
+        requests: AtomicU64::new(0),
+        bytes_up: AtomicU64::new(0),
+        bytes_down: AtomicU64::new(0),
+    });
+    let svc_session = session.clone();
+    let svc_state = state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let session = svc_session.clone();
+        let state = svc_state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, session, state).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.idle_timeout)
+        .title_case_headers(false)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls_stream), service)
+        .await;
+    let end = match result {
+        Ok(()) => "closed",
+        Err(e) if e.is_timeout() => "idle_timeout",
+        Err(_) => "reset",
+    };
+    close_log(
+        &decision,
+        &target,
+        started,
+        client_version,
+        client_cipher,
+        session.bytes_up.load(Ordering::Relaxed),
+        session.bytes_down.load(Ordering::Relaxed),
+        session.requests.load(Ordering::Relaxed),
+        end,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn close_log(
+    decision: &Decision,
+    target: &Target,
+    started: Instant,
+    tls_version: &str,
+    cipher: String,
+    up: u64,
+    down: u64,
+    requests: u64,
+    end: &str,
+) {
+    let chosen = decision.chosen.as_ref();
+    tracing::info!(
+        target: "vpcgate::decision",
+        event = "close",
+        mode = "inspect",
+        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+        host = %target.host,
+        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
+        route = %decision.route,
+        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
+        tls_version = tls_version,
+        cipher = %cipher,
+        requests = requests,
+        bytes_up = up,
+        bytes_down = down,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = end,
+    );
+}
+
+/// Hop-by-hop headers never forwarded either way.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "upgrade"
+    )
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<String> = from
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for (k, v) in from.iter() {
+        if !is_hop_by_hop(k) && !named.iter().any(|n| n == k.as_str()) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn all_str<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+}
+
+/// Per-request evidence, logged once when the response body is finished (or dropped).
+struct RequestLog {
+    client: String,
+    host: String,
+    method: String,
+    path: String,
+    sig: &'static str,
+    status: u16,
+    upstream: &'static str,
+    upstream_tls: String,
+    reason: &'static str,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    started: Instant,
+    session: Option<Arc<Session>>,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let up = self.up.load(Ordering::Relaxed);
+        let down = self.down.load(Ordering::Relaxed);
+        if let Some(s) = &self.session {
+            s.bytes_up.fetch_add(up, Ordering::Relaxed);
+            s.bytes_down.fetch_add(down, Ordering::Relaxed);
+        }
+        tracing::info!(
+            target: "vpcgate::decision",
+            event = "request",
+            decision = if self.reason.is_empty() { "allow" } else { "deny" },
+            client = %self.client,
+            host = %self.host,
+            method = %self.method,
+            path = %self.path,
+            signature = self.sig,
+            status = self.status,
+            reason = self.reason,
+            upstream = self.upstream,
+            upstream_tls = %self.upstream_tls,
+            bytes_up = up,
+            bytes_down = down,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+/// A body that counts its data bytes and carries the request's log line until it is done.
+struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+    _log: Option<RequestLog>,
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The frames read ahead (a POST form's prefix) followed by the rest of the body.
+struct Prefixed {
+    prefix: VecDeque<Frame<Bytes>>,
+    rest: Incoming,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(f) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ahead: u64 = self.prefix.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut h = SizeHint::new();
+        h.set_lower(rest.lower() + ahead);
+        if let Some(u) = rest.upper() {
+            h.set_upper(u + ahead);
+        }
+        h
+    }
+}
+
+fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
+    let rid = format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let body = request::s3_error_xml(deny, path, &rid);
+    Response::builder()
+        .status(StatusCode::from_u16(deny.status()).unwrap_or(StatusCode::FORBIDDEN))
+        .header("Content-Type", "application/xml")
+        .header("X-Vpcgate-Reason", deny.code())
+        .header("x-amz-request-id", rid)
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .expect("static response parts are valid")
+}
+
+async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
+    session.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let mut log = RequestLog {
+        client: session.client.clone(),
+        host: session.target.host.clone(),
+        method: parts.method.to_string(),
+        path: path.clone(),
+        sig: "",
+        status: 0,
+        upstream: "",
+        upstream_tls: String::new(),
+        reason: "",
+        up: Arc::new(AtomicU64::new(0)),
+        down: Arc::new(AtomicU64::new(0)),
+        started,
+        session: Some(session.clone()),
+    };
+    let ins = state.inspect.as_ref().expect("inspect state");
+    let deny = |mut log: RequestLog, d: RequestDeny| {
+        log.status = d.status();
+        log.reason = d.code();
+        xml_response(&d, &path)
+    };
+
+    // Framing, Host and signature: on every request of the tunnel.
+    if let Err(d) = request::check_framing(&all_str(&parts.headers, "content-length"), &all_str(&parts.headers, "transfer-encoding")) {
+        return deny(log, d);
+    }
+    let mut sig = request::signature_of(header_str(&parts.headers, "authorization"), parts.uri.query());
+    log.sig = sig.name();
+    if let Err(d) = request::check(&session.target.host, session.target.port, header_str(&parts.headers, "host"), &sig) {
+        count_sig(ins, sig.name());
+        return deny(log, d);
+    }
+
+    // Browser POST forms carry their signature in the body: read the fields before the file.
+    let mut req_body: Option<ReqBody> = None;
+    let mut body = Some(body);
+    if parts.method == hyper::Method::POST && matches!(sig, Signature::Anonymous) {
+        if let Some(boundary) = request::form_boundary(header_str(&parts.headers, "content-type")) {
+            let mut rest = body.take().expect("body present");
+            let mut prefix = BytesMut::new();
+            let mut frames = VecDeque::new();
+            let form_sig = loop {
+                match rest.frame().await {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            prefix.extend_from_slice(d);
+                        }
+                        frames.push_back(f);
+                        if let FormScan::Done(s) = request::scan_form(&prefix, &boundary, false) {
+                            break s;
+                        }
+                        if prefix.len() > FORM_PREFIX_LIMIT {
+                            return deny(log, RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT });
+                        }
+                    }
+                    Some(Err(_)) => {
+                        log.reason = "client_body_error";
+                        return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &path);
+                    }
+                    None => match request::scan_form(&prefix, &boundary, true) {
+                        FormScan::Done(s) => break s,
+                        FormScan::NeedMore => break Signature::Anonymous,
+                    },
+                }
+            };
+            sig = form_sig;
+            log.sig = sig.name();
+            if sig.is_v2() {
+                count_sig(ins, sig.name());
+                return deny(log, RequestDeny::SigV2 { sig });
+            }
+            let counted = Counted { inner: Prefixed { prefix: frames, rest }, count: log.up.clone(), _log: None };
+            req_body = Some(counted.boxed());
+        }
+    }
+    count_sig(ins, sig.name());
+    let req_body = req_body.unwrap_or_else(|| {
+        Counted { inner: body.take().expect("body present"), count: log.up.clone(), _log: None }.boxed()
+    });
+
+    // An upstream connection: pooled, else the one the CONNECT check dialled, else a new dial to the same address.
+    let (mut conn, how) = match get_upstream(&session, &state, ins).await {
+        Ok(x) => x,
+        Err(d) => return deny(log, d),
+    };
+    log.upstream = how;
+    log.upstream_tls = format!("{} {}", conn.tls_version, conn.cipher);
+
+    let mut up_req = Request::builder().method(parts.method.clone()).uri(
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    );
+    copy_headers(&parts.headers, up_req.headers_mut().expect("builder has headers"));
+    let up_req = match up_req.body(req_body) {
+        Ok(r) => r,
+        Err(e) => {
+            return deny(log, RequestDeny::Upstream { message: format!("vpcgate could not forward the request ({e})"), policy: false })
+        }
+    };
+    let resp = match conn.sender.send_request(up_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            return deny(
+                log,
+                RequestDeny::Upstream {
+                    message: format!("the upstream {} at {} closed the exchange ({e}); retry", session.target.host, session.addr),
+                    policy: false,
+                },
+            )
+        }
+    };
+    ins.pool.put_back_when_ready(session.target.host.clone(), session.addr, conn);
+
+    let (rparts, rbody) = resp.into_parts();
+    log.status = rparts.status.as_u16();
+    let mut out = Response::builder().status(rparts.status);
+    copy_headers(&rparts.headers, out.headers_mut().expect("builder has headers"));
+    let down = log.down.clone();
+    let counted = Counted { inner: rbody, count: down, _log: Some(log) };
+    out.body(counted.boxed()).unwrap_or_else(|_| xml_response(&RequestDeny::Smuggling { what: "an upstream response that could not be relayed" }, &path))
+}
+
+fn count_sig(ins: &Inspect, name: &'static str) {
+    *ins.requests_by_sig.lock().expect("sig counters").entry(name).or_default() += 1;
+}
+
+async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
+    let host = &session.target.host;
+    if let Some(c) = ins.pool.take(host, session.addr) {
+        return Ok((c, "reused"));
+    }
+    let fresh = session.fresh.lock().expect("fresh").take();
+    let tcp = match fresh {
+        Some(t) => t,
+        None => {
+            let timeout = state.config.settings.proxy.connect_timeout;
+            match tokio::time::timeout(timeout, TcpStream::connect(session.addr)).await {
+                Ok(Ok(t)) => {
+                    let _ = t.set_nodelay(true);
+                    t
+                }
+                Ok(Err(e)) => {
+                    return Err(RequestDeny::Upstream {
+                        message: format!("vpcgate could not connect to {host} at {} ({e}); check the route to the endpoint", session.addr),
+                        policy: false,
+                    })
+                }
+                Err(_) => {
+                    return Err(RequestDeny::Upstream {
+                        message: format!("no TCP connection to {host} at {} within {}", session.addr, humantime::format_duration(timeout)),
+                        policy: false,
+                    })
+                }
+            }
+        }
+    };
+    let handshake_timeout = state.config.settings.proxy.handshake_timeout;
+    match ins.pool.open(host, session.addr, tcp, handshake_timeout).await {
+        Ok(c) => {
+            tracing::info!(target: "vpcgate::decision", event = "upstream_connect", host = %host, addr = %session.addr, tls_version = c.tls_version, cipher = %c.cipher);
+            Ok((c, "new"))
+        }
+        Err(message) => {
+            let policy = message.starts_with("vpcgate refused");
+            tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", host = %host, addr = %session.addr, reason = if policy { "upstream_refused" } else { "upstream_failed" }, message = %message);
+            Err(RequestDeny::Upstream { message, policy })
+        }
+    }
+}

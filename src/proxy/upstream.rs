@@ -1,0 +1,157 @@
+//! Upstream side of inspect mode: rustls client connections to the checked address (SNI = the
+//! requested host, verified against public roots plus `tls.extra_roots`, TLS 1.2+ with forward
+//! secrecy only since rustls has no other suites), HTTP/1.1 on top, and a pool of idle connections
+//! keyed by (host, address) that every tunnel shares.
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub type ReqBody = BoxBody<Bytes, hyper::Error>;
+
+/// A ready HTTP/1.1 connection to an upstream, with the TLS facts of its handshake.
+pub struct UpstreamConn {
+    pub sender: SendRequest<ReqBody>,
+    pub tls_version: &'static str,
+    pub cipher: String,
+}
+
+type Key = (String, SocketAddr);
+
+pub struct Pool {
+    tls: Arc<ClientConfig>,
+    idle: Mutex<HashMap<Key, Vec<(UpstreamConn, Instant)>>>,
+    per_host: usize,
+    idle_timeout: Duration,
+    pub reused: AtomicU64,
+    pub opened: AtomicU64,
+}
+
+/// Build the upstream TLS client configuration: public roots plus extra roots, ALPN http/1.1.
+pub fn client_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, bad) = roots.add_parsable_certificates(crate::certs::public_roots());
+    if bad > 0 {
+        tracing::debug!(unparsable = bad, "some public roots were skipped");
+    }
+    for c in extra_roots {
+        roots.add(c.clone()).map_err(|e| format!("a tls.extra_roots certificate is not a usable root ({e}); give CA certificates in PEM"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("cannot build the upstream TLS configuration ({e})"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+pub fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2",
+        Some(_) => "other",
+        None => "",
+    }
+}
+
+pub fn suite_name(s: Option<rustls::SupportedCipherSuite>) -> String {
+    s.map(|s| crate::policy::tls::suite_name(u16::from(s.suite()))).unwrap_or_default()
+}
+
+/// Why an upstream connection could not be made, as the sentence the client sees.
+pub fn explain_tls_error(host: &str, addr: SocketAddr, e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(c)) => format!(
+            "vpcgate refused the request: the certificate of {host} at {addr} did not verify ({c:?}), and vpcgate never falls back to an unverified connection; if the upstream uses your own CA, add it to tls.extra_roots"
+        ),
+        Some(rustls::Error::PeerIncompatible(p)) => format!(
+            "vpcgate refused the request: {host} at {addr} offered no TLS 1.2+ handshake with forward secrecy ({p:?}); the endpoint must offer an ECDHE cipher suite or TLS 1.3"
+        ),
+        Some(rustls::Error::AlertReceived(a)) => format!(
+            "vpcgate refused the request: {host} at {addr} ended the TLS handshake with alert {a:?}, usually because it offers no forward-secret cipher suite or TLS 1.2+"
+        ),
+        Some(other) => format!("vpcgate refused the request: the TLS handshake with {host} at {addr} failed ({other})"),
+        None => format!("vpcgate could not reach {host} at {addr} ({e}); check the route to the endpoint"),
+    }
+}
+
+impl Pool {
+    pub fn new(tls: ClientConfig, per_host: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            tls: Arc::new(tls),
+            idle: Mutex::new(HashMap::new()),
+            per_host,
+            idle_timeout,
+            reused: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle connection to (host, addr), if one is still open.
+    pub fn take(&self, host: &str, addr: SocketAddr) -> Option<UpstreamConn> {
+        let mut idle = self.idle.lock().expect("pool");
+        let list = idle.get_mut(&(host.to_string(), addr))?;
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Give a connection back once its current exchange has finished.
+    pub fn put_back_when_ready(self: &Arc<Self>, host: String, addr: SocketAddr, mut conn: UpstreamConn) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            // Ready means the previous response body was read to its end and the connection can
+            // carry another request; a connection that is not ready within the idle timeout goes.
+            match tokio::time::timeout(pool.idle_timeout, conn.sender.ready()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            let mut idle = pool.idle.lock().expect("pool");
+            let list = idle.entry((host, addr)).or_default();
+            list.retain(|(c, since)| !c.sender.is_closed() && since.elapsed() < pool.idle_timeout);
+            if list.len() < pool.per_host {
+                list.push((conn, Instant::now()));
+            }
+        });
+    }
+
+    /// Handshake TLS and HTTP/1.1 on `tcp`, which is connected to the checked address.
+    pub async fn open(&self, host: &str, addr: SocketAddr, tcp: TcpStream, timeout: Duration) -> Result<UpstreamConn, String> {
+        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a TLS server name ({e})"))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+            Err(_) => return Err(format!("vpcgate refused the request: no TLS handshake with {host} at {addr} within {}", humantime::format_duration(timeout))),
+            Ok(Err(e)) => return Err(explain_tls_error(host, addr, &e)),
+            Ok(Ok(t)) => t,
+        };
+        let (tls_version, cipher) = {
+            let c = tls.get_ref().1;
+            (version_name(c.protocol_version()), suite_name(c.negotiated_cipher_suite()))
+        };
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("vpcgate could not start HTTP/1.1 with {host} at {addr} ({e})"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(UpstreamConn { sender, tls_version, cipher })
+    }
+}
