@@ -311,7 +311,7 @@ async fn over_max_connections_is_503() {
     let p = Proxy::start_with(
         port,
         &format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n",
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n[admin]\nenabled = false\n",
             dns.addr
         ),
     );

@@ -202,7 +202,8 @@ impl LeafCache {
         &self.ca
     }
 
-    pub async fn get(&self, host: &str) -> Result<Arc<CertifiedKey>, CaError> {
+    /// The leaf for `host`, and whether this call minted it.
+    pub async fn get(&self, host: &str) -> Result<(Arc<CertifiedKey>, bool), CaError> {
         let slot = {
             let mut guard = self.inner.lock().expect("leaf cache");
             let (map, order) = &mut *guard;
@@ -242,7 +243,7 @@ impl LeafCache {
         if !minted_here {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(leaf.clone())
+        Ok((leaf.clone(), minted_here))
     }
 }
 
@@ -304,8 +305,10 @@ mod tests {
         assert!(created);
         let ca_key = std::fs::read_to_string(&k).unwrap();
         let cache = Arc::new(LeafCache::new(ca, 2));
-        let a = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
-        let a2 = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        let (a, minted) = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        assert!(minted);
+        let (a2, minted) = cache.get("a.s3.us-east-1.amazonaws.com").await.unwrap();
+        assert!(!minted);
         assert!(Arc::ptr_eq(&a, &a2));
         assert_eq!((cache.mints.load(Ordering::Relaxed), cache.hits.load(Ordering::Relaxed)), (1, 1));
         assert_eq!(a.cert.len(), 2, "leaf + CA");

@@ -23,6 +23,15 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     pub tls: TlsSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `/healthz`, `/readyz`, `/metrics`; loopback by default.
+    pub listen: SocketAddr,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +280,12 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         if d.is_zero() {
             return Err(err(format!("{key} is 0; set a duration such as \"10s\"")));
         }
+    }
+    if settings.admin.enabled && settings.admin.listen == p.listen {
+        return Err(err(format!(
+            "admin.listen and proxy.listen are both {}; give the admin listener its own port (e.g. 127.0.0.1:9128)",
+            p.listen
+        )));
     }
     let dns = parse_dns_servers(&settings.dns.servers)?;
     let regions: Vec<String> = if settings.aws.regions.is_empty() {

@@ -24,15 +24,21 @@
 //!      in an inspected tunnel, one `close` per tunnel ....................... telemetry
 //! ```
 //!
+//! Around it: `config` (layers, validation), `admin` (/healthz, /readyz, /metrics), `explain` (the
+//! decision as a dry run), `check` (a doctor for the host and the client setup).
+//!
 //! Every refusal is a [`policy::deny::Deny`]: its code, HTTP status and the sentence the client sees.
 //!
 //! Rule of the house: `policy` and `routes` are pure (no I/O, no tokio) and never import from
 //! `proxy` or `dns`; the network modules call the pure ones, never the other way round.
 //! `config` reads files and environment and hands validated values to both.
 
+pub mod admin;
 pub mod certs;
+pub mod check;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod policy;
 pub mod proxy;
 pub mod routes;

@@ -1,12 +1,14 @@
-//! Command line: `vpcgate run` (the proxy), `vpcgate routes` (what the configuration allows).
+//! Command line: `vpcgate run` (the proxy), `explain`, `check`, `routes`, `check-config`, `ca init|bundle`.
 
 use clap::{Parser, Subcommand};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use vpcgate::config::{self, Loaded, Sources};
-use vpcgate::proxy::{Listener, State};
+use vpcgate::proxy::{Listener, Shared, State};
+use vpcgate::telemetry::Metrics;
 
 #[derive(Parser)]
 #[command(name = "vpcgate", version, about = "HTTPS forward proxy that keeps AWS S3 traffic on private routes")]
@@ -22,6 +24,21 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default when no command is given).
     Run,
+    /// Dry-run the decision for HOST[:PORT] without connecting: class, DNS answers, routes, verdict.
+    /// Exit status 0 when allowed, 1 when refused.
+    Explain {
+        target: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this host: DNS servers, each region's S3 name through each route, TLS with forward
+    /// secrecy, the CA, and the client setup (proxy variables, AWS_CA_BUNDLE, ~/.aws/config).
+    Check {
+        /// Also check BUCKET.s3.REGION.amazonaws.com (repeatable).
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+    },
     /// Print the effective routes and their CIDRs, then exit.
     Routes,
     /// Validate the configuration and exit (0 when it loads).
@@ -55,10 +72,19 @@ fn load(cli: &Cli) -> Result<Loaded, String> {
     config::load(&Sources::from_process(cli.config.clone()), &env_regions()).map_err(|e| e.to_string())
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime ({e})"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => load(&cli).and_then(run),
+        Command::Explain { target, json } => load(&cli).and_then(|l| explain(&l, target, *json)),
+        Command::Check { buckets } => load(&cli).and_then(|l| check(&l, buckets)),
         Command::Routes => load(&cli).map(|l| print_routes(&l)),
         Command::CheckConfig => load(&cli).map(|l| {
             println!("configuration OK ({})", l.sources.join(", "));
@@ -68,10 +94,49 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_empty() => ExitCode::from(1),
         Err(e) => {
             eprintln!("vpcgate: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn explain(l: &Loaded, target: &str, json: bool) -> Result<(), String> {
+    let ex = runtime()?.block_on(async {
+        let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
+        Ok::<_, String>(vpcgate::explain::explain(l, &dns, target, &[l.settings.proxy.listen]).await)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ex).expect("explanations serialize"));
+    } else {
+        print!("{}", ex.to_text());
+    }
+    if ex.decision == "allow" {
+        Ok(())
+    } else {
+        Err(String::new())
+    }
+}
+
+fn check(l: &Loaded, buckets: &[String]) -> Result<(), String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let path = env
+        .get("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".aws/config")));
+    let aws_config = path.and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p.display().to_string(), t)));
+    let lines = runtime()?.block_on(vpcgate::check::run(l, buckets, &env, aws_config));
+    for line in &lines {
+        println!("{line}");
+    }
+    let fails = lines.iter().filter(|l| l.level == vpcgate::check::Level::Fail).count();
+    let warns = lines.iter().filter(|l| l.level == vpcgate::check::Level::Warn).count();
+    println!("{} checks: {} failed, {} warnings", lines.len(), fails, warns);
+    if fails == 0 {
+        Ok(())
+    } else {
+        Err(String::new())
     }
 }
 
@@ -95,7 +160,9 @@ fn ca_init(l: &Loaded, force: bool) -> Result<(), String> {
     let t = &l.settings.tls;
     vpcgate::certs::init_ca(&t.ca_cert, &t.ca_key, &t.ca_extra_names, force).map_err(|e| e.to_string())?;
     println!("created the vpcgate CA: {} (key {}, mode 0600)", t.ca_cert.display(), t.ca_key.display());
-    print_exports(l, &l.settings.proxy.listen);
+    for line in exports(l, &l.settings.proxy.listen) {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -111,16 +178,18 @@ fn proxy_url(listen: &SocketAddr) -> String {
     format!("http://{host}:{}", listen.port())
 }
 
-fn print_exports(l: &Loaded, listen: &SocketAddr) {
-    println!("export HTTPS_PROXY={}", proxy_url(listen));
+/// The lines a user pastes to point clients at this vpcgate.
+fn exports(l: &Loaded, listen: &SocketAddr) -> Vec<String> {
+    let mut v = vec![format!("export HTTPS_PROXY={}", proxy_url(listen))];
     if l.settings.tls.mode == config::TlsMode::Inspect {
         let abs = std::fs::canonicalize(&l.settings.tls.ca_cert).unwrap_or(l.settings.tls.ca_cert.clone());
-        println!("export AWS_CA_BUNDLE={}", abs.display());
+        v.push(format!("export AWS_CA_BUNDLE={}", abs.display()));
     }
+    v
 }
 
 /// Inspect mode: load (or, on first start, create) the CA and set up the leaf cache and upstream pool.
-fn inspect_state(l: &Loaded) -> Result<Option<vpcgate::proxy::inspect::Inspect>, String> {
+fn inspect_state(l: &Loaded) -> Result<Option<Arc<vpcgate::proxy::inspect::Inspect>>, String> {
     let t = &l.settings.tls;
     if t.mode != config::TlsMode::Inspect {
         return Ok(None);
@@ -134,41 +203,123 @@ fn inspect_state(l: &Loaded) -> Result<Option<vpcgate::proxy::inspect::Inspect>,
         extra.extend(vpcgate::certs::read_pem_certs(p)?);
     }
     let tls = vpcgate::proxy::upstream::client_config(&extra)?;
-    Ok(Some(vpcgate::proxy::inspect::Inspect {
+    Ok(Some(Arc::new(vpcgate::proxy::inspect::Inspect {
         leaves: vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
         pool: Arc::new(vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_timeout)),
-        requests_by_sig: Default::default(),
-    }))
+    })))
+}
+
+/// Build the state for a configuration. On reload, the previous inspect state (CA, leaf cache,
+/// upstream pool) is kept when the TLS settings did not change.
+fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
+    let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
+    let same_tls = previous.is_some_and(|p| format!("{:?}", p.config.settings.tls) == format!("{:?}", l.settings.tls));
+    let inspect = match previous {
+        Some(p) if same_tls => p.inspect.clone(),
+        _ => inspect_state(&l)?,
+    };
+    let mut own_addrs = vec![listen];
+    own_addrs.extend(admin);
+    Ok(State { own_addrs, config: l, dns, inspect, metrics })
 }
 
 fn run(loaded: Loaded) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime ({e})"))?;
-    rt.block_on(async move {
+    runtime()?.block_on(async move {
         let listen = loaded.settings.proxy.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
             format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address")
         })?;
-        let dns = vpcgate::dns::Dns::new(&loaded.dns, loaded.settings.dns.timeout)?;
-        let inspect = inspect_state(&loaded)?;
-        banner(&loaded, listen, dns.servers());
-        let state = Arc::new(State { own_addrs: vec![listen], config: loaded, dns, inspect });
-        Listener::new(listener, state).run(shutdown_signal()).await;
+        let admin = if loaded.settings.admin.enabled {
+            let a = loaded.settings.admin.listen;
+            Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                format!("cannot listen on the admin address {a} ({e}); free the port, set admin.listen, or set admin.enabled = false")
+            })?)
+        } else {
+            None
+        };
+        let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+        let metrics = Arc::new(Metrics::new());
+        let state = build_state(loaded, listen, admin_addr, metrics.clone(), None)?;
+        banner(&state.config, listen, admin_addr, state.dns.servers());
+        let shared = Shared::new(state);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(a) = admin {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(vpcgate::admin::serve(a, shared.clone(), async move {
+                let _ = rx.changed().await;
+            }));
+        }
+        tokio::spawn(signals(shared.clone(), listen, admin_addr, metrics, stop_tx));
+        let mut rx = stop_rx;
+        Listener::new(listener, shared)
+            .run(async move {
+                let _ = rx.changed().await;
+            })
+            .await;
         tracing::info!("vpcgate stopped");
         Ok(())
     })
 }
 
-fn banner(l: &Loaded, listen: SocketAddr, dns: &str) {
+/// SIGTERM/SIGINT stop; SIGHUP reloads the configuration and route files.
+async fn signals(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, stop: tokio::sync::watch::Sender<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => reload(&shared, listen, admin, &metrics),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (&shared, listen, admin, &metrics);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
+    let _ = stop.send(true);
+}
+
+fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
+    let old = shared.get();
+    let file = old.config.sources.iter().find_map(|s| s.strip_prefix("config file ").map(PathBuf::from));
+    let result = config::load(&Sources::from_process(file), &env_regions())
+        .map_err(|e| e.to_string())
+        .and_then(|l| {
+            if l.settings.proxy.listen != listen {
+                tracing::warn!(listen = %l.settings.proxy.listen, "proxy.listen changed: restart vpcgate to move the listener; keeping {listen}");
+            }
+            build_state(l, listen, admin, metrics.clone(), Some(&old))
+        });
+    match result {
+        Ok(state) => {
+            Metrics::kind(&metrics.reloads, "ok");
+            let routes: Vec<String> = state.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
+            tracing::info!(routes = %routes.join(", "), regions = %state.config.regions.join(","), "configuration reloaded; new connections use it, open tunnels keep theirs");
+            shared.replace(state);
+        }
+        Err(e) => {
+            Metrics::kind(&metrics.reloads, "refused");
+            tracing::error!("reload refused, still serving the previous configuration: {e}");
+        }
+    }
+}
+
+fn banner(l: &Loaded, listen: SocketAddr, admin: Option<SocketAddr>, dns: &str) {
     let s = &l.settings;
     tracing::info!(
         listen = %listen,
+        admin = %admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         mode = ?s.tls.mode,
         regions = %l.regions.join(","),
         dns = %dns,
+        ca = %if s.tls.mode == config::TlsMode::Inspect { s.tls.ca_cert.display().to_string() } else { "none (passthrough)".into() },
         config = %l.sources.join(", "),
         "vpcgate listening"
     );
@@ -182,30 +333,7 @@ fn banner(l: &Loaded, listen: SocketAddr, dns: &str) {
             "route"
         );
     }
-    tracing::info!("point clients here: export HTTPS_PROXY={}", proxy_url(&listen));
-    if s.tls.mode == config::TlsMode::Inspect {
-        let abs = std::fs::canonicalize(&s.tls.ca_cert).unwrap_or(s.tls.ca_cert.clone());
-        tracing::info!(
-            "and trust the vpcgate CA: export AWS_CA_BUNDLE={} (a full bundle with public roots: vpcgate ca bundle > bundle.pem)",
-            abs.display()
-        );
+    for line in exports(l, &listen) {
+        tracing::info!("point clients here: {line}");
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutdown signal received");
 }

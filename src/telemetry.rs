@@ -21,3 +21,131 @@ pub fn init(log: &LogSettings) -> Result<(), String> {
     };
     res.map_err(|e| format!("cannot start logging ({e})"))
 }
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub route: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub side: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub signature: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// Prometheus metrics, shared by every connection and kept across reloads.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<DecisionLabels, Counter>,
+    pub tunnels_active: Gauge,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub dns_seconds: Histogram,
+    pub handshake_refusals: Family<RefusalLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_connections: Family<KindLabels, Counter>,
+    pub leaf_cache: Family<KindLabels, Counter>,
+    pub reloads: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vpcgate");
+        let m = Metrics {
+            connections: Family::default(),
+            tunnels_active: Gauge::default(),
+            bytes: Family::default(),
+            dns_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            handshake_refusals: Family::default(),
+            requests: Family::default(),
+            upstream_connections: Family::default(),
+            leaf_cache: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "CONNECT requests by decision and refusal reason", m.connections.clone());
+        registry.register("tunnels_active", "Open tunnels", m.tunnels_active.clone());
+        registry.register("bytes", "Tunnel bytes by route and direction (up = client to upstream)", m.bytes.clone());
+        registry.register("dns_lookup_seconds", "DNS lookup latency (A records)", m.dns_seconds.clone());
+        registry.register("handshake_refusals", "TLS handshakes refused by side and cause", m.handshake_refusals.clone());
+        registry.register("requests", "Requests inside inspected tunnels by signature version and decision", m.requests.clone());
+        registry.register("upstream_connections", "Upstream connections used by inspect mode: new or reused from the pool", m.upstream_connections.clone());
+        registry.register("leaf_cache", "Leaf certificate lookups: hit or mint", m.leaf_cache.clone());
+        registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn connection(&self, decision: &str, reason: &str) {
+        self.connections.get_or_create(&DecisionLabels { decision: decision.into(), reason: reason.into() }).inc();
+    }
+
+    pub fn refusal(&self, side: &str, reason: &str) {
+        self.handshake_refusals.get_or_create(&RefusalLabels { side: side.into(), reason: reason.into() }).inc();
+    }
+
+    pub fn tunnel_bytes(&self, route: &str, up: u64, down: u64) {
+        self.bytes.get_or_create(&BytesLabels { route: route.into(), direction: "up".into() }).inc_by(up);
+        self.bytes.get_or_create(&BytesLabels { route: route.into(), direction: "down".into() }).inc_by(down);
+    }
+
+    pub fn request(&self, signature: &str, decision: &str) {
+        self.requests.get_or_create(&RequestLabels { signature: signature.into(), decision: decision.into() }).inc();
+    }
+
+    pub fn kind(family: &Family<KindLabels, Counter>, kind: &str) {
+        family.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Keeps `tunnels_active` right however a tunnel ends.
+pub struct TunnelGuard<'a>(&'a Metrics);
+
+impl<'a> TunnelGuard<'a> {
+    pub fn new(m: &'a Metrics) -> Self {
+        m.tunnels_active.inc();
+        TunnelGuard(m)
+    }
+}
+
+impl Drop for TunnelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels_active.dec();
+    }
+}

@@ -51,6 +51,7 @@ impl Proxy {
 
     fn start_mode(n: u8, dns: SocketAddr, tls: &str, extra: &str) -> Proxy {
         let port = free_port();
+        let admin = free_port();
         let routes = if extra.contains("[[routes]]") {
             String::new()
         } else {
@@ -58,7 +59,7 @@ impl Proxy {
         };
         let toml = format!(
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n\
-             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[tls]\n{tls}{routes}{extra}"
+             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{routes}{extra}"
         );
         Self::start_with(port, &toml)
     }

@@ -92,7 +92,9 @@ async fn resolve_and_choose(
     let servers = state.dns.servers();
     for (i, c) in candidates.iter().enumerate() {
         if !decision.answers.iter().any(|a| a.name == c.resolve) {
+            let asked = Instant::now();
             let result = state.dns.lookup_a(&c.resolve).await;
+            state.metrics.dns_seconds.observe(asked.elapsed().as_secs_f64());
             decision.answers.push(Answer { name: c.resolve.clone(), result });
         }
         if let Ok(chosen) =

@@ -36,7 +36,6 @@ pub const FORM_PREFIX_LIMIT: usize = 64 * 1024;
 pub struct Inspect {
     pub leaves: LeafCache,
     pub pool: Arc<Pool>,
-    pub requests_by_sig: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 type RespBody = BoxBody<Bytes, hyper::Error>;
@@ -87,6 +86,8 @@ pub async fn inspect(
     let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
     let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
     let addr = SocketAddr::from((chosen.addr, target.port));
+    let metrics = &state.metrics;
+    let _active = crate::telemetry::TunnelGuard::new(metrics);
 
     let handshake = async {
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded))
@@ -107,7 +108,8 @@ pub async fn inspect(
             let r = tls::HelloRefusal::ClientNoForwardSecrecy;
             return Err((r.code(), r.to_string()));
         }
-        let leaf = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+        let (leaf, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+        crate::telemetry::Metrics::kind(&metrics.leaf_cache, if minted { "mint" } else { "hit" });
         let cfg = server_config(leaf).map_err(|e| ("tls_config", e.to_string()))?;
         start
             .into_stream(cfg)
@@ -117,11 +119,13 @@ pub async fn inspect(
     let tls_stream = match tokio::time::timeout(proxy.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err((reason, message))) => {
+            metrics.refusal("client", reason);
             refused(&client, &target.host, reason, message.clone());
             close_log(&decision, &target, started, "", String::new(), 0, 0, 0, reason);
             return;
         }
         Err(_) => {
+            metrics.refusal("client", "handshake_timeout");
             refused(&client, &target.host, "handshake_timeout", "the client TLS handshake did not complete in time".into());
             close_log(&decision, &target, started, "", String::new(), 0, 0, 0, "handshake_timeout");
             return;
@@ -160,6 +164,7 @@ pub async fn inspect(
         Err(e) if e.is_timeout() => "idle_timeout",
         Err(_) => "reset",
     };
+    metrics.tunnel_bytes(&decision.route, session.bytes_up.load(Ordering::Relaxed), session.bytes_down.load(Ordering::Relaxed));
     close_log(
         &decision,
         &target,
@@ -251,10 +256,12 @@ struct RequestLog {
     down: Arc<AtomicU64>,
     started: Instant,
     session: Option<Arc<Session>>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        self.metrics.request(if self.sig.is_empty() { "none" } else { self.sig }, if self.reason.is_empty() { "allow" } else { "deny" });
         let up = self.up.load(Ordering::Relaxed);
         let down = self.down.load(Ordering::Relaxed);
         if let Some(s) = &self.session {
@@ -379,6 +386,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         down: Arc::new(AtomicU64::new(0)),
         started,
         session: Some(session.clone()),
+        metrics: state.metrics.clone(),
     };
     let ins = state.inspect.as_ref().expect("inspect state");
     let deny = |mut log: RequestLog, d: RequestDeny| {
@@ -394,7 +402,6 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     let mut sig = request::signature_of(header_str(&parts.headers, "authorization"), parts.uri.query());
     log.sig = sig.name();
     if let Err(d) = request::check(&session.target.host, session.target.port, header_str(&parts.headers, "host"), &sig) {
-        count_sig(ins, sig.name());
         return deny(log, d);
     }
 
@@ -433,14 +440,12 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             sig = form_sig;
             log.sig = sig.name();
             if sig.is_v2() {
-                count_sig(ins, sig.name());
                 return deny(log, RequestDeny::SigV2 { sig });
             }
             let counted = Counted { inner: Prefixed { prefix: frames, rest }, count: log.up.clone(), _log: None };
             req_body = Some(counted.boxed());
         }
     }
-    count_sig(ins, sig.name());
     let req_body = req_body.unwrap_or_else(|| {
         Counted { inner: body.take().expect("body present"), count: log.up.clone(), _log: None }.boxed()
     });
@@ -451,6 +456,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         Err(d) => return deny(log, d),
     };
     log.upstream = how;
+    crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, how);
     log.upstream_tls = format!("{} {}", conn.tls_version, conn.cipher);
 
     let mut up_req = Request::builder().method(parts.method.clone()).uri(
@@ -484,10 +490,6 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     let down = log.down.clone();
     let counted = Counted { inner: rbody, count: down, _log: Some(log) };
     out.body(counted.boxed()).unwrap_or_else(|_| xml_response(&RequestDeny::Smuggling { what: "an upstream response that could not be relayed" }, &path))
-}
-
-fn count_sig(ins: &Inspect, name: &'static str) {
-    *ins.requests_by_sig.lock().expect("sig counters").entry(name).or_default() += 1;
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
@@ -528,6 +530,7 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
         }
         Err(message) => {
             let policy = message.starts_with("vpcgate refused");
+            state.metrics.refusal("upstream", if policy { "upstream_refused" } else { "upstream_failed" });
             tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", host = %host, addr = %session.addr, reason = if policy { "upstream_refused" } else { "upstream_failed" }, message = %message);
             Err(RequestDeny::Upstream { message, policy })
         }

@@ -28,15 +28,35 @@ pub struct State {
     pub dns: Dns,
     /// vpcgate's own listening sockets: never a tunnel destination.
     pub own_addrs: Vec<SocketAddr>,
-    /// Present in inspect mode: the leaf cache and the upstream pool.
-    pub inspect: Option<inspect::Inspect>,
+    /// Present in inspect mode: the leaf cache and the upstream pool (kept across reloads).
+    pub inspect: Option<Arc<inspect::Inspect>>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// The state new connections use. A reload swaps it; open connections keep the one they started with.
+pub struct Shared {
+    current: std::sync::RwLock<Arc<State>>,
+}
+
+impl Shared {
+    pub fn new(state: State) -> Arc<Shared> {
+        Arc::new(Shared { current: std::sync::RwLock::new(Arc::new(state)) })
+    }
+
+    pub fn get(&self) -> Arc<State> {
+        self.current.read().expect("state lock").clone()
+    }
+
+    pub fn replace(&self, state: State) {
+        *self.current.write().expect("state lock") = Arc::new(state);
+    }
 }
 
 /// Owns the accept loop. Each accepted client holds one permit of `limit` until it closes, so
 /// `proxy.max_connections` bounds open client connections (tunnels included).
 pub struct Listener {
     listener: TcpListener,
-    state: Arc<State>,
+    shared: Arc<Shared>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
 }
@@ -44,9 +64,10 @@ pub struct Listener {
 type Body = Full<Bytes>;
 
 impl Listener {
-    pub fn new(listener: TcpListener, state: Arc<State>) -> Listener {
-        let limit = Arc::new(Semaphore::new(state.config.settings.proxy.max_connections));
-        Listener { listener, state, limit, tracker: TaskTracker::new() }
+    /// `proxy.max_connections` is read once here: changing it needs a restart.
+    pub fn new(listener: TcpListener, shared: Arc<Shared>) -> Listener {
+        let limit = Arc::new(Semaphore::new(shared.get().config.settings.proxy.max_connections));
+        Listener { listener, shared, limit, tracker: TaskTracker::new() }
     }
 
     /// Accept until `shutdown` resolves, then stop accepting and give open connections
@@ -67,7 +88,7 @@ impl Listener {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let state = self.state.clone();
+                    let state = self.shared.get();
                     match self.limit.clone().try_acquire_owned() {
                         Ok(permit) => {
                             self.tracker.spawn(async move {
@@ -85,7 +106,7 @@ impl Listener {
         }
         drop(self.listener);
         self.tracker.close();
-        let grace = self.state.config.settings.proxy.shutdown_grace;
+        let grace = self.shared.get().config.settings.proxy.shutdown_grace;
         let open = self.tracker.len();
         tracing::info!(open_connections = open, grace = %humantime::format_duration(grace), "stopped accepting; waiting for open connections");
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
@@ -144,7 +165,7 @@ type TunnelSlot = Arc<std::sync::Mutex<Option<PendingTunnel>>>;
 
 /// Over the limit: answer every request on this connection with the refusal, then close.
 async fn refuse_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>, deny: Deny) {
-    log_refusal(&Decision { client: Some(peer), ..Default::default() }, &deny);
+    log_refusal(&state, &Decision { client: Some(peer), ..Default::default() }, &deny);
     let service = hyper::service::service_fn(move |_req| {
         let deny = deny.clone();
         async move { Ok::<_, std::convert::Infallible>(deny_response(&deny)) }
@@ -163,7 +184,8 @@ pub fn deny_response(deny: &Deny) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn log_refusal(d: &Decision, deny: &Deny) {
+fn log_refusal(state: &State, d: &Decision, deny: &Deny) {
+    state.metrics.connection("deny", deny.code());
     tracing::info!(
         target: "vpcgate::decision",
         event = "connect",
@@ -188,17 +210,18 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
             None => Deny::NotProxyRequest { method: req.method().to_string() },
         };
         decision.target = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
-        log_refusal(&decision, &deny);
+        log_refusal(&state, &decision, &deny);
         return deny_response(&deny);
     }
     let raw = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
     let started = Instant::now();
     match connect::establish(&state, &raw, &mut decision).await {
         Err(deny) => {
-            log_refusal(&decision, &deny);
+            log_refusal(&state, &decision, &deny);
             deny_response(&deny)
         }
         Ok((target, upstream)) => {
+            state.metrics.connection("allow", "");
             let chosen = decision.chosen.clone().expect("establish sets chosen");
             tracing::info!(
                 target: "vpcgate::decision",

@@ -113,6 +113,7 @@ async fn run<C>(
         opened: Instant::now(),
     };
     let proxy = &state.config.settings.proxy;
+    let _active = crate::telemetry::TunnelGuard::new(&state.metrics);
     let hello = tokio::time::timeout(
         proxy.handshake_timeout,
         hello_phase(&mut client, pre, &mut upstream, &target.host, &counters),
@@ -139,6 +140,8 @@ async fn run<C>(
             }
             let _ = client.shutdown().await;
             let _ = upstream.shutdown().await;
+            let side = if cut.reason.starts_with("server") || cut.reason.starts_with("upstream") { "upstream" } else { "client" };
+            state.metrics.refusal(side, cut.reason);
             tracing::warn!(
                 target: "vpcgate::decision",
                 event = "handshake_refused",
@@ -153,6 +156,7 @@ async fn run<C>(
         }
     };
     let chosen = decision.chosen.as_ref();
+    state.metrics.tunnel_bytes(&decision.route, counters.up.load(Ordering::Relaxed), counters.down.load(Ordering::Relaxed));
     tracing::info!(
         target: "vpcgate::decision",
         event = "close",

@@ -1,0 +1,71 @@
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (configuration loaded, CA usable,
+//! DNS answering), `/metrics` (Prometheus text format).
+
+use crate::proxy::Shared;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// Whether vpcgate can serve: DNS answers for the first region's S3 name within a second
+/// (answers are cached, so this is cheap), and in inspect mode a leaf can be minted.
+pub async fn readiness(shared: &Shared) -> Result<String, String> {
+    let state = shared.get();
+    let probe = format!("s3.{}.amazonaws.com", state.config.regions[0]);
+    match tokio::time::timeout(Duration::from_secs(1), state.dns.lookup_a(&probe)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("DNS is not usable: {probe}: {e} from {}", state.dns.servers())),
+        Err(_) => return Err(format!("DNS is not usable: no answer for {probe} within 1s from {}", state.dns.servers())),
+    }
+    if let Some(ins) = &state.inspect {
+        ins.leaves.get(&probe).await.map_err(|e| format!("the CA is not usable: {e}"))?;
+    }
+    Ok(format!("ready: {} route(s), DNS {}\n", state.config.routes.len(), state.dns.servers()))
+}
+
+async fn route(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => match readiness(&shared).await {
+            Ok(s) => text(StatusCode::OK, "text/plain", s),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {e}\n")),
+        },
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.get().metrics.render(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /readyz or /metrics\n".into()),
+    }
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, std::convert::Infallible>(route(req, shared).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        }
+    }
+}

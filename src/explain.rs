@@ -1,0 +1,191 @@
+//! `vpcgate explain HOST[:PORT]`: the whole CONNECT decision as a dry run, without connecting.
+//! Same pure steps as the proxy (parse, class, plan, choose), with every candidate name resolved
+//! through the configured DNS servers so that each answer can be shown with the route it falls in.
+
+use crate::config::Loaded;
+use crate::dns::Dns;
+use crate::policy::authority::parse_connect_target;
+use crate::policy::connect::{choose, plan};
+use crate::policy::deny::{Answer, Deny};
+use crate::policy::host::classify;
+use crate::routes::RouteKind;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Serialize)]
+pub struct AddressFact {
+    pub addr: String,
+    /// The route and CIDR that contain this address, if any candidate route does.
+    pub route: Option<String>,
+    pub cidr: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NameFact {
+    pub name: String,
+    /// Which route asked for this name.
+    pub for_routes: Vec<String>,
+    pub addresses: Vec<AddressFact>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Chosen {
+    pub addr: String,
+    pub route: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub target: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub class: Option<String>,
+    pub region: Option<String>,
+    pub regions: Vec<String>,
+    pub candidate_routes: Vec<String>,
+    pub dns_servers: String,
+    pub dns: Vec<NameFact>,
+    pub decision: &'static str,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+    pub message: Option<String>,
+    pub chosen: Option<Chosen>,
+}
+
+/// Explain a target such as `my-bucket.s3.us-east-1.amazonaws.com` or `…:443`.
+pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Explanation {
+    let target_s = if raw.contains(':') { raw.to_string() } else { format!("{raw}:443") };
+    let mut ex = Explanation {
+        target: target_s.clone(),
+        host: None,
+        port: None,
+        class: None,
+        region: None,
+        regions: l.regions.clone(),
+        candidate_routes: Vec::new(),
+        dns_servers: dns.servers().to_string(),
+        dns: Vec::new(),
+        decision: "deny",
+        reason: None,
+        status: None,
+        message: None,
+        chosen: None,
+    };
+    let deny = |ex: &mut Explanation, d: Deny| {
+        ex.reason = Some(d.code().to_string());
+        ex.status = Some(d.status());
+        ex.message = Some(d.to_string());
+    };
+    let target = match parse_connect_target(&target_s, &l.settings.proxy.connect_ports) {
+        Ok(t) => t,
+        Err(e) => {
+            deny(&mut ex, Deny::Authority(e));
+            return ex;
+        }
+    };
+    ex.host = Some(target.host.clone());
+    ex.port = Some(target.port);
+    let class = classify(&target.host);
+    ex.class = Some(class.name().to_string());
+    ex.region = class.region().map(str::to_string);
+    let candidates = match plan(&target.host, &class, &l.regions, &l.routes) {
+        Ok(c) => c,
+        Err(d) => {
+            deny(&mut ex, d);
+            return ex;
+        }
+    };
+    for c in &candidates {
+        let r = &l.routes[c.route];
+        ex.candidate_routes.push(match r.kind {
+            RouteKind::Gateway => format!("{} (gateway, {} CIDRs)", r.name, r.cidrs.len()),
+            RouteKind::Interface => format!("{} (interface via {}, {} CIDRs)", r.name, c.resolve, r.cidrs.len()),
+        });
+    }
+    let mut answers: Vec<Answer> = Vec::new();
+    for c in &candidates {
+        if !answers.iter().any(|a| a.name == c.resolve) {
+            answers.push(Answer { name: c.resolve.clone(), result: dns.lookup_a(&c.resolve).await });
+        }
+    }
+    for a in &answers {
+        let for_routes: Vec<String> =
+            candidates.iter().filter(|c| c.resolve == a.name).map(|c| l.routes[c.route].name.clone()).collect();
+        let mut fact = NameFact { name: a.name.clone(), for_routes, addresses: Vec::new(), error: None };
+        match &a.result {
+            Ok(addrs) => {
+                for addr in addrs {
+                    let hit = candidates
+                        .iter()
+                        .filter(|c| c.resolve == a.name)
+                        .find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
+                    fact.addresses.push(AddressFact {
+                        addr: addr.to_string(),
+                        route: hit.as_ref().map(|h| h.0.clone()),
+                        cidr: hit.map(|h| h.1),
+                    });
+                }
+            }
+            Err(e) => fact.error = Some(e.clone()),
+        }
+        ex.dns.push(fact);
+    }
+    match choose(&target.host, &candidates, &answers, &l.routes, target.port, own, dns.servers()) {
+        Ok(c) => {
+            ex.decision = "allow";
+            ex.chosen = Some(Chosen {
+                addr: SocketAddr::from((c.addr, target.port)).to_string(),
+                route: l.routes[c.route].name.clone(),
+                cidr: c.cidr.to_string(),
+            });
+        }
+        Err(d) => deny(&mut ex, d),
+    }
+    ex
+}
+
+impl Explanation {
+    /// The human form: one fact per line.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
+        line("target", self.target.clone());
+        if let Some(c) = &self.class {
+            let region = self.region.as_deref().map(|r| format!(", region {r}")).unwrap_or_default();
+            line("class", format!("{c}{region} (carried regions: {})", self.regions.join(", ")));
+        }
+        if !self.candidate_routes.is_empty() {
+            line("routes", self.candidate_routes.join("; "));
+        }
+        if !self.dns.is_empty() {
+            line("dns", format!("via {} (A records only)", self.dns_servers));
+        }
+        for n in &self.dns {
+            let detail = match &n.error {
+                Some(e) => format!("error: {e}"),
+                None if n.addresses.is_empty() => "no A record".to_string(),
+                None => n
+                    .addresses
+                    .iter()
+                    .map(|a| match (&a.route, &a.cidr) {
+                        (Some(r), Some(c)) => format!("{} (inside {r} {c})", a.addr),
+                        _ => format!("{} (outside every route)", a.addr),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            line("  answer", format!("{} -> {detail}", n.name));
+        }
+        match (&self.chosen, &self.message) {
+            (Some(c), _) => line("decision", format!("allow: dial {} via route {} ({})", c.addr, c.route, c.cidr)),
+            (None, Some(m)) => line(
+                "decision",
+                format!("deny ({}, HTTP {}): {m}", self.reason.as_deref().unwrap_or(""), self.status.unwrap_or(403)),
+            ),
+            _ => {}
+        }
+        out
+    }
+}
