@@ -22,6 +22,9 @@ pub fn sa(n: u8, sub: u8, host: u8) -> SocketAddr {
 pub struct Proxy {
     pub child: Child,
     pub port: u16,
+    /// The admin listener's port (0 when the test's own config set none).
+    pub admin_port: u16,
+    pub config: PathBuf,
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -61,7 +64,9 @@ impl Proxy {
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n\
              [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{routes}{extra}"
         );
-        Self::start_with(port, &toml)
+        let mut p = Self::start_with(port, &toml);
+        p.admin_port = admin;
+        p
     }
 
     pub fn start_with(port: u16, toml: &str) -> Proxy {
@@ -79,7 +84,7 @@ impl Proxy {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut p = Proxy { child, port, log, dir };
+        let mut p = Proxy { child, port, admin_port: 0, config: cfg, log, dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = p.child.try_wait() {

@@ -1,0 +1,255 @@
+//! Operating vpcgate: `explain`, `check`, the admin listener (/healthz, /readyz, /metrics) and
+//! SIGHUP reload, against the loopback fake AWS. Test blocks 127.60-127.79.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::dns::{unreachable_dns_addr, FakeDns};
+use support::harness::*;
+use support::upstream::TlsUpstream;
+
+const HOST: &str = "s3.us-east-1.amazonaws.com";
+const BUCKET_HOST: &str = "my-bucket.s3.us-east-1.amazonaws.com";
+
+fn vpcgate(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String, Duration) {
+    let started = Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpcgate"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for k in ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        started.elapsed(),
+    )
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    raw_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_class_answers_routes_and_verdict() {
+    let n = 60;
+    let dual = "my-bucket.s3.dualstack.us-east-1.amazonaws.com";
+    let mixed = "mixed.s3.us-east-1.amazonaws.com";
+    let outside = "outside.s3.us-east-1.amazonaws.com";
+    let dns = FakeDns::start(&[
+        (BUCKET_HOST, &a(&[ip(n, 1, 1)])),
+        (mixed, &a(&[ip(n, 2, 1), ip(n, 1, 1)])),
+        (outside, &a(&[ip(n, 2, 1)])),
+    ])
+    .await;
+    let p = Proxy::start(n, dns.addr, "");
+    let cfg = p.config.to_str().unwrap();
+
+    let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", BUCKET_HOST], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("regional_virtual_hosted, region us-east-1"), "{out}");
+    assert!(out.contains(&format!("{} (inside test-gateway 127.{n}.1.0/24)", ip(n, 1, 1))), "{out}");
+    assert!(out.contains(&format!("allow: dial {}:443 via route test-gateway", ip(n, 1, 1))), "{out}");
+
+    let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", mixed], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("{} (outside every route)", ip(n, 2, 1))), "{out}");
+
+    let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", "--json", outside], &[]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["decision"].as_str(), v["reason"].as_str()), (Some("deny"), Some("outside_routes")));
+    assert_eq!(v["dns"][0]["addresses"][0]["addr"], ip(n, 2, 1).to_string());
+
+    let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", dual], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("deny (dualstack, HTTP 403)") && out.contains("use_dualstack_endpoint = false"), "{out}");
+    assert_eq!(dns.count("AAAA"), 0);
+
+    // An unreachable DNS server: a bounded refusal, not a hang.
+    let silent = unreachable_dns_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg2 = dir.path().join("v.toml");
+    std::fs::write(
+        &cfg2,
+        format!("[dns]\nservers = [\"{silent}\"]\ntimeout = \"1s\"\n[tls]\nmode = \"passthrough\"\n[[routes]]\nname = \"g\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n"),
+    )
+    .unwrap();
+    let (code, out, _, took) = vpcgate(&["--config", cfg2.to_str().unwrap(), "explain", HOST], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("dns_failed") && out.contains("no answer within 1s"), "{out}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_network_and_client_setup_in_seconds() {
+    let n = 61;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST, BUCKET_HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)])), (BUCKET_HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let cfg = p.config.to_str().unwrap();
+    let ca = p.ca_path();
+    let proxy_url = p.url();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good-config");
+    std::fs::write(&good, "[default]\nregion = us-east-1\ns3 =\n  signature_version = s3v4\n").unwrap();
+    let envs = [
+        ("HTTPS_PROXY", proxy_url.as_str()),
+        ("AWS_CA_BUNDLE", ca.to_str().unwrap()),
+        ("AWS_CONFIG_FILE", good.to_str().unwrap()),
+        ("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "regional"),
+    ];
+    let (code, out, err, took) = vpcgate(&["--config", cfg, "check", "--bucket", "my-bucket"], &envs);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    for needle in [
+        &format!("pass  dns server {}", dns.addr),
+        &format!("pass  {HOST} via test-gateway"),
+        &format!("pass  {BUCKET_HOST} via test-gateway"),
+        &format!("pass  tls {HOST}"),
+        "TLS1.3",
+        "(forward secret)",
+        "pass  ca",
+        "mode 600",
+        "pass  HTTPS_PROXY",
+        "pass  AWS_CA_BUNDLE",
+        "pass  aws config",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+
+    // A dual-stack setting in the AWS config file, a wrong proxy and a missing CA bundle fail, with fixes.
+    let bad = dir.path().join("bad-config");
+    std::fs::write(&bad, "[default]\ns3 =\n  use_dualstack_endpoint = true\n").unwrap();
+    let envs = [("HTTPS_PROXY", "http://127.0.0.1:1"), ("AWS_CONFIG_FILE", bad.to_str().unwrap())];
+    let (code, out, _, _) = vpcgate(&["--config", cfg, "check"], &envs);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("FAIL  aws config") && out.contains("use_dualstack_endpoint = true; set it to false"), "{out}");
+    assert!(out.contains("FAIL  HTTPS_PROXY") && out.contains(&format!("export HTTPS_PROXY={proxy_url}")), "{out}");
+    assert!(out.contains("FAIL  AWS_CA_BUNDLE"), "{out}");
+    assert!(out.contains("WARN  us-east-1 endpoint"), "{out}");
+
+    // An unreachable DNS server is named, and check still ends within seconds.
+    let silent = unreachable_dns_addr().await;
+    let cfg2 = dir.path().join("v.toml");
+    std::fs::write(
+        &cfg2,
+        format!("[dns]\nservers = [\"{silent}\"]\ntimeout = \"5s\"\n[tls]\nmode = \"passthrough\"\n[[routes]]\nname = \"g\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n"),
+    )
+    .unwrap();
+    let (code, out, _, took) = vpcgate(&["--config", cfg2.to_str().unwrap(), "check"], &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains(&format!("FAIL  dns server {silent}")), "{out}");
+    assert!(took < Duration::from_secs(8), "bounded even with dns.timeout = 5s: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_serves_health_readiness_and_metrics_after_traffic() {
+    let n = 62;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST, BUCKET_HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)])), (BUCKET_HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let ca = p.ca_path();
+    let url = p.url();
+    let base = ["--proxy", url.as_str(), "--cacert", ca.to_str().unwrap()];
+    let ok = curl(&[&base[..], &[&format!("https://{BUCKET_HOST}/a")]].concat()).await;
+    assert_eq!(ok.status, 200, "{}", ok.stderr);
+    let v2 = curl(&[&base[..], &["-H", "Authorization: AWS A:b", &format!("https://{BUCKET_HOST}/b")]].concat()).await;
+    assert_eq!(v2.status, 403);
+    let dual = curl(&[&base[..], &["https://b.s3.dualstack.us-east-1.amazonaws.com/"]].concat()).await;
+    assert_eq!(dual.connect_status, 403);
+    p.wait_event("close", BUCKET_HOST);
+
+    let (s, body) = http_get(p.admin_port, "/healthz");
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = http_get(p.admin_port, "/readyz");
+    assert_eq!(s, 200, "{body}");
+    let (s, m) = http_get(p.admin_port, "/metrics");
+    assert_eq!(s, 200);
+    for needle in [
+        "vpcgate_connections_total{decision=\"allow\",reason=\"\"} 2",
+        "vpcgate_connections_total{decision=\"deny\",reason=\"dualstack\"} 1",
+        "vpcgate_requests_total{signature=\"anonymous\",decision=\"allow\"} 1",
+        "vpcgate_requests_total{signature=\"sigv2-header\",decision=\"deny\"} 1",
+        "vpcgate_leaf_cache_total{kind=\"mint\"} 1",
+        "vpcgate_leaf_cache_total{kind=\"hit\"}",
+        "vpcgate_upstream_connections_total{kind=\"new\"} 1",
+        "vpcgate_bytes_total{route=\"test-gateway\",direction=\"down\"}",
+        "vpcgate_dns_lookup_seconds_count 2",
+        "vpcgate_tunnels_active 0",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in:\n{m}");
+    }
+    drop(p);
+
+    // readyz says why when DNS is not usable.
+    let silent = unreachable_dns_addr().await;
+    let p = Proxy::start(n, silent, "");
+    let (s, body) = http_get(p.admin_port, "/readyz");
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("DNS is not usable"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
+    let n = 63;
+    let w = world();
+    let west = "my-bucket.s3.us-west-2.amazonaws.com";
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST, west], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)])), (west, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    let original = std::fs::read_to_string(&p.config).unwrap();
+
+    // An open tunnel from before the reloads.
+    let mut tunnel = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    tunnel.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).unwrap();
+    tunnel.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 64];
+    let k = tunnel.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
+
+    let (s, _) = raw_request(p.port, &connect_req(&format!("{west}:443")));
+    assert_eq!(s, 403, "us-west-2 is not configured yet");
+
+    // A good new config: add us-west-2.
+    std::fs::write(&p.config, format!("{original}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
+    p.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log_text().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (s, text) = raw_request(p.port, &connect_req(&format!("{west}:443")));
+    assert_eq!(s, 200, "{text}");
+
+    // A bad new config is refused with its sentence; the previous one keeps serving.
+    std::fs::write(&p.config, format!("{original}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\nbogus = 1\n")).unwrap();
+    p.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log_text().contains("reload refused") {
+        assert!(Instant::now() < deadline, "{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(p.log_text().contains("bogus"), "the refusal names the key");
+    let (s, _) = raw_request(p.port, &connect_req(&format!("{west}:443")));
+    assert_eq!(s, 200, "still the last good config");
+
+    // The tunnel opened before both reloads is still open.
+    tunnel.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut b = [0u8; 1];
+    match tunnel.read(&mut b) {
+        Ok(0) => panic!("the open tunnel was cut by a reload"),
+        Ok(_) => panic!("unexpected bytes"),
+        Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}"),
+    }
+}
