@@ -54,6 +54,7 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     let cfg = p.config.to_str().unwrap();
 
     let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", BUCKET_HOST], &[]);
+    eprintln!("$ vpcgate explain {BUCKET_HOST}\n{out}");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("regional_virtual_hosted, region us-east-1"), "{out}");
     assert!(out.contains(&format!("{} (inside test-gateway 127.{n}.1.0/24)", ip(n, 1, 1))), "{out}");
@@ -64,12 +65,14 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     assert!(out.contains(&format!("{} (outside every route)", ip(n, 2, 1))), "{out}");
 
     let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", "--json", outside], &[]);
+    eprintln!("$ vpcgate explain --json {outside}\n{out}");
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["decision"].as_str(), v["reason"].as_str()), (Some("deny"), Some("outside_routes")));
     assert_eq!(v["dns"][0]["addresses"][0]["addr"], ip(n, 2, 1).to_string());
 
     let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", dual], &[]);
+    eprintln!("$ vpcgate explain {dual}\n{out}");
     assert_eq!(code, 1);
     assert!(out.contains("deny (dualstack, HTTP 403)") && out.contains("use_dualstack_endpoint = false"), "{out}");
     assert_eq!(dns.count("AAAA"), 0);
@@ -109,6 +112,7 @@ async fn check_reports_network_and_client_setup_in_seconds() {
         ("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "regional"),
     ];
     let (code, out, err, took) = vpcgate(&["--config", cfg, "check", "--bucket", "my-bucket"], &envs);
+    eprintln!("$ vpcgate check --bucket my-bucket\n{out}");
     assert_eq!(code, 0, "{out}{err}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     for needle in [
@@ -132,6 +136,7 @@ async fn check_reports_network_and_client_setup_in_seconds() {
     std::fs::write(&bad, "[default]\ns3 =\n  use_dualstack_endpoint = true\n").unwrap();
     let envs = [("HTTPS_PROXY", "http://127.0.0.1:1"), ("AWS_CONFIG_FILE", bad.to_str().unwrap())];
     let (code, out, _, _) = vpcgate(&["--config", cfg, "check"], &envs);
+    eprintln!("$ vpcgate check   # wrong proxy, no CA bundle, dual-stack in the AWS config\n{out}");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("FAIL  aws config") && out.contains("use_dualstack_endpoint = true; set it to false"), "{out}");
     assert!(out.contains("FAIL  HTTPS_PROXY") && out.contains(&format!("export HTTPS_PROXY={proxy_url}")), "{out}");
