@@ -95,6 +95,48 @@ pub async fn passthrough(
     }
 }
 
+/// How each kind of client socket relays: a plain TCP stream borrows a buffer only while bytes
+/// flow (an idle tunnel holds no relay buffers); anything else uses the generic copy.
+trait Relay {
+    async fn relay(&mut self, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str;
+}
+
+impl Relay for TcpStream {
+    async fn relay(&mut self, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str {
+        let (cr, mut cw) = self.split();
+        let (ur, mut uw) = upstream.split();
+        let up = pump_lazy(&cr, &mut uw, &counters.up, counters);
+        let down = pump_lazy(&ur, &mut cw, &counters.down, counters);
+        finish(up, down, idle, counters).await
+    }
+}
+
+impl Relay for TokioIo<Upgraded> {
+    async fn relay(&mut self, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str {
+        let (mut cr, mut cw) = tokio::io::split(self);
+        let (mut ur, mut uw) = upstream.split();
+        let up = pump(&mut cr, &mut uw, &counters.up, counters);
+        let down = pump(&mut ur, &mut cw, &counters.down, counters);
+        finish(up, down, idle, counters).await
+    }
+}
+
+async fn finish(
+    up: impl std::future::Future<Output = std::io::Result<()>>,
+    down: impl std::future::Future<Output = std::io::Result<()>>,
+    idle: Duration,
+    counters: &Counters,
+) -> &'static str {
+    let both = async { tokio::join!(up, down) };
+    tokio::select! {
+        (a, b) = both => match (a, b) {
+            (Ok(()), Ok(())) => "closed",
+            _ => "reset",
+        },
+        _ = idle_watch(idle, counters) => "idle_timeout",
+    }
+}
+
 async fn run<C>(
     mut client: C,
     pre: Vec<u8>,
@@ -104,7 +146,7 @@ async fn run<C>(
     started: Instant,
     state: Arc<State>,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Relay,
 {
     let counters = Counters {
         up: AtomicU64::new(0),
@@ -131,7 +173,7 @@ async fn run<C>(
     });
     let (hello, reason, message) = match hello {
         Ok(h) => {
-            let end = relay(&mut client, &mut upstream, proxy.idle_timeout, &counters).await;
+            let end = client.relay(&mut upstream, proxy.idle_timeout, &counters).await;
             (h, end, String::new())
         }
         Err(cut) => {
@@ -259,24 +301,32 @@ fn io_cut(reason: &'static str, e: std::io::Error) -> Cut {
     Cut { reason, message: e.to_string(), alert: None }
 }
 
-/// Copy both ways until both directions have seen EOF (each EOF is passed on as a write shutdown,
-/// so half-closed connections keep working), an error, or `idle` without a byte either way.
-/// Returns why it ended.
-async fn relay<C>(client: &mut C, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str
+/// Copy one direction until EOF (passed on as a write shutdown, so half-closed connections keep
+/// working) or an error. The buffer exists only while bytes flow: after a read finds nothing
+/// waiting, it is freed and the task waits for readability without holding memory.
+async fn pump_lazy<W>(r: &tokio::net::tcp::ReadHalf<'_>, w: &mut W, count: &AtomicU64, counters: &Counters) -> std::io::Result<()>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = upstream.split();
-    let up = pump(&mut cr, &mut uw, &counters.up, counters);
-    let down = pump(&mut ur, &mut cw, &counters.down, counters);
-    let both = async { tokio::join!(up, down) };
-    tokio::select! {
-        (a, b) = both => match (a, b) {
-            (Ok(()), Ok(())) => "closed",
-            _ => "reset",
-        },
-        _ = idle_watch(idle, counters) => "idle_timeout",
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if buf.is_empty() {
+            r.readable().await?;
+            buf = vec![0u8; BUF];
+        }
+        match r.try_read(&mut buf) {
+            Ok(0) => {
+                w.shutdown().await?;
+                return Ok(());
+            }
+            Ok(n) => {
+                w.write_all(&buf[..n]).await?;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+                counters.touch();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -364,8 +364,9 @@ async fn idle(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     // Warm-up: one-time allocations (runtime, resolver cache, leaf, pools) land in the baseline.
     let mut set = JoinSet::new();
     for i in 0..warm {
-        let (ctx, req) = (ctx.clone(), req.clone());
+        let (c2, req) = (ctx.clone(), req.clone());
         set.spawn(async move {
+            let ctx = c2;
             let r = async {
                 let mut c = Conn::new(ctx.tls(&ctx.host).await?, 16 * 1024);
                 c.exchange(&req).await?;

@@ -150,6 +150,7 @@ pub fn main(a: &Args) -> R<()> {
         let d = agg("direct", m);
         let measured = match (v, is_ratio) {
             (Some(v), true) => d.filter(|d| *d > 0.0).map(|d| v / d),
+            (None, true) => None,
             (v, false) => v,
         };
         let met = match measured {
