@@ -173,11 +173,20 @@ async fn refuse_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>, d
     let _ = http1_builder(&state).keep_alive(false).serve_connection(TokioIo::new(stream), service).await;
 }
 
-/// The single place where a refusal becomes an HTTP response.
+/// The single place where a refusal becomes an HTTP response. The sentence goes in the body and,
+/// because many clients show only the status line of a failed CONNECT (Python's http.client prints
+/// "Tunnel connection failed: 403 <reason phrase>"), in the reason phrase too.
 pub fn deny_response(deny: &Deny) -> Response<Body> {
     let body = format!("vpcgate refused: {deny}\n");
+    let status = StatusCode::from_u16(deny.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let phrase: String = format!("{} (vpcgate {}: {deny})", status.canonical_reason().unwrap_or(""), deny.code())
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .take(512)
+        .collect();
     Response::builder()
-        .status(StatusCode::from_u16(deny.status()).unwrap_or(StatusCode::FORBIDDEN))
+        .status(status)
+        .extension(hyper::ext::ReasonPhrase::try_from(phrase).unwrap_or(hyper::ext::ReasonPhrase::from_static(b"Refused by vpcgate")))
         .header("X-Vpcgate-Reason", deny.code())
         .header("Content-Type", "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body)))

@@ -153,8 +153,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         self.skip_body(&head).await
     }
-
-    pub fn buffered(&self) -> usize {
-        self.end - self.start
-    }
 }
