@@ -43,6 +43,8 @@ enum Command {
     Routes,
     /// Validate the configuration and exit (0 when it loads).
     CheckConfig,
+    /// Ask the running vpcgate's admin listener for /healthz (for container health checks).
+    Healthcheck,
     /// Manage the certificate authority used by inspect mode.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => load(&cli).map(|l| {
             println!("configuration OK ({})", l.sources.join(", "));
         }),
+        Command::Healthcheck => load(&cli).and_then(|l| healthcheck(&l)),
         Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)),
         Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)),
     };
@@ -137,6 +140,25 @@ fn check(l: &Loaded, buckets: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(String::new())
+    }
+}
+
+fn healthcheck(l: &Loaded) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let a = l.settings.admin.listen;
+    let addr = if a.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], a.port())) } else { a };
+    let timeout = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("the admin listener {addr} does not answer ({e}); is vpcgate running with admin.enabled = true?"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: vpcgate\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    if resp.starts_with("HTTP/1.1 200") {
+        println!("healthy ({addr})");
+        Ok(())
+    } else {
+        Err(format!("{addr}/healthz answered {:?}; see vpcgate's log", resp.lines().next().unwrap_or("nothing")))
     }
 }
 

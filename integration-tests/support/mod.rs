@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod harness;
+pub mod s3;
 pub mod upstream;
 
 pub use dns::{unreachable_dns_addr, FakeDns};
