@@ -177,6 +177,8 @@ async fn admin_listener_serves_health_readiness_and_metrics_after_traffic() {
 
     let (s, body) = http_get(p.admin_port, "/healthz");
     assert_eq!(s, 200, "{body}");
+    let (code, out, err, _) = vpcgate(&["--config", p.config.to_str().unwrap(), "healthcheck"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
     let (s, body) = http_get(p.admin_port, "/readyz");
     assert_eq!(s, 200, "{body}");
     let (s, m) = http_get(p.admin_port, "/metrics");
