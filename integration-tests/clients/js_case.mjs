@@ -1,0 +1,44 @@
+// One AWS SDK for JavaScript v3 case against vpcgate, for the client matrix (integration-tests/clients.rs).
+// Usage: node js_case.mjs CASE BUCKET
+// The JS SDK does not read HTTPS_PROXY: the proxy is given through an agent, and vpcgate's CA through
+// NODE_EXTRA_CA_CERTS (set by the runner). Prints one JSON object like boto3_case.py.
+import { S3Client, PutObjectCommand, GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { HttpsProxyAgent } from "https-proxy-agent";
+
+const [, , kase, bucket] = process.argv;
+const agent = new HttpsProxyAgent(process.env.HTTPS_PROXY);
+
+function client(extra = {}) {
+  return new S3Client({
+    region: process.env.AWS_DEFAULT_REGION || "us-east-1",
+    maxAttempts: 1,
+    requestHandler: new NodeHttpHandler({ httpsAgent: agent, connectionTimeout: 10000, requestTimeout: 30000 }),
+    ...extra,
+  });
+}
+
+async function run() {
+  if (kase === "crud") {
+    const s3 = client();
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: "js.txt", Body: "hello from js" }));
+    const got = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: "js.txt" }))).Body.transformToString();
+    if (got !== "hello from js") throw new Error(`read back ${got}`);
+    const list = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
+    if (!(list.Contents || []).some((o) => o.Key === "js.txt")) throw new Error("js.txt not listed");
+    return "put/get/list ok";
+  }
+  if (kase === "dualstack") {
+    await client({ useDualstackEndpoint: true }).send(new ListObjectsV2Command({ Bucket: bucket }));
+    return "listed over dualstack";
+  }
+  throw new Error(`unknown case ${kase}`);
+}
+
+try {
+  const detail = await run();
+  console.log(JSON.stringify({ ok: true, detail, error: null, code: null }));
+} catch (e) {
+  console.log(JSON.stringify({ ok: false, detail: "", code: e.name || e.code || "Error", error: `${e.name}: ${e.message}` }));
+}
+process.exit(0);
