@@ -126,7 +126,13 @@ def main():
         err = e.response.get("Error", {})
         print(json.dumps({"ok": False, "detail": "", "code": err.get("Code"), "error": f"{err.get('Code')}: {err.get('Message')}"}))
     except Exception as e:  # proxy refusals surface as connection errors
-        print(json.dumps({"ok": False, "detail": "", "code": type(e).__name__, "error": f"{type(e).__name__}: {e}"}))
+        # botocore wraps the proxy's answer (urllib3: "Tunnel connection failed: 403 <reason>") in
+        # ProxyConnectionError(error=...): show the chain, as a traceback would.
+        chain, cur = [f"{type(e).__name__}: {e}"], getattr(e, "kwargs", {}).get("error") or e.__cause__ or e.__context__
+        while cur is not None and len(chain) < 5:
+            chain.append(f"{type(cur).__name__}: {cur}")
+            cur = cur.__cause__ or cur.__context__ or (cur.args[1] if len(getattr(cur, "args", ())) > 1 and isinstance(cur.args[1], BaseException) else None)
+        print(json.dumps({"ok": False, "detail": "", "code": type(e).__name__, "error": " <- ".join(chain)}))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ try {
   const detail = await run();
   console.log(JSON.stringify({ ok: true, detail, error: null, code: null }));
 } catch (e) {
-  console.log(JSON.stringify({ ok: false, detail: "", code: e.name || e.code || "Error", error: `${e.name}: ${e.message}` }));
+  // A refused CONNECT reaches the SDK as the proxy's own response (https-proxy-agent hands it over),
+  // which the SDK then fails to parse as XML: show what a developer finds on the error object.
+  const r = e.$response || {};
+  const reason = r.headers ? r.headers["x-vpcgate-reason"] : undefined;
+  const extra = r.statusCode ? ` [HTTP ${r.statusCode}${reason ? ` x-vpcgate-reason=${reason}` : ""}] ${e.$responseBodyText || ""}` : "";
+  console.log(JSON.stringify({ ok: false, detail: "", code: e.name || e.code || "Error", error: `${e.name}: ${e.message}${extra}` }));
 }
 process.exit(0);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates (or reuses) a Python venv with pinned boto3 and AWS CLI v1, for the S3 client tests.
+# Creates (or reuses) a Python venv with pinned boto3, AWS CLI v1 and s3cmd, for the S3 client tests.
 #
 #   integration-tests/clients/setup-venv.sh VENV_DIR
 #
@@ -32,6 +32,8 @@ PINS=(
     PyYAML==6.0.4
     rsa==4.7.2
     pyasn1==0.6.5
+    s3cmd==2.4.0
+    python-magic==0.4.27
 )
 
 python=${PYTHON:-python3}
@@ -40,7 +42,7 @@ want=$(printf '%s\n' "${PINS[@]}")
 
 ready() {
     [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ] \
-        && [ -x "$venv/bin/python" ] && [ -x "$venv/bin/aws" ] \
+        && [ -x "$venv/bin/python" ] && [ -x "$venv/bin/aws" ] && [ -x "$venv/bin/s3cmd" ] \
         && "$venv/bin/python" -c 'import boto3, botocore' >/dev/null 2>&1
 }
 
