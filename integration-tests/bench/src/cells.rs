@@ -9,6 +9,7 @@
 
 use crate::args::Args;
 use crate::http::{get_request, Conn};
+use crate::unbuf::Unbuf;
 use crate::{proc, tls, R};
 use rustls::pki_types::ServerName;
 use std::hash::{Hash, Hasher};
@@ -183,18 +184,21 @@ pub async fn main(cmd: &str, a: &Args) -> R<()> {
 async fn bulk(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     let bytes: u64 = a.num("bytes", 1u64 << 30)?;
     let host = ctx.host.clone();
-    let mut c = Conn::new(ctx.tls(&host).await?, 256 * 1024);
-    c.exchange(&get_request(&host, 1024)).await?;
+    let tcp = tokio::time::timeout(OP_TIMEOUT, ctx.tcp(&host)).await.map_err(|_| "connect timed out".to_string())??;
+    let mut u = tokio::time::timeout(OP_TIMEOUT, Unbuf::connect(tcp, ctx.cfg.clone(), &host))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())??;
+    u.exchange(&get_request(&host, 1024)).await?;
     let req = get_request(&host, bytes);
     let cpu0 = ctx.cpu();
     let t0 = Instant::now();
-    let got = tokio::time::timeout(BULK_TIMEOUT, c.exchange(&req)).await.map_err(|_| "bulk transfer timed out".to_string())??;
+    let got = tokio::time::timeout(BULK_TIMEOUT, u.exchange(&req)).await.map_err(|_| "bulk transfer timed out".to_string())??;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = ctx.cpu();
     if got != bytes {
         return Err(format!("bulk: got {got} bytes, expected {bytes}"));
     }
-    let _ = c.io.shutdown().await;
+    u.close().await;
     out("bulk_mbps", bytes as f64 / secs / 1e6);
     out("bulk_secs", secs);
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
@@ -432,7 +436,24 @@ async fn idle(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     }
     let held = kept;
     let ok = held.len();
-    drop(held);
+    // Close every tunnel the way a client that is done does (close_notify + FIN, then read to the
+    // peer's EOF), so the proxy sees orderly closes rather than resets.
+    let mut set = JoinSet::new();
+    for mut t in held {
+        set.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = t.shutdown().await;
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = t.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+    while set.join_next().await.is_some() {}
 
     out("idle_open_s", open_secs);
     out("idle_tunnels", ok as f64);

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! loadgen serve     --upstream 127.77.0.1:443 --dns 127.77.0.53:53 --ca-out FILE [--zone NAME]
+//!                   [--ca-key PEM --leaf-key PEM]
 //!                   TLS HTTP/1.1 upstream (GET /bytes/N) + UDP/TCP DNS responder (A for *.zone)
 //! loadgen wait      --addr ADDR [--timeout-ms N]        wait until ADDR accepts TCP
 //! loadgen bulk      COMMON [--bytes N]
@@ -27,6 +28,7 @@ mod proc;
 mod report;
 mod serve;
 mod tls;
+mod unbuf;
 
 use std::process::ExitCode;
 

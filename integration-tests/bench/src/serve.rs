@@ -1,7 +1,8 @@
 //! `loadgen serve`: the benchmark's stand-in for S3 and its resolver.
 //!
-//! - A test CA generated at start (rcgen, ECDSA P-256), written as PEM to `--ca-out` once
-//!   everything listens (the script waits for that file).
+//! - A test CA generated at start (rcgen), written as PEM to `--ca-out` once everything listens
+//!   (the script waits for that file). Keys: `--ca-key`/`--leaf-key` PKCS#8 PEM files (run.sh
+//!   passes RSA-2048 keys, like S3's certificate chain), else fresh ECDSA P-256 keys.
 //! - A TLS HTTP/1.1 upstream on `--upstream` (port 443), leaf for `*.ZONE` and `ZONE`, keep-alive,
 //!   TCP_NODELAY, answering `GET /bytes/N` with N bytes from one static buffer.
 //! - The DNS responder of `dns.rs` on `--dns`, answering every name under ZONE with the upstream's IP.
@@ -27,9 +28,23 @@ const BODY_BUF: usize = 1 << 20;
 /// A response head and a body up to this size go out in one write (one TLS record).
 const SMALL: usize = 16 * 1024 - 256;
 
-fn certs(zone: &str) -> R<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+/// A key from a PKCS#8 PEM file (e.g. RSA-2048 made by `openssl genpkey`), else a new ECDSA P-256 key.
+fn key(file: Option<&str>) -> R<KeyPair> {
+    match file {
+        Some(f) => {
+            let pem = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            KeyPair::from_pem(&pem).map_err(|e| format!("{f}: not a usable PKCS#8 key ({e})"))
+        }
+        None => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string()),
+    }
+}
+
+fn certs(
+    zone: &str,
+    ca_key: KeyPair,
+    leaf_key: KeyPair,
+) -> R<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let e = |e: rcgen::Error| e.to_string();
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca.distinguished_name = DistinguishedName::new();
     ca.distinguished_name.push(DnType::CommonName, "vpcgate bench upstream CA");
@@ -38,7 +53,6 @@ fn certs(zone: &str) -> R<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'
     let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
     let mut leaf = CertificateParams::new(vec![format!("*.{zone}"), zone.to_string()]).map_err(e)?;
     leaf.distinguished_name = DistinguishedName::new();
     leaf.distinguished_name.push(DnType::CommonName, zone);
@@ -57,7 +71,10 @@ pub async fn main(a: &Args) -> R<()> {
     let zone = a.opt("zone").unwrap_or("s3.us-east-1.amazonaws.com").to_ascii_lowercase();
     let IpAddr::V4(up_ip) = up.ip() else { return Err("--upstream must be IPv4".into()) };
 
-    let (ca_pem, chain, key) = certs(&zone)?;
+    let ca_key = key(a.opt("ca-key"))?;
+    let leaf_key = key(a.opt("leaf-key"))?;
+    let kind = if leaf_key.is_compatible(&rcgen::PKCS_RSA_SHA256) { "RSA" } else { "ECDSA P-256" };
+    let (ca_pem, chain, key) = certs(&zone, ca_key, leaf_key)?;
     let acceptor = TlsAcceptor::from(tls::server_config(chain, key)?);
     let body: &'static [u8] = Box::leak(vec![b'x'; BODY_BUF].into_boxed_slice());
 
@@ -70,7 +87,7 @@ pub async fn main(a: &Args) -> R<()> {
     let tmp = ca_out.with_extension("tmp");
     std::fs::write(&tmp, ca_pem).map_err(|e| format!("write {} ({e})", tmp.display()))?;
     std::fs::rename(&tmp, &ca_out).map_err(|e| format!("rename to {} ({e})", ca_out.display()))?;
-    eprintln!("loadgen serve: upstream https://{up} (*.{zone}), DNS {dns_addr}, CA {}", ca_out.display());
+    eprintln!("loadgen serve: upstream https://{up} (*.{zone}, {kind} leaf), DNS {dns_addr}, CA {}", ca_out.display());
 
     loop {
         match listener.accept().await {
