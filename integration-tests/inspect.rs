@@ -298,3 +298,26 @@ async fn large_download_streams_with_flat_memory() {
     );
     assert!(growth_kib < 32 * 1024, "memory grew by {growth_kib} KiB while streaming 2 GiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interface_endpoint_speaking_only_tls12_works_in_inspect_mode() {
+    let n = 47;
+    let w = world();
+    let endpoint = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com";
+    // PrivateLink for S3 speaks TLS 1.2 only; the public name answers outside, the endpoint inside the VPC range.
+    let up = TlsUpstream::start_tls12_only(sa(n, 3, 5), &w.ca, &[HOST], "vpce").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 2, 1)])), (endpoint, &a(&[ip(n, 3, 5)]))]).await;
+    let p = Proxy::start_inspect(
+        n,
+        dns.addr,
+        &w.ca_path,
+        &format!("[[routes]]\nname = \"s3-vpn\"\nkind = \"interface\"\nendpoint = \"{endpoint}\"\ncidrs = [\"127.{n}.3.0/24\"]\n"),
+    );
+    let out = inspect_curl(&p, &[&format!("https://{HOST}/k")]).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert!(out.body.contains(&format!("host={HOST} sni={HOST}")), "{}", out.body);
+    let r = wait_request(&p, |v| v["path"] == "/k");
+    assert!(r["upstream_tls"].as_str().unwrap().starts_with("TLS1.2 TLS_ECDHE_"), "{r}");
+    assert_eq!(p.wait_event("connect", HOST)["route"], "s3-vpn");
+    assert_eq!(up.handshakes(), 1);
+}
