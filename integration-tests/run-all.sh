@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole vpcgate test suite: unit tests and loopback integration tests through real sockets.
-# Installs what it needs (curl, openssl) when missing; everything it starts runs on 127.0.0.0/8 and
+# Installs what it needs (curl, openssl, dnsmasq, iproute2; the S3 clients of the matrix via
+# integration-tests/clients/setup-clients.sh) when missing; everything it starts runs on 127.0.0.0/8 and
 # is stopped by the tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)   # DNS server of the network-namespace tests
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}"; fi

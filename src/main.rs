@@ -91,7 +91,11 @@ fn main() -> ExitCode {
         Command::CheckConfig => load(&cli).map(|l| {
             println!("configuration OK ({})", l.sources.join(", "));
         }),
-        Command::Healthcheck => load(&cli).and_then(|l| healthcheck(&l)),
+        // Docker reserves exit status 2: unhealthy is 1.
+        Command::Healthcheck => load(&cli).and_then(|l| healthcheck(&l)).map_err(|e| {
+            eprintln!("vpcgate: unhealthy: {e}");
+            String::new()
+        }),
         Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)),
         Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)),
     };

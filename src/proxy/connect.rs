@@ -43,6 +43,48 @@ impl Decision {
     }
 }
 
+/// What a tunnel reports when it closes.
+#[derive(Debug, Default)]
+pub struct CloseFacts<'a> {
+    pub mode: &'static str,
+    pub tls_version: &'a str,
+    pub cipher: String,
+    pub sni: String,
+    pub alpn: String,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Requests seen inside an inspected tunnel.
+    pub requests: Option<u64>,
+    pub end: &'a str,
+    pub detail: String,
+}
+
+/// The one `close` event per tunnel, for both modes; also counts the tunnel's bytes by route.
+pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseFacts<'_>) {
+    state.metrics.tunnel_bytes(&decision.route, f.bytes_up, f.bytes_down);
+    let chosen = decision.chosen.as_ref();
+    tracing::info!(
+        target: "vpcgate::decision",
+        event = "close",
+        mode = f.mode,
+        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+        host = %decision.host,
+        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
+        route = %decision.route,
+        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
+        tls_version = f.tls_version,
+        cipher = %f.cipher,
+        sni = %f.sni,
+        alpn = %f.alpn,
+        requests = f.requests,
+        bytes_up = f.bytes_up,
+        bytes_down = f.bytes_down,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = f.end,
+        detail = %f.detail,
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }

@@ -8,7 +8,7 @@ use crate::certs::LeafCache;
 use crate::policy::authority::Target;
 use crate::policy::request::{self, FormScan, RequestDeny, Signature};
 use crate::policy::tls;
-use crate::proxy::connect::Decision;
+use crate::proxy::connect::{log_close, CloseFacts, Decision};
 use crate::proxy::upstream::{self, Pool, ReqBody, UpstreamConn};
 use crate::proxy::State;
 use bytes::{Bytes, BytesMut};
@@ -121,13 +121,13 @@ pub async fn inspect(
         Ok(Err((reason, message))) => {
             metrics.refusal("client", reason);
             refused(&client, &target.host, reason, message.clone());
-            close_log(&decision, &target, started, "", String::new(), 0, 0, 0, reason);
+            log_close(&state, &decision, started, CloseFacts { mode: "inspect", end: reason, detail: message, ..Default::default() });
             return;
         }
         Err(_) => {
             metrics.refusal("client", "handshake_timeout");
             refused(&client, &target.host, "handshake_timeout", "the client TLS handshake did not complete in time".into());
-            close_log(&decision, &target, started, "", String::new(), 0, 0, 0, "handshake_timeout");
+            log_close(&state, &decision, started, CloseFacts { mode: "inspect", end: "handshake_timeout", ..Default::default() });
             return;
         }
     };
@@ -164,49 +164,22 @@ pub async fn inspect(
         Err(e) if e.is_timeout() => "idle_timeout",
         Err(_) => "reset",
     };
-    metrics.tunnel_bytes(&decision.route, session.bytes_up.load(Ordering::Relaxed), session.bytes_down.load(Ordering::Relaxed));
-    close_log(
+    log_close(
+        &state,
         &decision,
-        &target,
         started,
-        client_version,
-        client_cipher,
-        session.bytes_up.load(Ordering::Relaxed),
-        session.bytes_down.load(Ordering::Relaxed),
-        session.requests.load(Ordering::Relaxed),
-        end,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn close_log(
-    decision: &Decision,
-    target: &Target,
-    started: Instant,
-    tls_version: &str,
-    cipher: String,
-    up: u64,
-    down: u64,
-    requests: u64,
-    end: &str,
-) {
-    let chosen = decision.chosen.as_ref();
-    tracing::info!(
-        target: "vpcgate::decision",
-        event = "close",
-        mode = "inspect",
-        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
-        host = %target.host,
-        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
-        route = %decision.route,
-        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
-        tls_version = tls_version,
-        cipher = %cipher,
-        requests = requests,
-        bytes_up = up,
-        bytes_down = down,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = end,
+        CloseFacts {
+            mode: "inspect",
+            tls_version: client_version,
+            cipher: client_cipher,
+            sni: target.host.clone(),
+            alpn: "http/1.1".into(),
+            bytes_up: session.bytes_up.load(Ordering::Relaxed),
+            bytes_down: session.bytes_down.load(Ordering::Relaxed),
+            requests: Some(session.requests.load(Ordering::Relaxed)),
+            end,
+            detail: String::new(),
+        },
     );
 }
 

@@ -5,7 +5,7 @@
 
 use crate::policy::authority::Target;
 use crate::policy::tls::{self, HelloError, HelloRefusal};
-use crate::proxy::connect::Decision;
+use crate::proxy::connect::{log_close, CloseFacts, Decision};
 use crate::proxy::State;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -197,25 +197,22 @@ async fn run<C>(
             (Hello::default(), cut.reason, cut.message)
         }
     };
-    let chosen = decision.chosen.as_ref();
-    state.metrics.tunnel_bytes(&decision.route, counters.up.load(Ordering::Relaxed), counters.down.load(Ordering::Relaxed));
-    tracing::info!(
-        target: "vpcgate::decision",
-        event = "close",
-        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
-        host = %target.host,
-        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
-        route = %decision.route,
-        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
-        tls_version = if hello.version == 0 { "" } else { tls::version_name(hello.version) },
-        cipher = %if hello.suite == 0 { String::new() } else { tls::suite_name(hello.suite) },
-        sni = %hello.sni,
-        alpn = %hello.alpn.join(","),
-        bytes_up = counters.up.load(Ordering::Relaxed),
-        bytes_down = counters.down.load(Ordering::Relaxed),
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = reason,
-        detail = %message,
+    log_close(
+        &state,
+        &decision,
+        started,
+        CloseFacts {
+            mode: "passthrough",
+            tls_version: if hello.version == 0 { "" } else { tls::version_name(hello.version) },
+            cipher: if hello.suite == 0 { String::new() } else { tls::suite_name(hello.suite) },
+            sni: hello.sni,
+            alpn: hello.alpn.join(","),
+            bytes_up: counters.up.load(Ordering::Relaxed),
+            bytes_down: counters.down.load(Ordering::Relaxed),
+            requests: None,
+            end: reason,
+            detail: message,
+        },
     );
 }
 
