@@ -28,7 +28,7 @@ const fn m(key: &'static str, label: &'static str, agg: Agg, ratio: bool, decima
 const SETUPS: [&str; 3] = ["direct", "passthrough", "inspect"];
 
 const METRICS: &[Metric] = &[
-    m("bulk_mbps", "bulk: 1 GiB GET, MB/s (10⁶ B/s)", Agg::Median, true, 0),
+    m("bulk_mbps", "bulk: one large GET, MB/s (10⁶ B/s)", Agg::Median, true, 0),
     m("bulk_cpu_s_per_gib", "bulk: vpcgate CPU s per GiB", Agg::Median, false, 3),
     m("cr_conn_per_s", "connrate: connections/s (32 workers)", Agg::Median, true, 0),
     m("cr_p50_ms", "connrate: p50 latency, ms", Agg::Median, true, 2),
