@@ -187,6 +187,13 @@ pub struct LeafCache {
     pub mints: AtomicU64,
 }
 
+impl std::fmt::Debug for LeafCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints keys.
+        f.debug_struct("LeafCache").field("ca", &self.ca.cert_path).field("capacity", &self.capacity).finish()
+    }
+}
+
 impl LeafCache {
     pub fn new(ca: Ca, capacity: usize) -> LeafCache {
         LeafCache {
@@ -200,6 +207,12 @@ impl LeafCache {
 
     pub fn ca(&self) -> &Ca {
         &self.ca
+    }
+
+    /// The leaf for `host` if it has been minted already (no minting, no waiting).
+    pub fn peek(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        let guard = self.inner.lock().expect("leaf cache");
+        guard.0.get(host).and_then(|s| s.get()).map(|(k, _)| k.clone())
     }
 
     /// The leaf for `host`, and whether this call minted it.

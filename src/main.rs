@@ -229,10 +229,10 @@ fn inspect_state(l: &Loaded) -> Result<Option<Arc<vpcgate::proxy::inspect::Inspe
         extra.extend(vpcgate::certs::read_pem_certs(p)?);
     }
     let tls = vpcgate::proxy::upstream::client_config(&extra)?;
-    Ok(Some(Arc::new(vpcgate::proxy::inspect::Inspect {
-        leaves: vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
-        pool: Arc::new(vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_timeout)),
-    })))
+    Ok(Some(Arc::new(vpcgate::proxy::inspect::Inspect::new(
+        vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
+        vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_timeout),
+    )?)))
 }
 
 /// Build the state for a configuration. On reload, the previous inspect state (CA, leaf cache,

@@ -34,8 +34,19 @@ pub const FORM_PREFIX_LIMIT: usize = 64 * 1024;
 
 /// Inspect-mode state shared by every tunnel.
 pub struct Inspect {
-    pub leaves: LeafCache,
+    pub leaves: Arc<LeafCache>,
     pub pool: Arc<Pool>,
+    /// One server configuration for every client handshake (its session cache is shared too); the
+    /// certificate is chosen by SNI from the leaf cache, which the handshake fills first.
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl Inspect {
+    pub fn new(leaves: LeafCache, pool: Pool) -> Result<Inspect, String> {
+        let leaves = Arc::new(leaves);
+        let server = server_config(leaves.clone()).map_err(|e| format!("cannot build the client-side TLS configuration ({e})"))?;
+        Ok(Inspect { leaves, pool: Arc::new(pool), server })
+    }
 }
 
 type RespBody = BoxBody<Bytes, hyper::Error>;
@@ -46,25 +57,31 @@ struct Session {
     addr: SocketAddr,
     /// The TCP connection dialled by the CONNECT check, used by the first request that finds no pooled connection.
     fresh: Mutex<Option<TcpStream>>,
+    /// The upstream connection of this tunnel's previous request: the next request reuses it (HTTP/1.1
+    /// requests on one client connection come one after another); back to the pool when the tunnel ends.
+    held: Mutex<Option<UpstreamConn>>,
     client: String,
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
 }
 
-fn server_config(leaf: Arc<rustls::sign::CertifiedKey>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    #[derive(Debug)]
-    struct One(Arc<rustls::sign::CertifiedKey>);
-    impl rustls::server::ResolvesServerCert for One {
-        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-            Some(self.0.clone())
-        }
+/// Picks the leaf for the ClientHello's SNI from the cache (already minted by the time rustls asks).
+#[derive(Debug)]
+struct BySni(Arc<LeafCache>);
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.peek(&hello.server_name()?.trim_end_matches('.').to_ascii_lowercase())
     }
+}
+
+fn server_config(leaves: Arc<LeafCache>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(One(leaf)));
+        .with_cert_resolver(Arc::new(BySni(leaves)));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -108,11 +125,10 @@ pub async fn inspect(
             let r = tls::HelloRefusal::ClientNoForwardSecrecy;
             return Err((r.code(), r.to_string()));
         }
-        let (leaf, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+        let (_, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
         crate::telemetry::Metrics::kind(&metrics.leaf_cache, if minted { "mint" } else { "hit" });
-        let cfg = server_config(leaf).map_err(|e| ("tls_config", e.to_string()))?;
         start
-            .into_stream(cfg)
+            .into_stream(ins.server.clone())
             .await
             .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
     };
@@ -140,6 +156,7 @@ pub async fn inspect(
         target: target.clone(),
         addr,
         fresh: Mutex::new(Some(upstream_tcp)),
+        held: Mutex::new(None),
         client: client.clone(),
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
@@ -159,6 +176,9 @@ pub async fn inspect(
         .keep_alive(true)
         .serve_connection(TokioIo::new(tls_stream), service)
         .await;
+    if let Some(conn) = session.held.lock().expect("held").take() {
+        ins.pool.put_back_when_ready(target.host.clone(), addr, conn);
+    }
     let end = match result {
         Ok(()) => "closed",
         Err(e) if e.is_timeout() => "idle_timeout",
@@ -454,7 +474,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             )
         }
     };
-    ins.pool.put_back_when_ready(session.target.host.clone(), session.addr, conn);
+    *session.held.lock().expect("held") = Some(conn);
 
     let (rparts, rbody) = resp.into_parts();
     log.status = rparts.status.as_u16();
@@ -467,6 +487,13 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
     let host = &session.target.host;
+    let held = session.held.lock().expect("held").take();
+    if let Some(mut c) = held {
+        // The previous response has been read to its end by now; give hyper a moment to notice.
+        if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_millis(200), c.sender.ready()).await {
+            return Ok((c, "reused"));
+        }
+    }
     if let Some(c) = ins.pool.take(host, session.addr) {
         return Ok((c, "reused"));
     }
