@@ -66,6 +66,10 @@ async fn inspected_requests_are_checked_forwarded_and_explained() {
     let r = wait_request(&p, |v| v["path"] == "/c");
     assert_eq!(r["upstream"], "reused", "{r}");
     assert_eq!(up.handshakes(), 1);
+    // The second CONNECT found that verified connection idle in the pool: no new TCP dial either.
+    let connects = p.events("connect");
+    assert_eq!(connects.last().unwrap()["upstream"], "pooled", "{connects:?}");
+    assert_eq!(up.connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

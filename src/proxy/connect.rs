@@ -24,6 +24,8 @@ pub struct Decision {
     pub route: String,
     pub dns_ms: f64,
     pub connect_ms: f64,
+    /// Inspect mode found an idle verified upstream connection to the chosen address: no new dial.
+    pub pooled: bool,
 }
 
 impl Decision {
@@ -90,8 +92,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Parse, decide, resolve and dial. On success the returned stream is connected to
-/// `decision.chosen.addr` and nothing has been sent to the client yet.
-pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, TcpStream), Deny> {
+/// `decision.chosen.addr` and nothing has been sent to the client yet. In inspect mode, when a
+/// verified connection to the same host and address sits idle in the upstream pool, that open
+/// connection is the proof and no new one is dialled (`None`).
+pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, Option<TcpStream>), Deny> {
     let settings = &state.config.settings;
     decision.target = raw_target.to_string();
     let target = parse_connect_target(raw_target, &settings.proxy.connect_ports).map_err(Deny::Authority)?;
@@ -108,6 +112,10 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     decision.route = routes[chosen.route].name.clone();
     let addr = SocketAddr::from((chosen.addr, target.port));
     decision.chosen = Some(chosen);
+    if state.inspect.as_ref().is_some_and(|i| i.pool.has_idle(&target.host, addr)) {
+        decision.pooled = true;
+        return Ok((target, None));
+    }
 
     let started = Instant::now();
     let timeout = settings.proxy.connect_timeout;
@@ -119,7 +127,7 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     decision.connect_ms = ms(started.elapsed());
     // Without TCP_NODELAY every new connection stalls ~40 ms (Nagle + delayed ACK) on the hellos.
     let _ = stream.set_nodelay(true);
-    Ok((target, stream))
+    Ok((target, Some(stream)))
 }
 
 /// Resolve candidate names in order, lazily: stop at the first candidate whose answer lies inside

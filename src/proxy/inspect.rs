@@ -92,7 +92,7 @@ fn refused(client: &str, host: &str, reason: &'static str, message: String) {
 
 pub async fn inspect(
     upgraded: Upgraded,
-    upstream_tcp: TcpStream,
+    upstream_tcp: Option<TcpStream>,
     target: Target,
     decision: Decision,
     started: Instant,
@@ -155,7 +155,7 @@ pub async fn inspect(
     let session = Arc::new(Session {
         target: target.clone(),
         addr,
-        fresh: Mutex::new(Some(upstream_tcp)),
+        fresh: Mutex::new(upstream_tcp),
         held: Mutex::new(None),
         client: client.clone(),
         requests: AtomicU64::new(0),

@@ -147,7 +147,10 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
             Ok(upgraded) if state.inspect.is_some() => {
                 inspect::inspect(upgraded, p.upstream, p.target, p.decision, p.started, state).await
             }
-            Ok(upgraded) => tunnel::passthrough(upgraded, p.upstream, p.target, p.decision, p.started, state).await,
+            Ok(upgraded) => match p.upstream {
+                Some(upstream) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
+                None => tracing::error!("passthrough tunnel without an upstream connection"),
+            },
             Err(e) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }
     }
@@ -156,7 +159,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
 /// A CONNECT that was answered 200 and waits for hyper to hand over the client's socket.
 struct PendingTunnel {
     on_upgrade: hyper::upgrade::OnUpgrade,
-    upstream: TcpStream,
+    upstream: Option<TcpStream>,
     target: crate::policy::authority::Target,
     decision: Decision,
     started: Instant,
@@ -247,6 +250,7 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                 via = %chosen.resolved,
                 dns_ms = decision.dns_ms,
                 connect_ms = decision.connect_ms,
+                upstream = if decision.pooled { "pooled" } else { "dialled" },
             );
             let on_upgrade = hyper::upgrade::on(&mut req);
             *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, upstream, target, decision, started });

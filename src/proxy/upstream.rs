@@ -99,6 +99,13 @@ impl Pool {
         }
     }
 
+    /// Whether an open idle connection to (host, addr) is pooled.
+    pub fn has_idle(&self, host: &str, addr: SocketAddr) -> bool {
+        let idle = self.idle.lock().expect("pool");
+        idle.get(&(host.to_string(), addr))
+            .is_some_and(|l| l.iter().any(|(c, since)| since.elapsed() < self.idle_timeout && !c.sender.is_closed()))
+    }
+
     /// An idle connection to (host, addr), if one is still open.
     pub fn take(&self, host: &str, addr: SocketAddr) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().expect("pool");
