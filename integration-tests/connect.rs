@@ -381,3 +381,63 @@ async fn sigterm_stops_accepting_and_lets_open_tunnels_finish() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
+    let n = 22;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+
+    // 200 MB through the relay (bulk bursts take the splice path on Linux).
+    let size: u64 = 200_000_000;
+    let out = curl(&[
+        "--proxy",
+        &p.url(),
+        "--cacert",
+        w.ca_path.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "120",
+        &format!("https://{HOST}/bytes/{size}"),
+    ])
+    .await;
+    assert_eq!((out.code, out.status), (0, 200), "{}", out.stderr);
+    let c = p.wait_event("close", HOST);
+    assert!(c["bytes_down"].as_u64().unwrap() > size, "{c}");
+    assert_eq!(c["end"], "closed");
+
+    // A client that resets an established tunnel: the tunnel ends at once instead of idling.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).await.unwrap();
+    let mut head = [0u8; 256];
+    let k = tcp.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(w.ca.root_store())
+        .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (tcp, _) = tls.into_inner();
+    #[allow(deprecated)] // SO_LINGER 0 on purpose: the drop sends a reset
+    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    let before = p.events("close").len();
+    drop(tcp);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let closes = p.events("close");
+        if closes.len() > before {
+            assert_eq!(closes.last().unwrap()["end"], "reset", "{closes:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reset tunnel stayed open: {}", p.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
