@@ -77,12 +77,14 @@ impl rustls::server::ResolvesServerCert for BySni {
 }
 
 fn server_config(leaves: Arc<LeafCache>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::proxy::upstream::preferred_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni(leaves)));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Our order (AES-128-GCM first), not the client's: all offered suites are forward-secret anyway.
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 
