@@ -169,14 +169,19 @@ pub async fn wait(a: &Args) -> R<()> {
 
 pub async fn main(cmd: &str, a: &Args) -> R<()> {
     let ctx = Arc::new(Ctx::from_args(a)?);
-    match cmd {
+    let r = match cmd {
         "bulk" => bulk(ctx, a).await,
         "connrate" => connrate(ctx, a).await,
         "keepalive" => keepalive(ctx, a).await,
         "idle" => idle(ctx, a).await,
         "mint" => mint(ctx, a).await,
         _ => unreachable!(),
+    };
+    // The load generator's own CPU, so that run.sh can tell other work on the machine apart.
+    if let Some(c) = proc::cpu_secs(std::process::id()) {
+        out("loadgen_cpu_s", c);
     }
+    r
 }
 
 /// One connection, one GET of `size` bytes. The transfer is timed from the request to its last

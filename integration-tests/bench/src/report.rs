@@ -173,6 +173,44 @@ pub fn main(a: &Args) -> R<()> {
         println!("| {setup}: {what} {cmp} {b} | {shown} | {met} |");
     }
 
+    // Other work on the machine during each cell (run.sh: busy CPU time of the whole machine minus
+    // that of loadgen, the upstream and vpcgate, as % of all CPUs over the cell).
+    let cells = ["bulk", "connrate", "keepalive", "idle", "mint"];
+    let mut foreign: Vec<(String, Vec<String>)> = Vec::new();
+    let mut worst = 0.0f64;
+    for c in cells {
+        let key = format!("{c}_foreign_pct");
+        let row: Vec<String> = SETUPS
+            .iter()
+            .map(|s| match data.get(&(s.to_string(), key.clone())) {
+                None => "—".into(),
+                Some(by_round) => by_round
+                    .values()
+                    .map(|v| {
+                        worst = worst.max(*v);
+                        format!("{v:.0}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            })
+            .collect();
+        if row.iter().any(|c| c != "—") {
+            foreign.push((c.to_string(), row));
+        }
+    }
+    if !foreign.is_empty() {
+        println!();
+        println!(
+            "Other work on the machine during each cell, % of all CPUs (per round; worst {worst:.0} %; cells over FOREIGN_MAX were rerun):"
+        );
+        println!();
+        println!("| cell | direct | passthrough | inspect |");
+        println!("|---|---:|---:|---:|");
+        for (c, row) in &foreign {
+            println!("| {c} | {} |", row.join(" | "));
+        }
+    }
+
     if detail {
         let rounds: Vec<u32> = {
             let mut r: Vec<u32> = data.values().flat_map(|m| m.keys().copied()).collect();
