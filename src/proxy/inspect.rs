@@ -66,6 +66,72 @@ struct Session {
     bytes_down: AtomicU64,
 }
 
+/// The client's socket after the CONNECT: the TCP stream itself (with any bytes hyper read past the
+/// CONNECT head served first), or hyper's upgraded IO when it is something else.
+enum ClientIo {
+    Tcp { pre: Bytes, tcp: TcpStream },
+    Other(TokioIo<Upgraded>),
+}
+
+impl ClientIo {
+    /// The socket to wait on for the next bytes, when none are buffered here.
+    fn wait_on(&self) -> Option<&TcpStream> {
+        match self {
+            ClientIo::Tcp { pre, tcp } if pre.is_empty() => Some(tcp),
+            _ => None,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ClientIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            ClientIo::Tcp { pre, tcp } => {
+                if !pre.is_empty() {
+                    let n = pre.len().min(buf.remaining());
+                    buf.put_slice(&pre.split_to(n));
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(tcp).poll_read(cx, buf)
+            }
+            ClientIo::Other(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        match &mut *self {
+            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_write(cx, data),
+            ClientIo::Other(io) => Pin::new(io).poll_write(cx, data),
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_flush(cx),
+            ClientIo::Other(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_shutdown(cx),
+            ClientIo::Other(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        match &mut *self {
+            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            ClientIo::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Tcp { tcp, .. } => tcp.is_write_vectored(),
+            ClientIo::Other(io) => io.is_write_vectored(),
+        }
+    }
+}
+
 /// Picks the leaf for the ClientHello's SNI from the cache (already minted by the time rustls asks).
 #[derive(Debug)]
 struct BySni(Arc<LeafCache>);
@@ -109,7 +175,11 @@ pub async fn inspect(
     let _active = crate::telemetry::TunnelGuard::new(metrics);
 
     let handshake = async {
-        let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded))
+        let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => ClientIo::Tcp { pre: parts.read_buf, tcp: parts.io.into_inner() },
+            Err(upgraded) => ClientIo::Other(TokioIo::new(upgraded)),
+        };
+        let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
             .map_err(|e| ("client_not_tls", format!("the client sent no TLS ClientHello ({e})")))?;
         let ch = start.client_hello();
@@ -134,7 +204,7 @@ pub async fn inspect(
             .await
             .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
     };
-    let tls_stream = match tokio::time::timeout(proxy.handshake_timeout, handshake).await {
+    let mut tls_stream = match tokio::time::timeout(proxy.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err((reason, message))) => {
             metrics.refusal("client", reason);
@@ -153,6 +223,17 @@ pub async fn inspect(
         let c = tls_stream.get_ref().1;
         (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))
     };
+
+    // Wait for the first request before handing the connection to hyper, which allocates its read
+    // buffer on its first read: an idle tunnel then holds no HTTP buffers. Plaintext rustls already
+    // holds (a request that came with the client's Finished) means there is no wait.
+    let buffered = tls_stream.get_mut().1.process_new_packets().map(|s| s.plaintext_bytes_to_read() > 0).unwrap_or(true);
+    if let Some(tcp) = tls_stream.get_ref().0.wait_on().filter(|_| !buffered) {
+        if tokio::time::timeout(proxy.idle_timeout, tcp.readable()).await.is_err() {
+            log_close(&state, &decision, started, CloseFacts { mode: "inspect", end: "idle_timeout", ..Default::default() });
+            return;
+        }
+    }
 
     let session = Arc::new(Session {
         target: target.clone(),
