@@ -441,3 +441,47 @@ async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnels_are_closed_after_idle_timeout_in_both_modes() {
+    let n = 23;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    for inspect in [false, true] {
+        let extra = "[proxy]\nidle_timeout = \"1s\"\n";
+        let p = if inspect { Proxy::start_inspect(n, dns.addr, &w.ca_path, extra) } else { Proxy::start(n, dns.addr, extra) };
+        let port = p.port;
+        let roots = if inspect {
+            let mut r = rustls::RootCertStore::empty();
+            let pem = std::fs::read(p.ca_path()).unwrap_or_default();
+            use rustls::pki_types::pem::PemObject;
+            r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+            r
+        } else {
+            w.ca.root_store()
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).await.unwrap();
+        let mut head = [0u8; 256];
+        let k = tcp.read(&mut head).await.unwrap();
+        assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut b)).await.expect("closed within 10 s");
+        assert!(matches!(r, Ok(0) | Err(_)), "the idle tunnel was closed: {r:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?} (inspect={inspect})");
+        assert_eq!(p.wait_event("close", HOST)["end"], "idle_timeout", "inspect={inspect}");
+    }
+}

@@ -52,16 +52,25 @@ impl Proxy {
         self.dir.path().join("certs/ca.pem")
     }
 
+    /// `extra` is appended to the base config; when it starts with a `[proxy]` table, that table's
+    /// keys join the base `[proxy]` table instead (TOML allows a table only once).
     fn start_mode(n: u8, dns: SocketAddr, tls: &str, extra: &str) -> Proxy {
         let port = free_port();
         let admin = free_port();
+        let (proxy_extra, extra) = match extra.strip_prefix("[proxy]\n") {
+            Some(rest) => match rest.find("\n[") {
+                Some(i) => (&rest[..=i], &rest[i + 1..]),
+                None => (rest, ""),
+            },
+            None => ("", extra),
+        };
         let routes = if extra.contains("[[routes]]") {
             String::new()
         } else {
             format!("[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n")
         };
         let toml = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n\
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n{proxy_extra}\
              [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{routes}{extra}"
         );
         let mut p = Self::start_with(port, &toml);
