@@ -201,7 +201,7 @@ pub fn raw_request(port: u16, request: &str) -> (u16, String) {
             let len = head
                 .lines()
                 .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
-            if len.map_or(true, |n| body.len() >= n) {
+            if len.is_none_or(|n| body.len() >= n) {
                 break;
             }
         }

@@ -211,7 +211,7 @@ pub fn classify(host: &str) -> HostClass {
         ("s3-outposts", Some(region), _) => HostClass::Outposts { region },
         ("s3-website", Some(region), _) => HostClass::Website { region },
         (s, Some(region), _) if s.starts_with("s3express") => HostClass::Express { region },
-        (s, None, true) if s == "s3-external-1" => {
+        ("s3-external-1", None, true) => {
             HostClass::DashRegion { region: "us-east-1".into(), bucket: bucket_of(before) }
         }
         (s, None, true) if s.starts_with("s3-website-") && is_region(&s["s3-website-".len()..]) => {

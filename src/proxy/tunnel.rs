@@ -214,11 +214,14 @@ async fn run<C>(
     );
 }
 
+/// A hello parser: the facts and the bytes consumed, or why not (yet).
+type HelloParser<T> = fn(&[u8]) -> Result<(T, usize), HelloError>;
+
 /// Read bytes from `r` into `buf` until `parse` stops answering Incomplete.
 async fn read_until<R, T>(
     r: &mut R,
     buf: &mut Vec<u8>,
-    parse: fn(&[u8]) -> Result<(T, usize), HelloError>,
+    parse: HelloParser<T>,
 ) -> Result<(T, usize), HelloError>
 where
     R: AsyncRead + Unpin,
