@@ -410,21 +410,7 @@ async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
     assert_eq!(c["end"], "closed");
 
     // A client that resets an established tunnel: the tunnel ends at once instead of idling.
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).await.unwrap();
-    let mut head = [0u8; 256];
-    let k = tcp.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(w.ca.root_store())
-        .with_no_client_auth();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_tunnel(p.port, HOST, w.ca.root_store()).await;
     let (tcp, _) = tls.into_inner();
     #[allow(deprecated)] // SO_LINGER 0 on purpose: the drop sends a reset
     tcp.set_linger(Some(Duration::ZERO)).unwrap();
@@ -461,24 +447,10 @@ async fn idle_tunnels_are_closed_after_idle_timeout_in_both_modes() {
         } else {
             w.ca.root_store()
         };
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        tcp.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).await.unwrap();
-        let mut head = [0u8; 256];
-        let k = tcp.read(&mut head).await.unwrap();
-        assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-            .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_tunnel(port, HOST, roots).await;
         let started = Instant::now();
         let mut b = [0u8; 16];
-        let r = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut b)).await.expect("closed within 10 s");
+        let r = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut tls, &mut b)).await.expect("closed within 10 s");
         assert!(matches!(r, Ok(0) | Err(_)), "the idle tunnel was closed: {r:?}");
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?} (inspect={inspect})");

@@ -231,3 +231,23 @@ pub fn world() -> World {
 pub fn a(addrs: &[Ipv4Addr]) -> Vec<IpAddr> {
     addrs.iter().map(|x| IpAddr::V4(*x)).collect()
 }
+
+/// CONNECT through the proxy on `port` and complete a TLS handshake for `host` trusting `roots`:
+/// an established tunnel, as a real client would hold it.
+pub async fn tls_tunnel(port: u16, host: &str, roots: rustls::RootCertStore) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(connect_req(&format!("{host}:443")).as_bytes()).await.unwrap();
+    let mut head = [0u8; 256];
+    let k = tcp.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..k]));
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(rustls::pki_types::ServerName::try_from(host.to_string()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
