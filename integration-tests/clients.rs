@@ -147,7 +147,9 @@ impl Matrix {
     /// explanation (`needle`), not merely any failure.
     fn record(&mut self, client: &'static str, case: &str, expected: Expect, ok: bool, output: &str, needle: &str) {
         let observed = if ok { Expect::Allow } else { Expect::Refuse };
-        let how = if ok { short(output) } else { refusal_text(output) };
+        // Allowed: the client's last line (e.g. "upload: … to s3://…" after progress lines).
+        let last = output.split(['\r', '\n']).rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let how = if ok { short(last) } else { refusal_text(output) };
         let pass = observed == expected && (expected == Expect::Allow || output.contains(needle));
         let how = if !pass && expected == Expect::Refuse && !ok && !output.contains(needle) {
             format!("{how} [expected to mention {needle:?}]")
@@ -183,7 +185,12 @@ async fn curl_case(ctx: &Ctx, m: &mut Matrix, client: &'static str, case: &str, 
     let (body, code) = r.stdout.rsplit_once('\n').unwrap_or(("", "0"));
     let status: u16 = code.trim().parse().unwrap_or(0);
     let ok = r.code == 0 && (200..300).contains(&status);
-    let text = if ok { format!("HTTP {status}: {}", short(body)) } else { format!("HTTP {status} {body} {}", r.stderr) };
+    let printable = body.chars().all(|c| !c.is_control() || c.is_whitespace());
+    let text = match (ok, printable) {
+        (true, true) => format!("HTTP {status}: {}", short(body)),
+        (true, false) => format!("HTTP {status}: the object's bytes"),
+        (false, _) => format!("HTTP {status} {body} {}", r.stderr),
+    };
     m.record(client, case, expected, ok, &text, needle);
     (status, body.to_string())
 }
