@@ -262,9 +262,12 @@ async fn authority_tricks_plaintext_and_ports_are_refused() {
     assert!(out.body.contains("plaintext HTTP"), "{}", out.body);
     assert!(out.stderr.contains("X-Vpcgate-Reason: plaintext"));
     assert!(!p.log_text().contains("secret"), "query values are never logged");
-    // A malformed request line gets an error and the proxy keeps serving.
-    let (got, _) = raw_request(p.port, "CONNECT\r\n\r\n");
-    assert_eq!(got, 400);
+    // Malformed request lines and targets get a 400 with a sentence, and the proxy keeps serving.
+    for bad in ["CONNECT\r\n\r\n", "CONNECT s3.amazonaws.com:443:443 HTTP/1.1\r\n\r\n", "CONNECT  HTTP/1.1\r\n\r\n", "\x01\x02junk\r\n\r\n"] {
+        let (got, text) = raw_request(p.port, bad);
+        assert_eq!(got, 400, "{bad:?}: {text}");
+        assert!(text.contains("X-Vpcgate-Reason: bad_request") && text.contains("send `CONNECT host:443 HTTP/1.1`"), "{bad:?}: {text}");
+    }
     let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}/still-serving")).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
 }

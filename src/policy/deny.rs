@@ -19,6 +19,8 @@ pub enum Deny {
     Authority(AuthorityError),
     /// Absolute-form `http://` request through the proxy.
     Plaintext { uri: String },
+    /// A request vpcgate cannot parse at all (request line, headers or target).
+    BadRequest { what: String },
     /// A request that is neither CONNECT nor absolute-form.
     NotProxyRequest { method: String },
     NotAws { host: String },
@@ -62,6 +64,7 @@ impl Deny {
         match self {
             Deny::Authority(e) => e.code(),
             Deny::Plaintext { .. } => "plaintext",
+            Deny::BadRequest { .. } => "bad_request",
             Deny::NotProxyRequest { .. } => "not_proxy_request",
             Deny::NotAws { .. } => "not_aws",
             Deny::Dualstack { .. } => "dualstack",
@@ -85,7 +88,7 @@ impl Deny {
         match self {
             Deny::Authority(AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_)) => 400,
             Deny::Authority(AuthorityError::BadName(_)) => 400,
-            Deny::NotProxyRequest { .. } => 400,
+            Deny::NotProxyRequest { .. } | Deny::BadRequest { .. } => 400,
             Deny::Dns { .. } | Deny::ConnectFailed { .. } => 502,
             Deny::ConnectTimeout { .. } => 504,
             Deny::OverCapacity { .. } => 503,
@@ -101,6 +104,10 @@ impl fmt::Display for Deny {
             Deny::Plaintext { uri } => write!(
                 f,
                 "plaintext HTTP to {uri} is never forwarded because it would cross the network unencrypted; use https:// (the client then sends CONNECT)"
+            ),
+            Deny::BadRequest { what } => write!(
+                f,
+                "the proxy request could not be parsed ({what}); send `CONNECT host:443 HTTP/1.1` followed by a Host header and a blank line"
             ),
             Deny::NotProxyRequest { method } => write!(
                 f,

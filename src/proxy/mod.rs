@@ -129,6 +129,15 @@ fn http1_builder(state: &State) -> hyper::server::conn::http1::Builder {
 /// The tunnel runs in the same task as its client connection, so that it keeps holding the
 /// connection permit and the shutdown tracker waits for it.
 async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let Ok(verdict) = precheck(&stream, state.config.settings.proxy.handshake_timeout).await else {
+        // Nothing arrived within proxy.handshake_timeout, or the client went away: close.
+        return;
+    };
+    if let Some(deny) = verdict {
+        // hyper would answer an unparsable head with a bare 400; say what is wrong instead.
+        log_refusal(&state, &Decision { client: Some(peer), ..Default::default() }, &deny);
+        return refuse_raw(stream, &deny).await;
+    }
     let slot: TunnelSlot = Arc::new(std::sync::Mutex::new(None));
     let svc_state = state.clone();
     let svc_slot = slot.clone();
@@ -154,6 +163,54 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
             Err(e) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }
     }
+}
+
+/// Answer a connection whose head hyper cannot parse: the same response `deny_response` would
+/// give, written by hand, then close after the client has had a moment to read it.
+async fn refuse_raw(mut stream: TcpStream, deny: &Deny) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!("vpcgate refused: {deny}\n");
+    let head = format!(
+        "HTTP/1.1 {} Bad Request\r\nX-Vpcgate-Reason: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        deny.status(),
+        deny.code(),
+        body.len()
+    );
+    let mut junk = [0u8; 4096];
+    let _ = stream.try_read(&mut junk);
+    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+    let _ = stream.shutdown().await;
+    // Drain what the client still sends, so that closing does not reset the response away.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Ok(n) = stream.read(&mut junk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Look at the first bytes of a new connection without consuming them: a request line or headers
+/// that cannot be parsed, or a target that is no URI, is refused here with a sentence. Anything
+/// else (including a head that is not complete yet) goes to hyper untouched.
+async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Option<Deny>, ()> {
+    let mut buf = [0u8; 4096];
+    let n = match tokio::time::timeout(timeout, stream.peek(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return Err(()),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    Ok(match req.parse(&buf[..n]) {
+        Err(e) => Some(Deny::BadRequest { what: format!("{e}") }),
+        Ok(_) => match req.path {
+            Some(t) if t.parse::<hyper::Uri>().is_err() => {
+                Some(Deny::BadRequest { what: format!("the request target {:?} is neither host:port nor a URI", t.chars().take(100).collect::<String>()) })
+            }
+            _ => None,
+        },
+    })
 }
 
 /// A CONNECT that was answered 200 and waits for hyper to hand over the client's socket.
