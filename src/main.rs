@@ -253,20 +253,21 @@ fn run(loaded: Loaded) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
     runtime()?.block_on(async move {
         let listen = loaded.settings.proxy.listen;
+        let admin_cfg = loaded.settings.admin.enabled.then_some(loaded.settings.admin.listen);
+        // Everything a connection needs (DNS, CA, pool) exists before the first socket listens, so
+        // that nothing is accepted into the backlog of a proxy that is not ready.
+        let metrics = Arc::new(Metrics::new());
+        let state = build_state(loaded, listen, admin_cfg, metrics.clone(), None)?;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
             format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address")
         })?;
-        let admin = if loaded.settings.admin.enabled {
-            let a = loaded.settings.admin.listen;
-            Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+        let admin = match admin_cfg {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
                 format!("cannot listen on the admin address {a} ({e}); free the port, set admin.listen, or set admin.enabled = false")
-            })?)
-        } else {
-            None
+            })?),
+            None => None,
         };
         let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-        let metrics = Arc::new(Metrics::new());
-        let state = build_state(loaded, listen, admin_addr, metrics.clone(), None)?;
         banner(&state.config, listen, admin_addr, state.dns.servers());
         let shared = Shared::new(state);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
