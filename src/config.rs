@@ -51,6 +51,8 @@ pub struct ProxySettings {
     pub handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads of the async runtime; 0 = one per CPU.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -75,10 +75,15 @@ fn load(cli: &Cli) -> Result<Loaded, String> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime ({e})"))
+    runtime_with(0)
+}
+
+fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build().map_err(|e| format!("cannot start the async runtime ({e})"))
 }
 
 fn main() -> ExitCode {
@@ -251,7 +256,7 @@ fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics
 
 fn run(loaded: Loaded) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
-    runtime()?.block_on(async move {
+    runtime_with(loaded.settings.proxy.worker_threads)?.block_on(async move {
         let listen = loaded.settings.proxy.listen;
         let admin_cfg = loaded.settings.admin.enabled.then_some(loaded.settings.admin.listen);
         // Everything a connection needs (DNS, CA, pool) exists before the first socket listens, so

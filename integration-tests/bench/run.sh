@@ -9,7 +9,7 @@
 # QUIET_WAIT=60 (seconds to wait, before each round, for other work on the machine to stop),
 # FOREIGN_MAX=12 RERUNS=6 (rerun a cell's trio when other work took more than 12 % of the CPUs)
 # CARGO_TARGET_DIR (default: the repository's target/), BENCH_OUT=FILE (also write the report there),
-# KEEP=1 (keep the work directory with every log).
+# KEEP=1 (keep the work directory with every log), VG_THREADS=N (vpcgate's proxy.worker_threads; 0 = per CPU).
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -89,6 +89,7 @@ max_connections = $((IDLE_TUNNELS * 2 + 1000))
 handshake_timeout = "10s"
 idle_timeout = "300s"
 shutdown_grace = "1s"
+worker_threads = ${VG_THREADS:-0}
 
 [dns]
 servers = ["$DNS"]
