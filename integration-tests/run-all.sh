@@ -20,4 +20,16 @@ if [ "$(id -u)" != 0 ]; then
   echo "note: not root; the integration tests need to bind port 443 on loopback (run as root, or lower net.ipv4.ip_unprivileged_port_start)" >&2
 fi
 
-cargo test --locked --all-targets -- --test-threads=4 2>&1
+log=$(mktemp)
+set +e
+cargo test --locked --all-targets -- --test-threads=4 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite: cargo's per-binary results plus the client matrix's own line.
+passed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # a build failure or crash counts as a failure
+echo
+echo "suite: $passed passed, $failed failed"
+exit "$rc"
