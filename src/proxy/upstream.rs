@@ -11,7 +11,6 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -32,8 +31,6 @@ pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<(UpstreamConn, Instant)>>>,
     per_host: usize,
     idle_timeout: Duration,
-    pub reused: AtomicU64,
-    pub opened: AtomicU64,
 }
 
 /// Build the upstream TLS client configuration: public roots plus extra roots, ALPN http/1.1.
@@ -113,8 +110,6 @@ impl Pool {
             idle: Mutex::new(HashMap::new()),
             per_host,
             idle_timeout,
-            reused: AtomicU64::new(0),
-            opened: AtomicU64::new(0),
         }
     }
 
@@ -131,7 +126,6 @@ impl Pool {
         let list = idle.get_mut(&(host.to_string(), addr))?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
-                self.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(conn);
             }
         }
@@ -178,7 +172,6 @@ impl Pool {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(UpstreamConn { sender, tls_version, cipher })
     }
 }
