@@ -218,11 +218,9 @@ async fn client_hello_checks_sni_and_forward_secrecy() {
     ])
     .await;
     assert_ne!(out.code, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.events("handshake_refused").iter().any(|v| v["reason"] == "client_no_forward_secrecy") {
-        assert!(Instant::now() < deadline, "{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    eventually(10, || p.log_text(), || {
+        p.events("handshake_refused").iter().any(|v| v["reason"] == "client_no_forward_secrecy").then_some(())
+    });
     // Neither hello reached the upstream.
     assert_eq!(up.connections(), 2, "the TCP connections were dialled");
     assert_eq!(up.handshakes(), 0, "but no ClientHello was relayed");
@@ -366,23 +364,15 @@ async fn sigterm_stops_accepting_and_lets_open_tunnels_finish() {
     let k = tunnel.read(&mut head).unwrap();
     assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"));
     p.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", p.port)).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(5, || "still accepting after SIGTERM".into(), || TcpStream::connect(("127.0.0.1", p.port)).is_err().then_some(()));
     // The open tunnel is still alive: closing it lets the process exit well before the grace period ends.
     drop(tunnel);
     let mut p = p;
-    let deadline = Instant::now() + Duration::from_secs(4);
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not exit after its last tunnel closed: {}", p.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = p.log.clone();
+    let status = eventually(4, || format!("did not exit after its last tunnel closed: {}", std::fs::read_to_string(&log).unwrap_or_default()), || {
+        p.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,16 +409,11 @@ async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
     tcp.set_linger(Some(Duration::ZERO)).unwrap();
     let before = p.events("close").len();
     drop(tcp);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let last = eventually(5, || format!("the reset tunnel stayed open: {}", p.log_text()), || {
         let closes = p.events("close");
-        if closes.len() > before {
-            assert_eq!(closes.last().unwrap()["end"], "reset", "{closes:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reset tunnel stayed open: {}", p.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+        (closes.len() > before).then(|| closes.last().unwrap().clone())
+    });
+    assert_eq!(last["end"], "reset", "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

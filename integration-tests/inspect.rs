@@ -21,14 +21,7 @@ async fn inspect_curl(p: &Proxy, args: &[&str]) -> CurlOut {
 }
 
 fn wait_request(p: &Proxy, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = p.events("request").into_iter().find(|v| pred(v)) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "no matching request event in:\n{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    eventually(10, || format!("no matching request event in:\n{}", p.log_text()), || p.events("request").into_iter().find(|v| pred(v)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,15 +236,11 @@ async fn client_handshakes_without_forward_secrecy_or_with_another_sni_are_refus
         .await
         .unwrap();
     assert!(!out.status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reasons: Vec<String> = p.events("handshake_refused").iter().filter_map(|v| v["reason"].as_str().map(str::to_string)).collect();
-        if reasons.contains(&"client_no_forward_secrecy".to_string()) && reasons.contains(&"sni_mismatch".to_string()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{reasons:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let reasons = || -> Vec<String> { p.events("handshake_refused").iter().filter_map(|v| v["reason"].as_str().map(str::to_string)).collect() };
+    eventually(10, || format!("{:?}", reasons()), || {
+        let r = reasons();
+        (r.contains(&"client_no_forward_secrecy".to_string()) && r.contains(&"sni_mismatch".to_string())).then_some(())
+    });
     assert_eq!(up.handshakes(), 0);
 }
 

@@ -231,22 +231,14 @@ async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
     // A good new config: add us-west-2.
     std::fs::write(&p.config, format!("{original}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
     p.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.log_text().contains("configuration reloaded") {
-        assert!(Instant::now() < deadline, "{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    eventually(10, || p.log_text(), || p.log_text().contains("configuration reloaded").then_some(()));
     let (s, text) = raw_request(p.port, &connect_req(&format!("{west}:443")));
     assert_eq!(s, 200, "{text}");
 
     // A bad new config is refused with its sentence; the previous one keeps serving.
     std::fs::write(&p.config, format!("{original}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\nbogus = 1\n")).unwrap();
     p.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.log_text().contains("reload refused") {
-        assert!(Instant::now() < deadline, "{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    eventually(10, || p.log_text(), || p.log_text().contains("reload refused").then_some(()));
     assert!(p.log_text().contains("bogus"), "the refusal names the key");
     let (s, _) = raw_request(p.port, &connect_req(&format!("{west}:443")));
     assert_eq!(s, 200, "still the last good config");

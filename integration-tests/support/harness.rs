@@ -124,14 +124,9 @@ impl Proxy {
 
     /// Wait (bounded) for an event of `kind` about `host` and return it.
     pub fn wait_event(&self, kind: &str, host: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = self.events(kind).into_iter().find(|v| v["host"] == host) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "no {kind} event for {host} in:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        eventually(10, || format!("no {kind} event for {host} in:\n{}", self.log_text()), || {
+            self.events(kind).into_iter().find(|v| v["host"] == host)
+        })
     }
 
     pub fn signal(&self, sig: &str) {
@@ -144,6 +139,19 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` every 25 ms until it gives a value, for at most `secs` seconds; then fail with `what()`.
+/// Every "wait for the proxy to do X" in the tests goes through here.
+pub fn eventually<T>(secs: u64, what: impl Fn() -> String, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up after {secs}s: {}", what());
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
