@@ -219,6 +219,7 @@ pub async fn inspect(
             return;
         }
     };
+    tls_stream.get_mut().1.set_buffer_limit(Some(upstream::TLS_SEND_BUF));
     let (client_version, client_cipher) = {
         let c = tls_stream.get_ref().1;
         (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))

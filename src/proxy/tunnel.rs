@@ -103,10 +103,10 @@ trait Relay {
 
 impl Relay for TcpStream {
     async fn relay(&mut self, upstream: &mut TcpStream, idle: Duration, counters: &Counters) -> &'static str {
-        let (cr, mut cw) = self.split();
-        let (ur, mut uw) = upstream.split();
-        let up = pump_tcp(&cr, &mut uw, &counters.up, counters);
-        let down = pump_tcp(&ur, &mut cw, &counters.down, counters);
+        let (mut cr, mut cw) = self.split();
+        let (mut ur, mut uw) = upstream.split();
+        let up = pump_tcp(&mut cr, &mut uw, &counters.up, counters);
+        let down = pump_tcp(&mut ur, &mut cw, &counters.down, counters);
         finish(up, down, idle, counters).await
     }
 }
@@ -303,23 +303,33 @@ fn io_cut(reason: &'static str, e: std::io::Error) -> Cut {
 /// half-closed connections keep working) or an error.
 ///
 /// Memory: a buffer exists only while bytes flow, so an idle tunnel holds none. Each readiness
-/// gets one read; a short read means the burst is over (no extra read to find nothing). A read that
-/// fills the buffer means a bulk flow: on Linux the rest of the burst moves socket to socket with
-/// `splice(2)` through a pipe created for the burst, so the bytes never enter user space.
+/// gets one read, through tokio's `poll_read`, which takes a short read as the end of the burst
+/// and forgets the readiness (no second read to find nothing). A read that fills the buffer means
+/// a bulk flow: from then on each readiness moves everything available with [`Bulk`] (on Linux
+/// `splice(2)` through a pipe, so the bytes never enter user space) until a burst is small again,
+/// which drops the pipe.
 async fn pump_tcp(
-    r: &tokio::net::tcp::ReadHalf<'_>,
+    r: &mut tokio::net::tcp::ReadHalf<'_>,
     w: &mut tokio::net::tcp::WriteHalf<'_>,
     count: &AtomicU64,
     counters: &Counters,
 ) -> std::io::Result<()> {
+    let mut bulk: Option<Bulk> = None;
     loop {
         r.readable().await?;
+        if let Some(b) = &mut bulk {
+            let (moved, ended) = b.burst(r, w, count, counters).await?;
+            if ended {
+                w.shutdown().await?;
+                return Ok(());
+            }
+            if moved > 0 && moved < BUF as u64 {
+                bulk = None;
+            }
+            continue;
+        }
         let mut buf: Vec<u8> = Vec::with_capacity(BUF);
-        let n = match r.try_read_buf(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
+        let n = r.read_buf(&mut buf).await?;
         if n == 0 {
             w.shutdown().await?;
             return Ok(());
@@ -327,47 +337,65 @@ async fn pump_tcp(
         w.write_all(&buf).await?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         counters.touch();
-        if n < BUF {
-            continue;
-        }
-        drop(buf);
-        if bulk_burst(r, w, count, counters).await? {
-            w.shutdown().await?;
-            return Ok(());
+        if n == BUF {
+            bulk = Some(Bulk::new()?);
         }
     }
 }
 
-/// Move a bulk burst until the source has nothing more for now (`false`) or ends (`true`).
+/// Moves bulk bursts socket to socket: through a pipe with `splice(2)` on Linux.
 #[cfg(target_os = "linux")]
-async fn bulk_burst(
-    r: &tokio::net::tcp::ReadHalf<'_>,
-    w: &mut tokio::net::tcp::WriteHalf<'_>,
-    count: &AtomicU64,
-    counters: &Counters,
-) -> std::io::Result<bool> {
-    splice::burst(r.as_ref(), w.as_ref(), count, counters).await
+struct Bulk(splice::Pipe);
+
+#[cfg(target_os = "linux")]
+impl Bulk {
+    fn new() -> std::io::Result<Bulk> {
+        splice::Pipe::new().map(Bulk)
+    }
+
+    /// Move what the source has now: (bytes moved, whether the source ended).
+    async fn burst(
+        &mut self,
+        r: &tokio::net::tcp::ReadHalf<'_>,
+        w: &tokio::net::tcp::WriteHalf<'_>,
+        count: &AtomicU64,
+        counters: &Counters,
+    ) -> std::io::Result<(u64, bool)> {
+        splice::burst(&self.0, r.as_ref(), w.as_ref(), count, counters).await
+    }
 }
 
+/// Moves bulk bursts socket to socket: the portable path, one buffer kept while the flow is bulk.
 #[cfg(not(target_os = "linux"))]
-async fn bulk_burst(
-    r: &tokio::net::tcp::ReadHalf<'_>,
-    w: &mut tokio::net::tcp::WriteHalf<'_>,
-    count: &AtomicU64,
-    counters: &Counters,
-) -> std::io::Result<bool> {
-    let mut buf: Vec<u8> = Vec::with_capacity(BUF);
-    loop {
-        buf.clear();
-        match r.try_read_buf(&mut buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                w.write_all(&buf).await?;
-                count.fetch_add(n as u64, Ordering::Relaxed);
-                counters.touch();
+struct Bulk(Vec<u8>);
+
+#[cfg(not(target_os = "linux"))]
+impl Bulk {
+    fn new() -> std::io::Result<Bulk> {
+        Ok(Bulk(Vec::with_capacity(4 * BUF)))
+    }
+
+    async fn burst(
+        &mut self,
+        r: &mut tokio::net::tcp::ReadHalf<'_>,
+        w: &mut tokio::net::tcp::WriteHalf<'_>,
+        count: &AtomicU64,
+        counters: &Counters,
+    ) -> std::io::Result<(u64, bool)> {
+        let mut moved = 0u64;
+        loop {
+            self.0.clear();
+            match r.try_read_buf(&mut self.0) {
+                Ok(0) => return Ok((moved, true)),
+                Ok(n) => {
+                    w.write_all(&self.0).await?;
+                    moved += n as u64;
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    counters.touch();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((moved, false)),
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
         }
     }
 }
@@ -384,20 +412,23 @@ mod splice {
     /// Bytes asked of one splice call; the pipe is sized to match.
     const CHUNK: usize = 256 * 1024;
 
-    /// A pipe that lives for one burst; closed on drop.
-    struct Pipe {
+    /// A pipe that lives while a flow is bulk; closed on drop.
+    pub(super) struct Pipe {
         r: RawFd,
         w: RawFd,
     }
 
     impl Pipe {
-        fn new() -> io::Result<Pipe> {
+        pub(super) fn new() -> io::Result<Pipe> {
             let mut fds = [0 as libc::c_int; 2];
             // SAFETY: fds is a valid array of two ints for pipe2 to fill.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let p = Pipe { r: fds[0], w: fds[1] };
+            let p = Pipe {
+                r: fds[0],
+                w: fds[1],
+            };
             // A larger pipe moves more per call; the default (64 KiB) still works if this is refused.
             // SAFETY: p.w is a pipe descriptor we own.
             unsafe { libc::fcntl(p.w, libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
@@ -418,7 +449,14 @@ mod splice {
     fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: plain descriptors, null offsets (both ends are a socket or a pipe).
         let n = unsafe {
-            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
         };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -427,14 +465,24 @@ mod splice {
         }
     }
 
-    pub(super) async fn burst(src: &TcpStream, dst: &TcpStream, count: &AtomicU64, counters: &Counters) -> io::Result<bool> {
-        let pipe = Pipe::new()?;
+    /// Splice from `src` until it has nothing more for now or ends; the pipe is empty on return
+    /// (every byte taken in is written out before the next splice in).
+    pub(super) async fn burst(
+        pipe: &Pipe,
+        src: &TcpStream,
+        dst: &TcpStream,
+        count: &AtomicU64,
+        counters: &Counters,
+    ) -> io::Result<(u64, bool)> {
+        let mut moved = 0u64;
         loop {
-            // The pipe is empty here (drained below), so WouldBlock can only come from the socket.
-            let n = match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.w, CHUNK)) {
-                Ok(0) => return Ok(true),
+            // The pipe is empty here, so WouldBlock can only come from the socket.
+            let n = match src.try_io(Interest::READABLE, || {
+                splice(src.as_raw_fd(), pipe.w, CHUNK)
+            }) {
+                Ok(0) => return Ok((moved, true)),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((moved, false)),
                 Err(e) => return Err(e),
             };
             let mut left = n;
@@ -446,6 +494,7 @@ mod splice {
                     Err(e) => return Err(e),
                 }
             }
+            moved += n as u64;
             count.fetch_add(n as u64, Ordering::Relaxed);
             counters.touch();
         }
@@ -484,6 +533,54 @@ async fn idle_watch(idle: Duration, counters: &Counters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connected pair of loopback TCP sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn pump_moves_bulk_then_small_then_bulk_and_passes_eof_on() {
+        // writer -> [src_far | src] -pump-> [dst | dst_far] -> reader
+        let (mut src_far, mut src) = pair().await;
+        let (mut dst, mut dst_far) = pair().await;
+        let counters = Counters {
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        };
+        let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let writer = async {
+            src_far.write_all(&big).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            src_far.write_all(b"small").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            src_far.write_all(&big).await.unwrap();
+            src_far.shutdown().await.unwrap();
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            dst_far.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let pump = async {
+            let (mut r, _) = src.split();
+            let (_, mut w) = dst.split();
+            pump_tcp(&mut r, &mut w, &counters.up, &counters).await
+        };
+        let ((), got, pumped) = tokio::join!(writer, reader, pump);
+        pumped.unwrap();
+        let mut want = big.clone();
+        want.extend_from_slice(b"small");
+        want.extend_from_slice(&big);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes arrive intact and in order");
+        assert_eq!(counters.up.load(Ordering::Relaxed), want.len() as u64);
+    }
 
     #[test]
     fn ccs_prefix() {
