@@ -66,6 +66,9 @@ struct Session {
     bytes_down: AtomicU64,
 }
 
+/// Most bytes taken from the client's socket in one receive (inspect mode).
+const CLIENT_READ_BUF: usize = 64 * 1024;
+
 /// The client's socket after the CONNECT: the TCP stream itself (with any bytes hyper read past the
 /// CONNECT head served first), or hyper's upgraded IO when it is something else.
 enum ClientIo {
@@ -87,12 +90,28 @@ impl tokio::io::AsyncRead for ClientIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match &mut *self {
             ClientIo::Tcp { pre, tcp } => {
-                if !pre.is_empty() {
-                    let n = pre.len().min(buf.remaining());
-                    buf.put_slice(&pre.split_to(n));
-                    return Poll::Ready(Ok(()));
+                if pre.is_empty() {
+                    // rustls asks for about 4 KiB at a time; one receive of up to CLIENT_READ_BUF
+                    // serves many of those asks (an upload would otherwise cost a syscall per 4 KiB).
+                    if buf.remaining() >= CLIENT_READ_BUF {
+                        return Pin::new(tcp).poll_read(cx, buf);
+                    }
+                    // Readiness first, so that a waiting (idle) tunnel holds no buffer.
+                    std::task::ready!(tcp.poll_read_ready(cx))?;
+                    let mut chunk = bytes::BytesMut::with_capacity(CLIENT_READ_BUF);
+                    if std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(tcp), cx, &mut chunk))? == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    *pre = chunk.freeze();
                 }
-                Pin::new(tcp).poll_read(cx, buf)
+                let n = pre.len().min(buf.remaining());
+                buf.put_slice(&pre[..n]);
+                bytes::Buf::advance(pre, n);
+                if pre.is_empty() {
+                    // Drop the emptied buffer now rather than with the next one.
+                    *pre = Bytes::new();
+                }
+                Poll::Ready(Ok(()))
             }
             ClientIo::Other(io) => Pin::new(io).poll_read(cx, buf),
         }
@@ -258,7 +277,7 @@ pub async fn inspect(
         .header_read_timeout(proxy.idle_timeout)
         .title_case_headers(false)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(tls_stream), service)
+        .serve_connection(TokioIo::new(upstream::Greedy::new(tls_stream)), service)
         .await;
     if let Some(conn) = session.held.lock().expect("held").take() {
         ins.pool.put_back_when_ready(target.host.clone(), addr, conn);
