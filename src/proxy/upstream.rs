@@ -80,8 +80,7 @@ const UPSTREAM_READ_BUF: usize = 128 * 1024;
 pub const TLS_SEND_BUF: usize = 256 * 1024;
 
 /// A reader (on both TLS legs of inspect mode) that fills the caller's buffer with every record
-/// already at hand instead of one
-/// record per call: a TLS stream yields at most one 16 KiB record per read, so hyper would pass
+/// already at hand instead of one record per call: a TLS stream yields at most one 16 KiB record per read, so hyper would pass
 /// a bulk body on in 16 KiB chunks, each its own encryption call and `writev` on the other leg.
 /// Reading on while the inner reader is ready costs no syscall when the ciphertext is buffered,
 /// and stops at the first `Pending` (the bytes read so far are returned; the waker it registered
