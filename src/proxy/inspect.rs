@@ -72,7 +72,8 @@ const CLIENT_READ_BUF: usize = 64 * 1024;
 /// The client's socket after the CONNECT: the TCP stream itself (with any bytes hyper read past the
 /// CONNECT head served first), or hyper's upgraded IO when it is something else.
 enum ClientIo {
-    Tcp { pre: Bytes, tcp: TcpStream },
+    /// `bulk`: the last read filled the caller's buffer, so reads go through a larger buffer.
+    Tcp { pre: Bytes, tcp: TcpStream, bulk: bool },
     Other(TokioIo<Upgraded>),
 }
 
@@ -80,7 +81,7 @@ impl ClientIo {
     /// The socket to wait on for the next bytes, when none are buffered here.
     fn wait_on(&self) -> Option<&TcpStream> {
         match self {
-            ClientIo::Tcp { pre, tcp } if pre.is_empty() => Some(tcp),
+            ClientIo::Tcp { pre, tcp, .. } if pre.is_empty() => Some(tcp),
             _ => None,
         }
     }
@@ -89,17 +90,23 @@ impl ClientIo {
 impl tokio::io::AsyncRead for ClientIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match &mut *self {
-            ClientIo::Tcp { pre, tcp } => {
+            ClientIo::Tcp { pre, tcp, bulk } => {
                 if pre.is_empty() {
-                    // rustls asks for about 4 KiB at a time; one receive of up to CLIENT_READ_BUF
-                    // serves many of those asks (an upload would otherwise cost a syscall per 4 KiB).
-                    if buf.remaining() >= CLIENT_READ_BUF {
-                        return Pin::new(tcp).poll_read(cx, buf);
+                    // Small reads go straight into the caller's buffer. rustls asks for 4-16 KiB
+                    // at a time, so once a read fills it (an upload), receive up to
+                    // CLIENT_READ_BUF per syscall into a buffer of our own until reads are small again.
+                    if !*bulk || buf.remaining() >= CLIENT_READ_BUF {
+                        let before = buf.remaining();
+                        std::task::ready!(Pin::new(tcp).poll_read(cx, buf))?;
+                        *bulk = before > 0 && buf.remaining() == 0;
+                        return Poll::Ready(Ok(()));
                     }
-                    // Readiness first, so that a waiting (idle) tunnel holds no buffer.
+                    // Readiness first, so that a waiting tunnel holds no buffer.
                     std::task::ready!(tcp.poll_read_ready(cx))?;
                     let mut chunk = bytes::BytesMut::with_capacity(CLIENT_READ_BUF);
-                    if std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(tcp), cx, &mut chunk))? == 0 {
+                    let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(tcp), cx, &mut chunk))?;
+                    *bulk = n >= CLIENT_READ_BUF / 4;
+                    if n == 0 {
                         return Poll::Ready(Ok(()));
                     }
                     *pre = chunk.freeze();
@@ -195,7 +202,7 @@ pub async fn inspect(
 
     let handshake = async {
         let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => ClientIo::Tcp { pre: parts.read_buf, tcp: parts.io.into_inner() },
+            Ok(parts) => ClientIo::Tcp { pre: parts.read_buf, tcp: parts.io.into_inner(), bulk: false },
             Err(upgraded) => ClientIo::Other(TokioIo::new(upgraded)),
         };
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
