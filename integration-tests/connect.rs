@@ -445,3 +445,46 @@ async fn idle_tunnels_are_closed_after_idle_timeout_in_both_modes() {
         assert_eq!(p.wait_event("close", HOST)["end"], "idle_timeout", "inspect={inspect}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_still_gets_its_response_in_both_modes() {
+    // Some clients send their request and then shut down their sending side; the response must
+    // still come back whole through the tunnel (passthrough relays the FIN, inspect keeps serving).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 64;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    for inspect in [false, true] {
+        let p = if inspect { Proxy::start_inspect(n, dns.addr, &w.ca_path, "") } else { Proxy::start(n, dns.addr, "") };
+        let roots = if inspect {
+            let mut r = rustls::RootCertStore::empty();
+            let pem = std::fs::read(p.ca_path()).unwrap_or_default();
+            use rustls::pki_types::pem::PemObject;
+            r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+            r
+        } else {
+            w.ca.root_store()
+        };
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        let size = 300_000;
+        tls.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+        // close_notify, then FIN on the client's sending side; reading stays open.
+        tls.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await.expect("response within 10 s");
+        let text = String::from_utf8_lossy(&got[..got.len().min(200)]).to_string();
+        assert!(text.starts_with("HTTP/1.1 200"), "inspect={inspect}: {r:?} {text}");
+        let body = got.windows(4).position(|w| w == b"\r\n\r\n").map(|h| got.len() - h - 4);
+        assert_eq!(body, Some(size), "inspect={inspect}: the whole body arrived after the half-close");
+        assert_eq!(p.wait_event("close", HOST)["end"], "closed", "inspect={inspect}");
+
+        // A client that shuts down an idle tunnel without a request: the tunnel ends now, not at
+        // idle_timeout.
+        let mut tls = tls_tunnel(p.port, HOST, roots).await.into_inner().0;
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+        assert!(r.is_ok(), "inspect={inspect}: a half-closed idle tunnel stayed open");
+    }
+}

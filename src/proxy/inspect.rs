@@ -284,6 +284,9 @@ pub async fn inspect(
         .header_read_timeout(proxy.idle_timeout)
         .title_case_headers(false)
         .keep_alive(true)
+        // A client may shut down its sending side after its request (close_notify + FIN) and
+        // still wait for the response: answer it, then close.
+        .half_close(true)
         .serve_connection(TokioIo::new(upstream::Greedy::new(tls_stream)), service)
         .await;
     if let Some(conn) = session.held.lock().expect("held").take() {
