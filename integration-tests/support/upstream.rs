@@ -18,8 +18,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-/// A free TCP port on 127.0.0.1 (bound once, then released; tiny race window).
+/// A free TCP port on 127.0.0.1 for a child process to listen on, taken below the kernel's
+/// ephemeral range (`ip_local_port_range`): a port the kernel hands out (bind to port 0, or the
+/// local side of any outgoing connection of a parallel test) could be taken again between this
+/// check and the child's bind, and the child would then fail to start. Ports are walked in order
+/// from a start that differs per test process, so parallel tests in one binary never get the same
+/// one.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (first, span) = if low > 12_000 { (10_000, low - 10_000) } else { (1_024, 0) };
+    if span > 0 {
+        let start = (std::process::id() * 997) % span;
+        for _ in 0..span {
+            let port = first + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % span;
+            if StdTcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     StdTcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
