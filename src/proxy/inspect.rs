@@ -202,7 +202,12 @@ pub async fn inspect(
 
     let handshake = async {
         let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => ClientIo::Tcp { pre: parts.read_buf, tcp: parts.io.into_inner(), bulk: false },
+            Ok(parts) => {
+                // An empty read_buf still holds hyper's whole read buffer alive; an idle tunnel
+                // keeps this for its lifetime, so drop it.
+                let pre = if parts.read_buf.is_empty() { Bytes::new() } else { parts.read_buf };
+                ClientIo::Tcp { pre, tcp: parts.io.into_inner(), bulk: false }
+            }
             Err(upgraded) => ClientIo::Other(TokioIo::new(upgraded)),
         };
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
