@@ -488,3 +488,31 @@ async fn a_client_that_half_closes_still_gets_its_response_in_both_modes() {
         assert!(r.is_ok(), "inspect={inspect}: a half-closed idle tunnel stayed open");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_closes_the_connection_so_nothing_later_gets_a_bare_error() {
+    use std::io::{Read, Write};
+    let n = 65;
+    let dns = FakeDns::start(&[]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    let port = p.port;
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET http://{HOST}/key HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).unwrap();
+        let mut all = Vec::new();
+        // Read to the end: the connection must close after the refusal (a timeout here fails).
+        s.read_to_end(&mut all).expect("the proxy closed the connection after its refusal");
+        let text = String::from_utf8_lossy(&all).to_string();
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.contains("plaintext"), "{text}");
+        // A second head on the same socket finds it closed: no bare hyper 400 for it.
+        let _ = s.write_all(b"\x16garbage\r\n\r\n");
+        let mut more = Vec::new();
+        let got = s.read_to_end(&mut more).unwrap_or(0);
+        assert_eq!(got, 0, "nothing more after the refusal: {}", String::from_utf8_lossy(&more));
+    })
+    .await
+    .unwrap();
+}

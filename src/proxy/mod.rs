@@ -249,6 +249,9 @@ pub fn deny_response(deny: &Deny) -> Response<Body> {
         .extension(hyper::ext::ReasonPhrase::try_from(phrase).unwrap_or(hyper::ext::ReasonPhrase::from_static(b"Refused by vpcgate")))
         .header("X-Vpcgate-Reason", deny.code())
         .header("Content-Type", "text/plain; charset=utf-8")
+        // A refusal ends the connection: what a client sends next goes through the same checks on
+        // a new one (including the sentence for an unparsable head, which hyper would not give).
+        .header("Connection", "close")
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
 }
