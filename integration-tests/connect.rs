@@ -426,15 +426,7 @@ async fn idle_tunnels_are_closed_after_idle_timeout_in_both_modes() {
         let extra = "[proxy]\nidle_timeout = \"1s\"\n";
         let p = if inspect { Proxy::start_inspect(n, dns.addr, &w.ca_path, extra) } else { Proxy::start(n, dns.addr, extra) };
         let port = p.port;
-        let roots = if inspect {
-            let mut r = rustls::RootCertStore::empty();
-            let pem = std::fs::read(p.ca_path()).unwrap_or_default();
-            use rustls::pki_types::pem::PemObject;
-            r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
-            r
-        } else {
-            w.ca.root_store()
-        };
+        let roots = client_roots(&p, inspect, &w);
         let mut tls = tls_tunnel(port, HOST, roots).await;
         let started = Instant::now();
         let mut b = [0u8; 16];
@@ -457,15 +449,7 @@ async fn a_client_that_half_closes_still_gets_its_response_in_both_modes() {
     let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
     for inspect in [false, true] {
         let p = if inspect { Proxy::start_inspect(n, dns.addr, &w.ca_path, "") } else { Proxy::start(n, dns.addr, "") };
-        let roots = if inspect {
-            let mut r = rustls::RootCertStore::empty();
-            let pem = std::fs::read(p.ca_path()).unwrap_or_default();
-            use rustls::pki_types::pem::PemObject;
-            r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
-            r
-        } else {
-            w.ca.root_store()
-        };
+        let roots = client_roots(&p, inspect, &w);
         let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
         let size = 300_000;
         tls.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
@@ -515,4 +499,16 @@ async fn a_refusal_closes_the_connection_so_nothing_later_gets_a_bare_error() {
     })
     .await
     .unwrap();
+}
+
+/// What a client of this proxy trusts: vpcgate's own CA in inspect mode, the upstream's otherwise.
+fn client_roots(p: &Proxy, inspect: bool, w: &World) -> rustls::RootCertStore {
+    if !inspect {
+        return w.ca.root_store();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let mut r = rustls::RootCertStore::empty();
+    let pem = std::fs::read(p.ca_path()).unwrap_or_default();
+    r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+    r
 }
