@@ -425,10 +425,7 @@ mod splice {
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let p = Pipe {
-                r: fds[0],
-                w: fds[1],
-            };
+            let p = Pipe { r: fds[0], w: fds[1] };
             // A larger pipe moves more per call; the default (64 KiB) still works if this is refused.
             // SAFETY: p.w is a pipe descriptor we own.
             unsafe { libc::fcntl(p.w, libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
@@ -449,14 +446,7 @@ mod splice {
     fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: plain descriptors, null offsets (both ends are a socket or a pipe).
         let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
+            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
         };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -477,9 +467,7 @@ mod splice {
         let mut moved = 0u64;
         loop {
             // The pipe is empty here, so WouldBlock can only come from the socket.
-            let n = match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.w, CHUNK)
-            }) {
+            let n = match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.w, CHUNK)) {
                 Ok(0) => return Ok((moved, true)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((moved, false)),
