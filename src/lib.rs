@@ -20,6 +20,7 @@
 //!      every request: Host = CONNECT host, no SigV2 (header, query, POST
 //!      form), no smuggling shapes ........................................... policy::request
 //!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
+//!      (both TLS legs read every buffered record at once) .................. proxy::greedy
 //!   -> evidence: one `connect` event per CONNECT, one `request` per request
 //!      in an inspected tunnel, one `close` per tunnel ....................... telemetry
 //! ```

@@ -292,7 +292,7 @@ pub async fn inspect(
         // A client may shut down its sending side after its request (close_notify + FIN) and
         // still wait for the response: answer it, then close.
         .half_close(true)
-        .serve_connection(TokioIo::new(upstream::Greedy::new(tls_stream)), service)
+        .serve_connection(TokioIo::new(crate::proxy::greedy::Greedy::new(tls_stream)), service)
         .await;
     if let Some(conn) = session.held.lock().expect("held").take() {
         ins.pool.put_back_when_ready(target.host.clone(), addr, conn);

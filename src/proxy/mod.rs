@@ -2,6 +2,7 @@
 //! request handler (CONNECT or a refusal), and the tunnel.
 
 pub mod connect;
+pub mod greedy;
 pub mod inspect;
 pub mod tunnel;
 pub mod upstream;
