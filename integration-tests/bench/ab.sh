@@ -5,7 +5,7 @@
 #   VG_A=/path/to/old/vpcgate VG_B=/path/to/new/vpcgate MODE=inspect CELL=bulk N=5 \
 #     bash integration-tests/bench/ab.sh
 #
-# CELL: bulk (BULK_BYTES, default 512 MiB), keepalive / connrate (SECS, default 3), idle (TUN,
+# CELL: bulk or upload (BULK_BYTES, default 512 MiB), keepalive / connrate (SECS, default 3), idle (TUN,
 # default 4000). Prints one line per run: the loadgen figures plus vpcgate's total CPU ticks.
 # Build the old binary from a worktree, e.g.
 #   git worktree add /tmp/old HEAD~3 && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin vpcgate)
@@ -19,11 +19,11 @@ N=${N:-5}
 MODE=${MODE:-inspect}
 CELL=${CELL:-bulk}
 case $CELL in
-  bulk) args=(--bytes "${BULK_BYTES:-536870912}") ;;
+  bulk | upload) args=(--bytes "${BULK_BYTES:-536870912}") ;;
   keepalive) args=(--conns 32 --secs "${SECS:-3}") ;;
   connrate) args=(--workers 32 --secs "${SECS:-3}") ;;
   idle) args=(--tunnels "${TUN:-4000}") ;;
-  *) die "CELL must be bulk, keepalive, connrate or idle" ;;
+  *) die "CELL must be bulk, upload, keepalive, connrate or idle" ;;
 esac
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 for i in $(seq 1 "$N"); do

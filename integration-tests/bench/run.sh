@@ -4,7 +4,7 @@
 # stderr. See README.md beside this file. Needs root (the upstream listens on 127.77.0.1:443).
 #
 # Knobs (environment): ROUNDS=3 SECS=5 BULK_BYTES=1073741824 IDLE_TUNNELS=10000 MINT_HOSTS=1000
-# CELLS="bulk connrate keepalive idle mint" SETUPS="direct passthrough inspect"
+# CELLS="bulk upload connrate keepalive idle mint" SETUPS="direct passthrough inspect"
 # UPSTREAM_KEY=rsa (RSA-2048 CA and leaf, like S3's chain; needs openssl) or ecdsa (P-256),
 # QUIET_WAIT=60 (seconds to wait, before each round, for other work on the machine to stop),
 # FOREIGN_MAX=12 RERUNS=6 (rerun a cell's trio when other work took more than 12 % of the CPUs)
@@ -19,7 +19,7 @@ SECS=${SECS:-5}
 BULK_BYTES=${BULK_BYTES:-1073741824}
 IDLE_TUNNELS=${IDLE_TUNNELS:-10000}
 MINT_HOSTS=${MINT_HOSTS:-1000}
-CELLS=${CELLS:-bulk connrate keepalive idle mint}
+CELLS=${CELLS:-bulk upload connrate keepalive idle mint}
 SETUPS=${SETUPS:-direct passthrough inspect}
 UPSTREAM_KEY=${UPSTREAM_KEY:-rsa}
 QUIET_WAIT=${QUIET_WAIT:-60}
@@ -145,7 +145,7 @@ run_cell() { # round cell setup outfile
   local round=$1 cell=$2 setup=$3 out=$4
   local via=(--via direct) args=() vticks=0
   case $cell in
-    bulk) args=(--bytes "$BULK_BYTES") ;;
+    bulk | upload) args=(--bytes "$BULK_BYTES") ;;
     connrate) args=(--workers 32 --secs "$SECS") ;;
     keepalive) args=(--conns 32 --secs "$SECS") ;;
     idle) args=(--tunnels "$IDLE_TUNNELS") ;;
@@ -249,9 +249,9 @@ report() {
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $commit$dirty"
   echo "- machine: $(nproc) CPUs ($cpu), $(uname -sr), $(rustc --version 2>/dev/null | cut -d' ' -f1-2); client, vpcgate and upstream share the CPUs"
-  echo "- loopback only: loadgen client (tokio + rustls/ring, TCP_NODELAY, no TLS resumption) → [vpcgate $PROXY] → loadgen upstream $UPSTREAM (rustls/ring, TLS 1.3, $( [ "$UPSTREAM_KEY" = rsa ] && echo "RSA-2048 CA and leaf like S3: direct and passthrough handshakes pay the upstream's RSA signature on these same CPUs" || echo "ECDSA P-256 CA and leaf")); DNS $DNS; bulk client on rustls's unbuffered API"
+  echo "- loopback only: loadgen client (tokio + rustls/ring, TCP_NODELAY, no TLS resumption) → [vpcgate $PROXY] → loadgen upstream $UPSTREAM (rustls/ring, TLS 1.3, $( [ "$UPSTREAM_KEY" = rsa ] && echo "RSA-2048 CA and leaf like S3: direct and passthrough handshakes pay the upstream's RSA signature on these same CPUs" || echo "ECDSA P-256 CA and leaf")); DNS $DNS; bulk and upload clients on rustls's unbuffered API"
   echo "- vpcgate: release build, log.level = \"warn\" (the per-connection info lines are off), fresh process per cell; CPU = utime+stime of /proc/PID/stat, memory = VmRSS"
-  echo "- $ROUNDS rounds, each cell run direct → passthrough → inspect back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
+  echo "- $ROUNDS rounds, each cell run direct → passthrough → inspect back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk and upload = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
   echo "- other work on the machine (the figures assume an idle one): load average before $LOAD0, after $LOAD1; cells rerun because other work took over FOREIGN_MAX=$FOREIGN_MAX % of the CPUs: ${RERUN_LOG[*]:-none}"
   echo
   "$LOADGEN" report --results "$RESULTS"

@@ -8,7 +8,7 @@
 //! exchange when it *ends* inside the window; a warm-up precedes every window.
 
 use crate::args::Args;
-use crate::http::{get_request, Conn};
+use crate::http::{get_request, put_request, Conn};
 use crate::unbuf::Unbuf;
 use crate::{proc, tls, R};
 use rustls::pki_types::ServerName;
@@ -171,6 +171,7 @@ pub async fn main(cmd: &str, a: &Args) -> R<()> {
     let ctx = Arc::new(Ctx::from_args(a)?);
     let r = match cmd {
         "bulk" => bulk(ctx, a).await,
+        "upload" => upload(ctx, a).await,
         "connrate" => connrate(ctx, a).await,
         "keepalive" => keepalive(ctx, a).await,
         "idle" => idle(ctx, a).await,
@@ -208,6 +209,31 @@ async fn bulk(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     out("bulk_secs", secs);
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         out("bulk_cpu_s_per_gib", (c1 - c0) / (bytes as f64 / (1u64 << 30) as f64));
+    }
+    Ok(())
+}
+
+/// One connection, one PUT of `size` bytes (the upstream reads and drops them), timed from the
+/// first byte of the request to the end of the response, after a small GET on the same connection.
+async fn upload(ctx: Arc<Ctx>, a: &Args) -> R<()> {
+    let bytes: u64 = a.num("bytes", 1u64 << 30)?;
+    let host = ctx.host.clone();
+    let tcp = tokio::time::timeout(OP_TIMEOUT, ctx.tcp(&host)).await.map_err(|_| "connect timed out".to_string())??;
+    let mut u = tokio::time::timeout(OP_TIMEOUT, Unbuf::connect(tcp, ctx.cfg.clone(), &host))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())??;
+    u.exchange(&get_request(&host, 1024)).await?;
+    let head = put_request(&host, bytes);
+    let cpu0 = ctx.cpu();
+    let t0 = Instant::now();
+    tokio::time::timeout(BULK_TIMEOUT, u.upload(&head, bytes)).await.map_err(|_| "upload timed out".to_string())??;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = ctx.cpu();
+    u.close().await;
+    out("upload_mbps", bytes as f64 / secs / 1e6);
+    out("upload_secs", secs);
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        out("upload_cpu_s_per_gib", (c1 - c0) / (bytes as f64 / (1u64 << 30) as f64));
     }
     Ok(())
 }

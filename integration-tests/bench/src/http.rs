@@ -14,6 +14,10 @@ pub fn get_request(host: &str, size: u64) -> Vec<u8> {
     format!("GET /bytes/{size} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vpcgate-bench\r\nAccept: */*\r\n\r\n").into_bytes()
 }
 
+pub fn put_request(host: &str, size: u64) -> Vec<u8> {
+    format!("PUT /sink HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vpcgate-bench\r\nContent-Length: {size}\r\n\r\n").into_bytes()
+}
+
 /// A parsed message head.
 pub struct Head {
     /// Request: method and target; response: status code in `status`.

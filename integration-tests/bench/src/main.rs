@@ -6,6 +6,7 @@
 //!                   TLS HTTP/1.1 upstream (GET /bytes/N) + UDP/TCP DNS responder (A for *.zone)
 //! loadgen wait      --addr ADDR [--timeout-ms N]        wait until ADDR accepts TCP
 //! loadgen bulk      COMMON [--bytes N]
+//! loadgen upload    COMMON [--bytes N]
 //! loadgen connrate  COMMON [--workers 32] [--secs 5] [--warmup-ms 500] [--size 1024]
 //! loadgen keepalive COMMON [--conns 32] [--secs 5] [--warmup-ms 500] [--size 1024]
 //! loadgen idle      COMMON [--tunnels 10000] [--concurrency 64]
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "serve" => runtime().block_on(serve::main(&args)),
         "wait" => runtime().block_on(cells::wait(&args)),
-        "bulk" | "connrate" | "keepalive" | "idle" | "mint" => runtime().block_on(cells::main(&cmd, &args)),
+        "bulk" | "upload" | "connrate" | "keepalive" | "idle" | "mint" => runtime().block_on(cells::main(&cmd, &args)),
         "report" => report::main(&args),
         _ => Err(format!("unknown command {cmd:?}; see the top of integration-tests/bench/src/main.rs")),
     };

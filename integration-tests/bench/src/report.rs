@@ -30,6 +30,8 @@ const SETUPS: [&str; 3] = ["direct", "passthrough", "inspect"];
 const METRICS: &[Metric] = &[
     m("bulk_mbps", "bulk: one large GET, MB/s (10⁶ B/s)", Agg::Median, true, 0),
     m("bulk_cpu_s_per_gib", "bulk: vpcgate CPU s per GiB", Agg::Median, false, 3),
+    m("upload_mbps", "upload: one large PUT, MB/s (10⁶ B/s)", Agg::Median, true, 0),
+    m("upload_cpu_s_per_gib", "upload: vpcgate CPU s per GiB", Agg::Median, false, 3),
     m("cr_conn_per_s", "connrate: connections/s (32 workers)", Agg::Median, true, 0),
     m("cr_p50_ms", "connrate: p50 latency, ms", Agg::Median, true, 2),
     m("cr_p99_ms", "connrate: p99 latency, ms", Agg::Median, true, 2),
@@ -175,7 +177,7 @@ pub fn main(a: &Args) -> R<()> {
 
     // Other work on the machine during each cell (run.sh: busy CPU time of the whole machine minus
     // that of loadgen, the upstream and vpcgate, as % of all CPUs over the cell).
-    let cells = ["bulk", "connrate", "keepalive", "idle", "mint"];
+    let cells = ["bulk", "upload", "connrate", "keepalive", "idle", "mint"];
     let mut foreign: Vec<(String, Vec<String>)> = Vec::new();
     let mut worst = 0.0f64;
     for c in cells {

@@ -4,7 +4,7 @@
 //!   (the script waits for that file). Keys: `--ca-key`/`--leaf-key` PKCS#8 PEM files (run.sh
 //!   passes RSA-2048 keys, like S3's certificate chain), else fresh ECDSA P-256 keys.
 //! - A TLS HTTP/1.1 upstream on `--upstream` (port 443), leaf for `*.ZONE` and `ZONE`, keep-alive,
-//!   TCP_NODELAY, answering `GET /bytes/N` with N bytes from one static buffer.
+//!   TCP_NODELAY, answering `GET /bytes/N` with N bytes from one static buffer, and `PUT /sink` (body read and dropped) with 200.
 //! - The DNS responder of `dns.rs` on `--dns`, answering every name under ZONE with the upstream's IP.
 
 use crate::args::Args;
@@ -107,6 +107,8 @@ pub async fn main(a: &Args) -> R<()> {
 }
 
 async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, body: &'static [u8]) {
+    // rustls reads about 4 KiB per call; a buffer under it lets one receive serve many (uploads).
+    let tcp = tokio::io::BufReader::with_capacity(256 * 1024, tcp);
     let Ok(tls) = acceptor.accept(tcp).await else { return };
     let mut c = Conn::new(tls, 8 * 1024);
     loop {
@@ -121,8 +123,10 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, body: &'static [u8]) 
             (Some("GET"), Some(p)) => p.strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()),
             _ => None,
         };
+        let sink = matches!((head.first.first().map(|s| s.as_str()), head.first.get(1).map(|s| s.as_str())), (Some("PUT"), Some("/sink")));
         let ok = match size {
             Some(n) => respond(&mut c.io, n, body).await,
+            None if sink => c.io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.is_ok(),
             None => c.io.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await.is_ok(),
         };
         if !ok || c.io.flush().await.is_err() {

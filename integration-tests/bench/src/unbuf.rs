@@ -1,7 +1,8 @@
 //! The bulk client: rustls's unbuffered API, which decrypts records in place in our own large
 //! read buffer. The buffered API (tokio-rustls) reads 4 KiB per syscall and copies every record
 //! twice more; at 1 GiB that made the load generator, not the setup under test, the bottleneck.
-//! Only what `bulk` needs: handshake, send a request, stream a Content-Length response.
+//! Only what `bulk` and `upload` need: handshake, send a request (and stream its body), read a
+//! Content-Length response.
 
 use crate::http::{find, parse_head};
 use crate::R;
@@ -13,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const READ_BUF: usize = 512 * 1024;
+/// What an upload sends, over and over: encrypted in 256 KiB slices (16 records per write).
+static UPLOAD_SRC: [u8; 256 * 1024] = [b'u'; 256 * 1024];
 
 pub struct Unbuf {
     conn: UnbufferedClientConnection,
@@ -56,7 +59,8 @@ impl Response {
 
 enum Goal<'a> {
     Handshake,
-    Exchange { request: Option<&'a [u8]>, response: &'a mut Response },
+    /// Send `request`, then `body` bytes (from a static buffer), then read one response.
+    Exchange { request: Option<&'a [u8]>, body: u64, response: &'a mut Response },
     Close,
 }
 
@@ -72,7 +76,15 @@ impl Unbuf {
     /// Send `request`, read its response to the end; returns the body length.
     pub async fn exchange(&mut self, request: &[u8]) -> R<u64> {
         let mut response = Response { head: Vec::new(), remaining: None, body: 0 };
-        self.drive(Goal::Exchange { request: Some(request), response: &mut response }).await?;
+        self.drive(Goal::Exchange { request: Some(request), body: 0, response: &mut response }).await?;
+        Ok(response.body)
+    }
+
+    /// Send a request head that announces `body` bytes, stream them, then read its response to the
+    /// end; returns the response's body length.
+    pub async fn upload(&mut self, head: &[u8], body: u64) -> R<u64> {
+        let mut response = Response { head: Vec::new(), remaining: None, body: 0 };
+        self.drive(Goal::Exchange { request: Some(head), body, response: &mut response }).await?;
         Ok(response.body)
     }
 
@@ -109,8 +121,15 @@ impl Unbuf {
                 ConnectionState::BlockedHandshake => read_more = true,
                 ConnectionState::WriteTraffic(mut w) => match &mut goal {
                     Goal::Handshake => done = true,
-                    Goal::Exchange { request, .. } if request.is_some() => {
-                        let data = request.take().expect("checked");
+                    Goal::Exchange { request, body, .. } if request.is_some() || *body > 0 => {
+                        let data = match request.take() {
+                            Some(r) => r,
+                            None => {
+                                let k = (*body).min(UPLOAD_SRC.len() as u64);
+                                *body -= k;
+                                &UPLOAD_SRC[..k as usize]
+                            }
+                        };
                         let n = loop {
                             match w.encrypt(data, outb) {
                                 Ok(n) => break n,
