@@ -252,3 +252,21 @@ async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
         Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_file_carry_no_terminal_colour_codes() {
+    // A sidecar's stderr goes to a file or a log shipper: escape codes there are noise.
+    let dns = FakeDns::start(&[]).await;
+    let port = free_port();
+    let admin = free_port();
+    let toml = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nservers = [\"{}\"]\n[log]\nformat = \"text\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\nmode = \"passthrough\"\n",
+        dns.addr
+    );
+    let p = Proxy::start_with(port, &toml);
+    let text = eventually(5, || format!("no start-up line: {}", p.log_text()), || {
+        let t = p.log_text();
+        t.contains("vpcgate listening").then_some(t)
+    });
+    assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text:?}");
+}

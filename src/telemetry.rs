@@ -14,7 +14,10 @@ pub fn init(log: &LogSettings) -> Result<(), String> {
             format!("log.level = {:?} is not a valid level ({e}); use error, warn, info, debug or trace", log.level)
         })?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a file, `docker logs` or a log shipper gets plain
+    // text (and NO_COLOR turns them off anywhere, https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let res = match log.format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
