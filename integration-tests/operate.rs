@@ -228,10 +228,16 @@ async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
     let (s, _) = raw_request(p.port, &connect_req(&format!("{west}:443")));
     assert_eq!(s, 403, "us-west-2 is not configured yet");
 
-    // A good new config: add us-west-2.
-    std::fs::write(&p.config, format!("{original}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
+    // A good new config: add us-west-2; it also changes a setting only a restart applies.
+    let restart_only = original.replacen("[proxy]\n", "[proxy]\nmax_connections = 77\n", 1);
+    std::fs::write(&p.config, format!("{restart_only}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
     p.signal("HUP");
     eventually(10, || p.log_text(), || p.log_text().contains("configuration reloaded").then_some(()));
+    assert!(
+        p.log_text().contains("proxy.max_connections changed from 10000 to 77, which applies only at start: restart vpcgate"),
+        "the reload says what it could not apply: {}",
+        p.log_text()
+    );
     let (s, text) = raw_request(p.port, &connect_req(&format!("{west}:443")));
     assert_eq!(s, 200, "{text}");
 

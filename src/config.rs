@@ -26,6 +26,27 @@ pub struct Settings {
     pub admin: AdminSettings,
 }
 
+impl Settings {
+    /// Settings read once at start that differ in `new`: a reload cannot apply them (listeners,
+    /// the connection limit, runtime threads, the log subscriber), so it keeps these and says so.
+    pub fn restart_only_changes(&self, new: &Settings) -> Vec<String> {
+        let pairs = [
+            ("proxy.listen", self.proxy.listen.to_string(), new.proxy.listen.to_string()),
+            ("proxy.max_connections", self.proxy.max_connections.to_string(), new.proxy.max_connections.to_string()),
+            ("proxy.worker_threads", self.proxy.worker_threads.to_string(), new.proxy.worker_threads.to_string()),
+            ("admin.listen", self.admin.listen.to_string(), new.admin.listen.to_string()),
+            ("admin.enabled", self.admin.enabled.to_string(), new.admin.enabled.to_string()),
+            ("log.level", self.log.level.clone(), new.log.level.clone()),
+            ("log.format", format!("{:?}", self.log.format).to_lowercase(), format!("{:?}", new.log.format).to_lowercase()),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(key, a, b)| format!("{key} changed from {a} to {b}, which applies only at start: restart vpcgate to use it (keeping {a})"))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
@@ -428,6 +449,18 @@ mod tests {
         assert_eq!(l.settings.proxy.connect_timeout, Duration::from_secs(10));
         let l = load(&Sources::default(), &["eu-west-1".into()]).unwrap();
         assert_eq!(l.regions, vec!["eu-west-1"]);
+    }
+
+    #[test]
+    fn reload_names_the_settings_that_need_a_restart() {
+        let old = load(&Sources::default(), &[]).unwrap().settings;
+        let (_f, s) = with_file("[proxy]\nmax_connections = 7\nidle_timeout = \"5s\"\n[log]\nformat = \"json\"\n");
+        let new = load(&s, &[]).unwrap().settings;
+        let changes = old.restart_only_changes(&new);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes[0].starts_with("proxy.max_connections changed from 10000 to 7,"), "{changes:?}");
+        assert!(changes.iter().any(|c| c.starts_with("log.format changed from text to json")), "{changes:?}");
+        assert!(old.restart_only_changes(&old.clone()).is_empty());
     }
 
     #[test]

@@ -324,8 +324,8 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
     let result = config::load(&Sources::from_process(file), &env_regions())
         .map_err(|e| e.to_string())
         .and_then(|l| {
-            if l.settings.proxy.listen != listen {
-                tracing::warn!(listen = %l.settings.proxy.listen, "proxy.listen changed: restart vpcgate to move the listener; keeping {listen}");
+            for change in old.config.settings.restart_only_changes(&l.settings) {
+                tracing::warn!("{change}");
             }
             build_state(l, listen, admin, metrics.clone(), Some(&old))
         });
