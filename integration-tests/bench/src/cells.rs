@@ -188,34 +188,27 @@ pub async fn main(cmd: &str, a: &Args) -> R<()> {
 /// One connection, one GET of `size` bytes. The transfer is timed from the request to its last
 /// byte, after a small GET on the same connection (so inspect mode has its upstream ready).
 async fn bulk(ctx: Arc<Ctx>, a: &Args) -> R<()> {
-    let bytes: u64 = a.num("bytes", 1u64 << 30)?;
-    let host = ctx.host.clone();
-    let tcp = tokio::time::timeout(OP_TIMEOUT, ctx.tcp(&host)).await.map_err(|_| "connect timed out".to_string())??;
-    let mut u = tokio::time::timeout(OP_TIMEOUT, Unbuf::connect(tcp, ctx.cfg.clone(), &host))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())??;
-    u.exchange(&get_request(&host, 1024)).await?;
-    let req = get_request(&host, bytes);
-    let cpu0 = ctx.cpu();
-    let t0 = Instant::now();
-    let got = tokio::time::timeout(BULK_TIMEOUT, u.exchange(&req)).await.map_err(|_| "bulk transfer timed out".to_string())??;
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = ctx.cpu();
-    if got != bytes {
-        return Err(format!("bulk: got {got} bytes, expected {bytes}"));
-    }
-    u.close().await;
-    out("bulk_mbps", bytes as f64 / secs / 1e6);
-    out("bulk_secs", secs);
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        out("bulk_cpu_s_per_gib", (c1 - c0) / (bytes as f64 / (1u64 << 30) as f64));
-    }
-    Ok(())
+    large_transfer(ctx, a, Direction::Download).await
 }
 
 /// One connection, one PUT of `size` bytes (the upstream reads and drops them), timed from the
 /// first byte of the request to the end of the response, after a small GET on the same connection.
 async fn upload(ctx: Arc<Ctx>, a: &Args) -> R<()> {
+    large_transfer(ctx, a, Direction::Upload).await
+}
+
+enum Direction {
+    Download,
+    Upload,
+}
+
+/// The `bulk` and `upload` cells: connect, warm up with a 1 KiB GET, then time one large transfer
+/// and print `{cell}_mbps`, `{cell}_secs` and `{cell}_cpu_s_per_gib`.
+async fn large_transfer(ctx: Arc<Ctx>, a: &Args, dir: Direction) -> R<()> {
+    let cell = match dir {
+        Direction::Download => "bulk",
+        Direction::Upload => "upload",
+    };
     let bytes: u64 = a.num("bytes", 1u64 << 30)?;
     let host = ctx.host.clone();
     let tcp = tokio::time::timeout(OP_TIMEOUT, ctx.tcp(&host)).await.map_err(|_| "connect timed out".to_string())??;
@@ -223,17 +216,29 @@ async fn upload(ctx: Arc<Ctx>, a: &Args) -> R<()> {
         .await
         .map_err(|_| "TLS handshake timed out".to_string())??;
     u.exchange(&get_request(&host, 1024)).await?;
-    let head = put_request(&host, bytes);
+    let head = match dir {
+        Direction::Download => get_request(&host, bytes),
+        Direction::Upload => put_request(&host, bytes),
+    };
     let cpu0 = ctx.cpu();
     let t0 = Instant::now();
-    tokio::time::timeout(BULK_TIMEOUT, u.upload(&head, bytes)).await.map_err(|_| "upload timed out".to_string())??;
+    let transfer = async {
+        match dir {
+            Direction::Download => match u.exchange(&head).await? {
+                got if got == bytes => Ok(()),
+                got => Err(format!("bulk: got {got} bytes, expected {bytes}")),
+            },
+            Direction::Upload => u.upload(&head, bytes).await.map(|_| ()),
+        }
+    };
+    tokio::time::timeout(BULK_TIMEOUT, transfer).await.map_err(|_| format!("{cell} transfer timed out"))??;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = ctx.cpu();
     u.close().await;
-    out("upload_mbps", bytes as f64 / secs / 1e6);
-    out("upload_secs", secs);
+    out(&format!("{cell}_mbps"), bytes as f64 / secs / 1e6);
+    out(&format!("{cell}_secs"), secs);
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        out("upload_cpu_s_per_gib", (c1 - c0) / (bytes as f64 / (1u64 << 30) as f64));
+        out(&format!("{cell}_cpu_s_per_gib"), (c1 - c0) / (bytes as f64 / (1u64 << 30) as f64));
     }
     Ok(())
 }
