@@ -9,7 +9,8 @@
 # QUIET_WAIT=60 (seconds to wait, before each round, for other work on the machine to stop),
 # FOREIGN_MAX=12 RERUNS=6 (rerun a cell's trio when other work took more than 12 % of the CPUs)
 # CARGO_TARGET_DIR (default: the repository's target/), BENCH_OUT=FILE (also write the report there),
-# KEEP=1 (keep the work directory with every log), VG_THREADS=N (vpcgate's proxy.worker_threads; 0 = per CPU).
+# KEEP=1 (keep the work directory with every log), VG_THREADS=N (vpcgate's proxy.worker_threads; 0 = per CPU),
+# PEERS="squid squid-bump hudsucker" (other proxies measured beside vpcgate in the same rounds; see README.md).
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,7 @@ CELLS=${CELLS:-bulk upload connrate keepalive idle mint}
 SETUPS=${SETUPS:-direct passthrough inspect}
 UPSTREAM_KEY=${UPSTREAM_KEY:-rsa}
 QUIET_WAIT=${QUIET_WAIT:-60}
+PEERS=${PEERS:-}
 
 # Loopback only: upstream and DNS in 127.77.0.0/16 (the bench route), vpcgate outside it.
 UPSTREAM=127.77.0.1:443
@@ -45,12 +47,24 @@ if [ "$IDLE_TUNNELS" -gt "$IDLE_CAP" ]; then
   IDLE_TUNNELS=$IDLE_CAP
 fi
 
+for p in $PEERS; do
+  case $p in
+    squid | squid-bump) command -v squid >/dev/null || die "PEERS=$p needs Squid (apt-get install squid-openssl)" ;;
+    hudsucker) ;;
+    *) die "PEERS: unknown peer $p (squid, squid-bump, hudsucker)" ;;
+  esac
+done
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 say "building vpcgate and loadgen (release) into $CARGO_TARGET_DIR"
 (cd "$ROOT" && cargo build --release --bin vpcgate) >&2
 cargo build --release --locked --manifest-path "$BENCH/Cargo.toml" >&2
 VPCGATE="$CARGO_TARGET_DIR/release/vpcgate"
 LOADGEN="$CARGO_TARGET_DIR/release/loadgen"
+if [[ " $PEERS " == *" hudsucker "* ]]; then
+  say "building the hudsucker peer (release)"
+  cargo build --release --locked --manifest-path "$BENCH/peers/hudsucker/Cargo.toml" >&2
+fi
 
 WORK="$(mktemp -d /tmp/vpcgate-bench.XXXXXX)"
 RESULTS="$WORK/results.txt"
@@ -126,6 +140,74 @@ start_vpcgate() { # mode
   VPID=$!
   "$LOADGEN" wait --addr "$PROXY" --timeout-ms "${START_WAIT_MS:-15000}" || die "vpcgate ($1) did not listen: $(tail -5 "$WORK/vpcgate-$1.log")"
 }
+
+# Peers: other proxies on their own loopback addresses, one fresh process per cell like vpcgate.
+# Squid 5 from Debian (no cache, no access log, one process: -N): plain CONNECT relay (squid) and
+# ssl-bump with certificates minted by its helper (squid-bump); hudsucker with its default
+# handlers (peers/hudsucker). Their CPU and memory are those of the main process (Squid's
+# certificate helpers are separate processes, counted as other work).
+declare -A PEER_ADDR=([squid]=127.79.0.1:3128 [squid-bump]=127.79.0.2:3128 [hudsucker]=127.79.0.3:3128)
+declare -A PEER_CA=()
+squid_conf() { # peer file
+  local dir
+  dir=$(dirname "$2")
+  {
+    if [ "$1" = squid-bump ]; then
+      echo "http_port ${PEER_ADDR[$1]} ssl-bump tls-cert=$dir/ca.pem tls-key=$dir/ca-key.pem generate-host-certificates=on dynamic_cert_mem_cache_size=16MB"
+      echo "sslcrtd_program /usr/lib/squid/security_file_certgen -s $dir/ssl_db -M 16MB"
+      echo "sslcrtd_children 4 startup=4"
+      echo "ssl_bump bump all"
+      echo "tls_outgoing_options cafile=$WORK/upstream-ca.pem"
+    else
+      echo "http_port ${PEER_ADDR[$1]}"
+    fi
+    cat <<EOC
+http_access allow all
+cache deny all
+cache_mem 0 MB
+dns_nameservers ${DNS%:*}
+pid_filename $dir/squid.pid
+cache_log $dir/cache.log
+access_log none
+coredump_dir $dir
+pinger_enable off
+shutdown_lifetime 0 seconds
+max_filedescriptors $(ulimit -n)
+EOC
+  } >"$2"
+}
+for p in $PEERS; do
+  case $p in
+    squid | squid-bump)
+      mkdir -p "$WORK/$p"
+      if [ $p = squid-bump ]; then
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=squid-bump benchmark peer CA" \
+          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+          -keyout "$WORK/$p/ca-key.pem" -out "$WORK/$p/ca.pem" 2>/dev/null || die "openssl could not make the squid-bump CA"
+        PEER_CA[$p]="$WORK/$p/ca.pem"
+      fi
+      squid_conf "$p" "$WORK/$p/squid.conf"
+      squid -k parse -f "$WORK/$p/squid.conf" >"$WORK/$p/parse.log" 2>&1 || die "Squid refused its configuration: $(grep -i error "$WORK/$p/parse.log" | head -3)"
+      chmod 755 "$WORK" ;;
+  esac
+done
+start_peer() { # peer
+  case $1 in
+    squid | squid-bump)
+      if [ "$1" = squid-bump ]; then # a fresh certificate store per cell, like vpcgate's fresh leaf cache
+        rm -rf "$WORK/$1/ssl_db"
+        /usr/lib/squid/security_file_certgen -c -s "$WORK/$1/ssl_db" -M 16MB >/dev/null
+      fi
+      chown -R proxy:proxy "$WORK/$1" 2>/dev/null || true
+      squid -N -f "$WORK/$1/squid.conf" 2>>"$WORK/$1/stderr.log" &
+      VPID=$! ;;
+    hudsucker)
+      "$CARGO_TARGET_DIR/release/hudsucker-peer" "${PEER_ADDR[$1]}" "$WORK/hudsucker-ca.pem" "$WORK/upstream-ca.pem" "${UPSTREAM%:*}" 2>>"$WORK/hudsucker.log" &
+      VPID=$!
+      PEER_CA[$1]="$WORK/hudsucker-ca.pem" ;;
+  esac
+  "$LOADGEN" wait --addr "${PEER_ADDR[$1]}" --timeout-ms 15000 || die "peer $1 did not listen"
+}
 stop_vpcgate() {
   kill -TERM "$VPID" 2>/dev/null || true
   wait "$VPID" 2>/dev/null || true
@@ -154,12 +236,19 @@ run_cell() { # round cell setup outfile
   esac
   local m0 s0 t0
   m0=$(machine_ticks); s0=$(proc_ticks "$SERVE_PID"); t0=$(date +%s.%N)
-  if [ "$setup" != direct ]; then
-    start_vpcgate "$setup"
-    via=(--via proxy --proxy "$PROXY" --pid "$VPID")
-  fi
+  local cas=$CAS
+  case $setup in
+    direct) ;;
+    passthrough | inspect)
+      start_vpcgate "$setup"
+      via=(--via proxy --proxy "$PROXY" --pid "$VPID") ;;
+    *)
+      start_peer "$setup"
+      via=(--via proxy --proxy "${PEER_ADDR[$setup]}" --pid "$VPID")
+      cas="$CAS${PEER_CA[$setup]:+,${PEER_CA[$setup]}}" ;;
+  esac
   local ok=1
-  "$LOADGEN" "$cell" "${via[@]}" --upstream "$UPSTREAM" --host "$HOST" --ca "$CAS" "${args[@]}" \
+  "$LOADGEN" "$cell" "${via[@]}" --upstream "$UPSTREAM" --host "$HOST" --ca "$cas" "${args[@]}" \
     >"$WORK/cell.out" 2>"$WORK/cell.err" || ok=0
   if [ "$setup" != direct ]; then
     vticks=$(proc_ticks "$VPID")
@@ -211,7 +300,7 @@ run_trio() { # round cell
   while :; do
     : >"$WORK/trio.txt"
     worst=0
-    for setup in $SETUPS; do
+    for setup in $SETUPS $PEERS; do
       run_cell "$round" "$cell" "$setup" "$WORK/trio.txt"
       worst=$(awk -v a="$worst" -v b="$LAST_FOREIGN" 'BEGIN{print (b>a)?b:a}')
     done
@@ -228,7 +317,7 @@ run_trio() { # round cell
   done
 }
 
-say "work directory $WORK; rounds=$ROUNDS cells=($CELLS) setups=($SETUPS) upstream key $UPSTREAM_KEY"
+say "work directory $WORK; rounds=$ROUNDS cells=($CELLS) setups=($SETUPS) peers=($PEERS) upstream key $UPSTREAM_KEY"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 for round in $(seq "$ROUNDS"); do
@@ -251,7 +340,8 @@ report() {
   echo "- machine: $(nproc) CPUs ($cpu), $(uname -sr), $(rustc --version 2>/dev/null | cut -d' ' -f1-2); client, vpcgate and upstream share the CPUs"
   echo "- loopback only: loadgen client (tokio + rustls/ring, TCP_NODELAY, no TLS resumption) → [vpcgate $PROXY] → loadgen upstream $UPSTREAM (rustls/ring, TLS 1.3, $( [ "$UPSTREAM_KEY" = rsa ] && echo "RSA-2048 CA and leaf like S3: direct and passthrough handshakes pay the upstream's RSA signature on these same CPUs" || echo "ECDSA P-256 CA and leaf")); DNS $DNS; bulk and upload clients on rustls's unbuffered API"
   echo "- vpcgate: release build, log.level = \"warn\" (the per-connection info lines are off), fresh process per cell; CPU = utime+stime of /proc/PID/stat, memory = VmRSS"
-  echo "- $ROUNDS rounds, each cell run direct → passthrough → inspect back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk and upload = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
+  [ -n "$PEERS" ] && echo "- peers beside vpcgate, fresh process per cell, same client and upstream:$(for p in $PEERS; do case $p in squid) echo -n " squid = $(squid -v | head -1 | sed 's/Squid Cache: //'), plain CONNECT relay, no cache, one process;" ;; squid-bump) echo -n " squid-bump = the same Squid with ssl-bump (leaves from its certificate helper, P-256 CA; helper CPU counted as other work);" ;; hudsucker) echo -n " hudsucker = hudsucker $(grep -A1 'name = \"hudsucker\"' "$BENCH/peers/hudsucker/Cargo.lock" | sed -n 's/version = \"\(.*\)\"/\1/p') with its default handlers (peers/hudsucker);" ;; esac; done)"
+  echo "- $ROUNDS rounds, each cell run $(echo $SETUPS $PEERS | sed 's/ / → /g') back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk and upload = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
   echo "- other work on the machine (the figures assume an idle one): load average before $LOAD0, after $LOAD1; cells rerun because other work took over FOREIGN_MAX=$FOREIGN_MAX % of the CPUs: ${RERUN_LOG[*]:-none}"
   echo
   "$LOADGEN" report --results "$RESULTS"

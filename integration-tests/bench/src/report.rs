@@ -1,6 +1,7 @@
 //! `loadgen report --results FILE`: medians over rounds (sums for error counts) of the lines
 //! `ROUND SETUP METRIC VALUE` written by run.sh, as markdown tables: the figures with each proxy
-//! figure's ratio to direct, the targets, and every round's value.
+//! figure's ratio to direct, the targets, and every round's value. Setups other than vpcgate's
+//! (peers such as squid or hudsucker, run beside it) get columns of their own after inspect.
 
 use crate::args::Args;
 use crate::R;
@@ -25,29 +26,30 @@ const fn m(key: &'static str, label: &'static str, agg: Agg, ratio: bool, decima
     Metric { key, label, agg, ratio, decimals }
 }
 
+/// vpcgate's setups, always shown first and in this order.
 const SETUPS: [&str; 3] = ["direct", "passthrough", "inspect"];
 
 const METRICS: &[Metric] = &[
     m("bulk_mbps", "bulk: one large GET, MB/s (10⁶ B/s)", Agg::Median, true, 0),
-    m("bulk_cpu_s_per_gib", "bulk: vpcgate CPU s per GiB", Agg::Median, false, 3),
+    m("bulk_cpu_s_per_gib", "bulk: proxy CPU s per GiB", Agg::Median, false, 3),
     m("upload_mbps", "upload: one large PUT, MB/s (10⁶ B/s)", Agg::Median, true, 0),
-    m("upload_cpu_s_per_gib", "upload: vpcgate CPU s per GiB", Agg::Median, false, 3),
+    m("upload_cpu_s_per_gib", "upload: proxy CPU s per GiB", Agg::Median, false, 3),
     m("cr_conn_per_s", "connrate: connections/s (32 workers)", Agg::Median, true, 0),
     m("cr_p50_ms", "connrate: p50 latency, ms", Agg::Median, true, 2),
     m("cr_p99_ms", "connrate: p99 latency, ms", Agg::Median, true, 2),
     m("cr_max_ms", "connrate: max latency, ms", Agg::Median, true, 1),
     m("cr_errors", "connrate: errors (all rounds)", Agg::Sum, false, 0),
-    m("cr_cpu_s_per_1k", "connrate: vpcgate CPU s per 1,000 connections", Agg::Median, false, 3),
+    m("cr_cpu_s_per_1k", "connrate: proxy CPU s per 1,000 connections", Agg::Median, false, 3),
     m("ka_req_per_s", "keepalive: requests/s (32 connections)", Agg::Median, true, 0),
     m("ka_p50_ms", "keepalive: p50 latency, ms", Agg::Median, true, 3),
     m("ka_p99_ms", "keepalive: p99 latency, ms", Agg::Median, true, 3),
     m("ka_errors", "keepalive: errors (all rounds)", Agg::Sum, false, 0),
-    m("ka_cpu_us_per_req", "keepalive: vpcgate CPU µs per request", Agg::Median, false, 1),
-    m("idle_kib_per_tunnel", "idle: vpcgate RSS per idle tunnel, KiB", Agg::Median, false, 1),
+    m("ka_cpu_us_per_req", "keepalive: proxy CPU µs per request", Agg::Median, false, 1),
+    m("idle_kib_per_tunnel", "idle: proxy RSS per idle tunnel, KiB", Agg::Median, false, 1),
     m("idle_tunnels", "idle: tunnels held open", Agg::Median, false, 0),
     m("idle_errors", "idle: errors (all rounds)", Agg::Sum, false, 0),
     m("idle_open_s", "idle: time to open them, s", Agg::Median, true, 2),
-    m("idle_rss_base_mib", "idle: vpcgate RSS before, MiB", Agg::Median, false, 1),
+    m("idle_rss_base_mib", "idle: proxy RSS before, MiB", Agg::Median, false, 1),
     m("mint_warm_ms", "mint: handshake to a warm host, ms", Agg::Median, true, 2),
     m("mint_first_ms", "mint: first handshake to a new host, ms", Agg::Median, true, 2),
     m("mint_cold_per_s", "mint: distinct new hosts/s (cold leaf cache)", Agg::Median, true, 0),
@@ -109,6 +111,7 @@ pub fn main(a: &Args) -> R<()> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     // (setup, metric) -> round -> value
     let mut data: BTreeMap<(String, String), BTreeMap<u32, f64>> = BTreeMap::new();
+    let mut setups: Vec<String> = SETUPS.iter().map(|s| s.to_string()).collect();
     for (i, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() != 4 {
@@ -116,6 +119,9 @@ pub fn main(a: &Args) -> R<()> {
         }
         let round: u32 = f[0].parse().map_err(|_| format!("{path}:{}: bad round {:?}", i + 1, f[0]))?;
         let v: f64 = f[3].parse().map_err(|_| format!("{path}:{}: bad value {:?}", i + 1, f[3]))?;
+        if !setups.iter().any(|s| s == f[1]) {
+            setups.push(f[1].to_string());
+        }
         data.entry((f[1].to_string(), f[2].to_string())).or_default().insert(round, v);
     }
     let agg = |setup: &str, m: &Metric| -> Option<f64> {
@@ -126,12 +132,17 @@ pub fn main(a: &Args) -> R<()> {
         })
     };
 
-    println!("| metric | direct | passthrough (ratio) | inspect (ratio) |");
-    println!("|---|---:|---:|---:|");
+    let header = |ratio: bool| {
+        let cols: Vec<String> =
+            setups.iter().enumerate().map(|(i, s)| if ratio && i > 0 { format!("{s} (ratio)") } else { s.clone() }).collect();
+        println!("| {} | {} |", if ratio { "metric" } else { "cell" }, cols.join(" | "));
+        println!("|---|{}", "---:|".repeat(setups.len()));
+    };
+    header(true);
     for m in METRICS {
         let d = agg("direct", m);
         let mut cells = vec![d.map(|v| fmt(v, m.decimals)).unwrap_or_else(|| "—".into())];
-        for s in &SETUPS[1..] {
+        for s in &setups[1..] {
             cells.push(match (agg(s, m), d) {
                 (None, _) => "—".into(),
                 (Some(v), Some(dv)) if m.ratio && dv > 0.0 && v.is_finite() => {
@@ -182,9 +193,9 @@ pub fn main(a: &Args) -> R<()> {
     let mut worst = 0.0f64;
     for c in cells {
         let key = format!("{c}_foreign_pct");
-        let row: Vec<String> = SETUPS
+        let row: Vec<String> = setups
             .iter()
-            .map(|s| match data.get(&(s.to_string(), key.clone())) {
+            .map(|s| match data.get(&(s.clone(), key.clone())) {
                 None => "—".into(),
                 Some(by_round) => by_round
                     .values()
@@ -206,8 +217,7 @@ pub fn main(a: &Args) -> R<()> {
             "Other work on the machine during each cell, % of all CPUs (per round; worst {worst:.0} %; cells over FOREIGN_MAX were rerun):"
         );
         println!();
-        println!("| cell | direct | passthrough | inspect |");
-        println!("|---|---:|---:|---:|");
+        header(false);
         for (c, row) in &foreign {
             println!("| {c} | {} |", row.join(" | "));
         }
@@ -223,12 +233,12 @@ pub fn main(a: &Args) -> R<()> {
         println!();
         println!("Per-round values (rounds {}):", rounds.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
         println!();
-        println!("| metric | direct | passthrough | inspect |");
-        println!("|---|---:|---:|---:|");
+        println!("| metric | {} |", setups.join(" | "));
+        println!("|---|{}", "---:|".repeat(setups.len()));
         for m in METRICS {
-            let cells: Vec<String> = SETUPS
+            let cells: Vec<String> = setups
                 .iter()
-                .map(|s| match data.get(&(s.to_string(), m.key.to_string())) {
+                .map(|s| match data.get(&(s.clone(), m.key.to_string())) {
                     None => "—".into(),
                     Some(by_round) => rounds
                         .iter()
