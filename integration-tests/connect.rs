@@ -500,15 +500,3 @@ async fn a_refusal_closes_the_connection_so_nothing_later_gets_a_bare_error() {
     .await
     .unwrap();
 }
-
-/// What a client of this proxy trusts: vpcgate's own CA in inspect mode, the upstream's otherwise.
-fn client_roots(p: &Proxy, inspect: bool, w: &World) -> rustls::RootCertStore {
-    if !inspect {
-        return w.ca.root_store();
-    }
-    use rustls::pki_types::pem::PemObject;
-    let mut r = rustls::RootCertStore::empty();
-    let pem = std::fs::read(p.ca_path()).unwrap_or_default();
-    r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
-    r
-}

@@ -314,3 +314,49 @@ async fn interface_endpoint_speaking_only_tls12_works_in_inspect_mode() {
     assert_eq!(p.wait_event("connect", HOST)["route"], "s3-vpn");
     assert_eq!(up.handshakes(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_is_dialled_by_the_first_request_and_its_failure_is_an_s3_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 48;
+    let w = world();
+    // Inside the route, but nothing listens there yet.
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let roots = client_roots(&p, true, &w);
+
+    // The CONNECT is checked (route, address) and answered; the request that needs the upstream
+    // gets the failure as an S3 error naming the address and what to check, which SDKs show.
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    assert_eq!(p.wait_event("connect", HOST)["upstream"], "on_request");
+    tls.write_all(format!("GET /key HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("<Code>BadGateway</Code>") && text.contains(&format!("could not connect to {HOST} at 127.{n}.1.1:443")), "{text}");
+    assert!(text.contains("check the route to the endpoint"), "{text}");
+    let r = wait_request(&p, |v| v["path"] == "/key");
+    assert_eq!((r["status"].as_u64(), r["reason"].as_str()), (Some(502), Some("upstream_failed")), "{r}");
+    drop(tls);
+
+    // Once the endpoint answers, the same proxy forwards.
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let out = inspect_curl(&p, &[&format!("https://{HOST}/a")]).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+    assert_eq!(up.connections(), 1);
+
+    // Inspected tunnels whose clients have not sent a request hold no upstream socket: the one
+    // idle connection in the pool serves the first of them, and nothing else is dialled.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(tls_tunnel(p.port, HOST, roots.clone()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.connections(), 1, "tunnels without a request dialled the upstream");
+    let mut first = idle.remove(0);
+    first.write_all(format!("GET /b HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), first.read(&mut buf)).await.expect("an answer").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..got]));
+    assert_eq!(up.connections(), 1, "the pooled connection served it");
+}

@@ -6,7 +6,7 @@
 #     bash integration-tests/bench/ab.sh
 #
 # CELL: bulk or upload (BULK_BYTES, default 512 MiB), keepalive / connrate (SECS, default 3), idle (TUN,
-# default 4000). Prints one line per run: the loadgen figures plus vpcgate's total CPU ticks.
+# default 4000), mint (HOSTS, default 2000). Prints one line per run: the loadgen figures plus vpcgate's total CPU ticks.
 # Build the old binary from a worktree, e.g.
 #   git worktree add /tmp/old HEAD~3 && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin vpcgate)
 set -euo pipefail
@@ -23,7 +23,8 @@ case $CELL in
   keepalive) args=(--conns 32 --secs "${SECS:-3}") ;;
   connrate) args=(--workers 32 --secs "${SECS:-3}") ;;
   idle) args=(--tunnels "${TUN:-4000}") ;;
-  *) die "CELL must be bulk, upload, keepalive, connrate or idle" ;;
+  mint) args=(--hosts "${HOSTS:-2000}" --workers 32) ;;
+  *) die "CELL must be bulk, upload, keepalive, connrate, idle or mint" ;;
 esac
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 for i in $(seq 1 "$N"); do

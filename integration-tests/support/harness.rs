@@ -259,3 +259,15 @@ pub async fn tls_tunnel(port: u16, host: &str, roots: rustls::RootCertStore) -> 
         .await
         .unwrap()
 }
+
+/// What a client of this proxy trusts: vpcgate's own CA in inspect mode, the upstream's otherwise.
+pub fn client_roots(p: &Proxy, inspect: bool, w: &World) -> rustls::RootCertStore {
+    if !inspect {
+        return w.ca.root_store();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let mut r = rustls::RootCertStore::empty();
+    let pem = std::fs::read(p.ca_path()).unwrap_or_default();
+    r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+    r
+}

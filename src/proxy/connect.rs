@@ -24,7 +24,7 @@ pub struct Decision {
     pub route: String,
     pub dns_ms: f64,
     pub connect_ms: f64,
-    /// Inspect mode found an idle verified upstream connection to the chosen address: no new dial.
+    /// Inspect mode: an idle verified upstream connection to the chosen address was in the pool.
     pub pooled: bool,
 }
 
@@ -92,9 +92,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Parse, decide, resolve and dial. On success the returned stream is connected to
-/// `decision.chosen.addr` and nothing has been sent to the client yet. In inspect mode, when a
-/// verified connection to the same host and address sits idle in the upstream pool, that open
-/// connection is the proof and no new one is dialled (`None`).
+/// `decision.chosen.addr` and nothing has been sent to the client yet.
+///
+/// Inspect mode dials nothing here (`None`): its first request takes a pooled connection to the
+/// checked address or dials that address then, and a failure becomes that request's S3-style error,
+/// which SDKs show (most show a failed CONNECT only as "could not connect to proxy"). An
+/// inspected tunnel whose client has not sent a request yet holds no upstream socket.
+/// `decision.pooled` records whether a verified connection was idle in the pool at CONNECT time.
 pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, Option<TcpStream>), Deny> {
     let settings = &state.config.settings;
     decision.target = raw_target.to_string();
@@ -112,8 +116,8 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     decision.route = routes[chosen.route].name.clone();
     let addr = SocketAddr::from((chosen.addr, target.port));
     decision.chosen = Some(chosen);
-    if state.inspect.as_ref().is_some_and(|i| i.pool.has_idle(&target.host, addr)) {
-        decision.pooled = true;
+    if let Some(ins) = &state.inspect {
+        decision.pooled = ins.pool.has_idle(&target.host, addr);
         return Ok((target, None));
     }
 

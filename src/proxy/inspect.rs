@@ -55,8 +55,6 @@ type RespBody = BoxBody<Bytes, hyper::Error>;
 struct Session {
     target: Target,
     addr: SocketAddr,
-    /// The TCP connection dialled by the CONNECT check, used by the first request that finds no pooled connection.
-    fresh: Mutex<Option<TcpStream>>,
     /// The upstream connection of this tunnel's previous request: the next request reuses it (HTTP/1.1
     /// requests on one client connection come one after another); back to the pool when the tunnel ends.
     held: Mutex<Option<UpstreamConn>>,
@@ -186,7 +184,6 @@ fn refused(client: &str, host: &str, reason: &'static str, message: String) {
 
 pub async fn inspect(
     upgraded: Upgraded,
-    upstream_tcp: Option<TcpStream>,
     target: Target,
     decision: Decision,
     started: Instant,
@@ -270,7 +267,6 @@ pub async fn inspect(
     let session = Arc::new(Session {
         target: target.clone(),
         addr,
-        fresh: Mutex::new(upstream_tcp),
         held: Mutex::new(None),
         client: client.clone(),
         requests: AtomicU64::new(0),
@@ -561,7 +557,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         Counted { inner: body.take().expect("body present"), count: log.up.clone(), _log: None }.boxed()
     });
 
-    // An upstream connection: pooled, else the one the CONNECT check dialled, else a new dial to the same address.
+    // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
     let (mut conn, how) = match get_upstream(&session, &state, ins).await {
         Ok(x) => x,
         Err(d) => return deny(log, d),
@@ -615,35 +611,38 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
     if let Some(c) = ins.pool.take(host, session.addr) {
         return Ok((c, "reused"));
     }
-    let fresh = session.fresh.lock().expect("fresh").take();
-    let tcp = match fresh {
-        Some(t) => t,
-        None => {
-            let timeout = state.config.settings.proxy.connect_timeout;
-            match tokio::time::timeout(timeout, TcpStream::connect(session.addr)).await {
-                Ok(Ok(t)) => {
-                    let _ = t.set_nodelay(true);
-                    t
-                }
-                Ok(Err(e)) => {
-                    return Err(RequestDeny::Upstream {
-                        message: format!("vpcgate could not connect to {host} at {} ({e}); check the route to the endpoint", session.addr),
-                        policy: false,
-                    })
-                }
-                Err(_) => {
-                    return Err(RequestDeny::Upstream {
-                        message: format!("no TCP connection to {host} at {} within {}", session.addr, humantime::format_duration(timeout)),
-                        policy: false,
-                    })
-                }
-            }
+    let timeout = state.config.settings.proxy.connect_timeout;
+    let started = Instant::now();
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(session.addr)).await {
+        Ok(Ok(t)) => {
+            // Without TCP_NODELAY the first exchange stalls ~40 ms (Nagle + delayed ACK).
+            let _ = t.set_nodelay(true);
+            t
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = %e);
+            return Err(RequestDeny::Upstream {
+                message: format!("vpcgate could not connect to {host} at {} ({e}); check the route to the endpoint (security group, route table, VPN)", session.addr),
+                policy: false,
+            });
+        }
+        Err(_) => {
+            tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = "timeout");
+            return Err(RequestDeny::Upstream {
+                message: format!(
+                    "no TCP connection to {host} at {} within {} (proxy.connect_timeout); check the route to the endpoint (security group, route table, VPN)",
+                    session.addr,
+                    humantime::format_duration(timeout)
+                ),
+                policy: false,
+            });
         }
     };
+    let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
     let handshake_timeout = state.config.settings.proxy.handshake_timeout;
     match ins.pool.open(host, session.addr, tcp, handshake_timeout).await {
         Ok(c) => {
-            tracing::info!(target: "vpcgate::decision", event = "upstream_connect", host = %host, addr = %session.addr, tls_version = c.tls_version, cipher = %c.cipher);
+            tracing::info!(target: "vpcgate::decision", event = "upstream_connect", host = %host, addr = %session.addr, connect_ms = (connect_ms * 100.0).round() / 100.0, tls_version = c.tls_version, cipher = %c.cipher);
             Ok((c, "new"))
         }
         Err(message) => {

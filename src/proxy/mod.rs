@@ -155,7 +155,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     if let Some(p) = pending {
         match p.on_upgrade.await {
             Ok(upgraded) if state.inspect.is_some() => {
-                inspect::inspect(upgraded, p.upstream, p.target, p.decision, p.started, state).await
+                inspect::inspect(upgraded, p.target, p.decision, p.started, state).await
             }
             Ok(upgraded) => match p.upstream {
                 Some(upstream) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
@@ -311,7 +311,12 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                 via = %chosen.resolved,
                 dns_ms = decision.dns_ms,
                 connect_ms = decision.connect_ms,
-                upstream = if decision.pooled { "pooled" } else { "dialled" },
+                upstream = match (state.inspect.is_some(), decision.pooled) {
+                    (false, _) => "dialled",
+                    (true, true) => "pooled",
+                    // Inspect mode dials when the first request finds nothing in the pool.
+                    (true, false) => "on_request",
+                },
             );
             let on_upgrade = hyper::upgrade::on(&mut req);
             *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, upstream, target, decision, started });
