@@ -144,8 +144,8 @@ start_vpcgate() { # mode
 # Peers: other proxies on their own loopback addresses, one fresh process per cell like vpcgate.
 # Squid 5 from Debian (no cache, no access log, one process: -N): plain CONNECT relay (squid) and
 # ssl-bump with certificates minted by its helper (squid-bump); hudsucker with its default
-# handlers (peers/hudsucker). Their CPU and memory are those of the main process (Squid's
-# certificate helpers are separate processes, counted as other work).
+# handlers (peers/hudsucker). Their CPU and memory figures are those of the main process (Squid's
+# certificate helpers are separate processes: not in those figures, nor counted as other work).
 declare -A PEER_ADDR=([squid]=127.79.0.1:3128 [squid-bump]=127.79.0.2:3128 [hudsucker]=127.79.0.3:3128)
 declare -A PEER_CA=()
 squid_conf() { # peer file
@@ -222,6 +222,14 @@ FAILED=()
 machine_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 # utime+stime ticks of one process (0 once it is gone).
 proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The same for a process and its children (Squid's certificate helpers), so that their work is not
+# taken for other work on the machine.
+tree_ticks() {
+  local t c
+  t=$(proc_ticks "$1")
+  for c in $(pgrep -P "$1" 2>/dev/null); do t=$((t + $(proc_ticks "$c"))); done
+  echo "$t"
+}
 
 run_cell() { # round cell setup outfile
   local round=$1 cell=$2 setup=$3 out=$4
@@ -251,7 +259,7 @@ run_cell() { # round cell setup outfile
   "$LOADGEN" "$cell" "${via[@]}" --upstream "$UPSTREAM" --host "$HOST" --ca "$cas" "${args[@]}" \
     >"$WORK/cell.out" 2>"$WORK/cell.err" || ok=0
   if [ "$setup" != direct ]; then
-    vticks=$(proc_ticks "$VPID")
+    vticks=$(tree_ticks "$VPID")
     stop_vpcgate
   fi
   local m1 s1 t1 lg foreign
@@ -340,7 +348,7 @@ report() {
   echo "- machine: $(nproc) CPUs ($cpu), $(uname -sr), $(rustc --version 2>/dev/null | cut -d' ' -f1-2); client, vpcgate and upstream share the CPUs"
   echo "- loopback only: loadgen client (tokio + rustls/ring, TCP_NODELAY, no TLS resumption) → [vpcgate $PROXY] → loadgen upstream $UPSTREAM (rustls/ring, TLS 1.3, $( [ "$UPSTREAM_KEY" = rsa ] && echo "RSA-2048 CA and leaf like S3: direct and passthrough handshakes pay the upstream's RSA signature on these same CPUs" || echo "ECDSA P-256 CA and leaf")); DNS $DNS; bulk and upload clients on rustls's unbuffered API"
   echo "- vpcgate: release build, log.level = \"warn\" (the per-connection info lines are off), fresh process per cell; CPU = utime+stime of /proc/PID/stat, memory = VmRSS"
-  [ -n "$PEERS" ] && echo "- peers beside vpcgate, fresh process per cell, same client and upstream:$(for p in $PEERS; do case $p in squid) echo -n " squid = $(squid -v | head -1 | sed 's/Squid Cache: //'), plain CONNECT relay, no cache, one process;" ;; squid-bump) echo -n " squid-bump = the same Squid with ssl-bump (leaves from its certificate helper, P-256 CA; helper CPU counted as other work);" ;; hudsucker) echo -n " hudsucker = hudsucker $(grep -A1 'name = \"hudsucker\"' "$BENCH/peers/hudsucker/Cargo.lock" | sed -n 's/version = \"\(.*\)\"/\1/p') with its default handlers (peers/hudsucker);" ;; esac; done)"
+  [ -n "$PEERS" ] && echo "- peers beside vpcgate, fresh process per cell, same client and upstream:$(for p in $PEERS; do case $p in squid) echo -n " squid = $(squid -v | head -1 | sed 's/Squid Cache: //'), plain CONNECT relay, no cache, one process;" ;; squid-bump) echo -n " squid-bump = the same Squid with ssl-bump (leaves from its certificate helper, P-256 CA; the proxy CPU figures count the main process only, not the helper);" ;; hudsucker) echo -n " hudsucker = hudsucker $(grep -A1 'name = \"hudsucker\"' "$BENCH/peers/hudsucker/Cargo.lock" | sed -n 's/version = \"\(.*\)\"/\1/p') with its default handlers (peers/hudsucker);" ;; esac; done)"
   echo "- $ROUNDS rounds, each cell run $(echo $SETUPS $PEERS | sed 's/ / → /g') back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk and upload = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
   echo "- other work on the machine (the figures assume an idle one): load average before $LOAD0, after $LOAD1; cells rerun because other work took over FOREIGN_MAX=$FOREIGN_MAX % of the CPUs: ${RERUN_LOG[*]:-none}"
   echo
