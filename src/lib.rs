@@ -12,7 +12,9 @@
 //!   -> plan: which routes may carry this class, or Deny ................. policy::connect::plan
 //!   -> resolve, A records only, configured servers ....................... dns
 //!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
-//!   -> dial exactly that address, then answer 200 ........................ proxy::connect
+//!   -> passthrough: dial exactly that address, then answer 200; inspect:
+//!      answer 200, dial that address on the first request (or reuse a
+//!      pooled connection to it) ............................................ proxy::connect
 //!   -> tls.mode = "passthrough": ClientHello (SNI = host, TLS >= 1.2, FS
 //!      offered), ServerHello (forward secrecy), then copy bytes ............ proxy::tunnel, policy::tls
 //!   -> tls.mode = "inspect": TLS to the client with a leaf minted for the

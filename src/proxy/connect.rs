@@ -1,5 +1,6 @@
-//! The CONNECT path up to an established TCP connection to a checked address:
-//! strict target parse → host class → plan → resolve (A only) → choose → dial exactly that address.
+//! The CONNECT path up to a checked address (and in passthrough mode an established TCP connection
+//! to it): strict target parse → host class → plan → resolve (A only) → choose → dial exactly that
+//! address (inspect mode dials on the tunnel's first request, `proxy::inspect`).
 //! Pure decisions come from [`crate::policy`]; this module only adds DNS and the dial.
 
 use crate::policy::authority::{parse_connect_target, Target};
