@@ -34,8 +34,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    pub decision: String,
-    pub reason: String,
+    pub decision: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,19 +46,19 @@ pub struct BytesLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    pub side: String,
-    pub reason: String,
+    pub side: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub signature: String,
-    pub decision: String,
+    pub signature: &'static str,
+    pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 /// Prometheus metrics, shared by every connection and kept across reloads.
@@ -108,12 +108,13 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn connection(&self, decision: &str, reason: &str) {
-        self.connections.get_or_create(&DecisionLabels { decision: decision.into(), reason: reason.into() }).inc();
+    // Label values are static strings, so counting allocates nothing (inspect mode counts every request).
+    pub fn connection(&self, decision: &'static str, reason: &'static str) {
+        self.connections.get_or_create(&DecisionLabels { decision, reason }).inc();
     }
 
-    pub fn refusal(&self, side: &str, reason: &str) {
-        self.handshake_refusals.get_or_create(&RefusalLabels { side: side.into(), reason: reason.into() }).inc();
+    pub fn refusal(&self, side: &'static str, reason: &'static str) {
+        self.handshake_refusals.get_or_create(&RefusalLabels { side, reason }).inc();
     }
 
     pub fn tunnel_bytes(&self, route: &str, up: u64, down: u64) {
@@ -121,12 +122,12 @@ impl Metrics {
         self.bytes.get_or_create(&BytesLabels { route: route.into(), direction: "down".into() }).inc_by(down);
     }
 
-    pub fn request(&self, signature: &str, decision: &str) {
-        self.requests.get_or_create(&RequestLabels { signature: signature.into(), decision: decision.into() }).inc();
+    pub fn request(&self, signature: &'static str, decision: &'static str) {
+        self.requests.get_or_create(&RequestLabels { signature, decision }).inc();
     }
 
-    pub fn kind(family: &Family<KindLabels, Counter>, kind: &str) {
-        family.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    pub fn kind(family: &Family<KindLabels, Counter>, kind: &'static str) {
+        family.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Prometheus text exposition.

@@ -58,7 +58,9 @@ struct Session {
     /// The upstream connection of this tunnel's previous request: the next request reuses it (HTTP/1.1
     /// requests on one client connection come one after another); back to the pool when the tunnel ends.
     held: Mutex<Option<UpstreamConn>>,
-    client: String,
+    /// For the request lines: shared, not copied per request.
+    client: Arc<str>,
+    host: Arc<str>,
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -268,7 +270,8 @@ pub async fn inspect(
         target: target.clone(),
         addr,
         held: Mutex::new(None),
-        client: client.clone(),
+        client: Arc::from(client.as_str()),
+        host: Arc::from(target.host.as_str()),
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -318,24 +321,24 @@ pub async fn inspect(
 }
 
 /// Hop-by-hop headers never forwarded either way.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "upgrade"
-    )
-}
+const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "upgrade"];
 
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<String> = from
+/// Drop the hop-by-hop headers in place (the fixed list and those named in `Connection`), so the
+/// parsed header map is forwarded as it is instead of being copied header by header.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
         .get_all(hyper::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for (k, v) in from.iter() {
-        if !is_hop_by_hop(k) && !named.iter().any(|n| n == k.as_str()) {
-            to.append(k.clone(), v.clone());
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if h.contains_key(n) {
+            h.remove(n);
         }
     }
 }
@@ -350,44 +353,47 @@ fn all_str<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
 
 /// Per-request evidence, logged once when the response body is finished (or dropped).
 struct RequestLog {
-    client: String,
-    host: String,
-    method: String,
+    method: hyper::Method,
     path: String,
     sig: &'static str,
     status: u16,
     upstream: &'static str,
-    upstream_tls: String,
+    upstream_tls: Option<Arc<str>>,
     reason: &'static str,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     started: Instant,
-    session: Option<Arc<Session>>,
+    session: Arc<Session>,
     metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// Body bytes of one request, both ways.
+#[derive(Default)]
+struct Counts {
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
         self.metrics.request(if self.sig.is_empty() { "none" } else { self.sig }, if self.reason.is_empty() { "allow" } else { "deny" });
-        let up = self.up.load(Ordering::Relaxed);
-        let down = self.down.load(Ordering::Relaxed);
-        if let Some(s) = &self.session {
-            s.bytes_up.fetch_add(up, Ordering::Relaxed);
-            s.bytes_down.fetch_add(down, Ordering::Relaxed);
-        }
+        let up = self.counts.up.load(Ordering::Relaxed);
+        let down = self.counts.down.load(Ordering::Relaxed);
+        let s = &self.session;
+        s.bytes_up.fetch_add(up, Ordering::Relaxed);
+        s.bytes_down.fetch_add(down, Ordering::Relaxed);
         tracing::info!(
             target: "vpcgate::decision",
             event = "request",
             decision = if self.reason.is_empty() { "allow" } else { "deny" },
-            client = %self.client,
-            host = %self.host,
+            client = %s.client,
+            host = %s.host,
             method = %self.method,
             path = %self.path,
             signature = self.sig,
             status = self.status,
             reason = self.reason,
             upstream = self.upstream,
-            upstream_tls = %self.upstream_tls,
+            upstream_tls = self.upstream_tls.as_deref().unwrap_or(""),
             bytes_up = up,
             bytes_down = down,
             duration_ms = self.started.elapsed().as_millis() as u64,
@@ -398,7 +404,9 @@ impl Drop for RequestLog {
 /// A body that counts its data bytes and carries the request's log line until it is done.
 struct Counted<B> {
     inner: B,
-    count: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+    /// Counts into `counts.down` (a response) rather than `counts.up`.
+    down: bool,
     _log: Option<RequestLog>,
 }
 
@@ -414,7 +422,8 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(d) = frame.data_ref() {
-                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                let c = if this.down { &this.counts.down } else { &this.counts.up };
+                c.fetch_add(d.len() as u64, Ordering::Relaxed);
             }
         }
         polled
@@ -477,29 +486,25 @@ fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
 async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
     session.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    let (mut parts, body) = req.into_parts();
     let mut log = RequestLog {
-        client: session.client.clone(),
-        host: session.target.host.clone(),
-        method: parts.method.to_string(),
-        path: path.clone(),
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
         sig: "",
         status: 0,
         upstream: "",
-        upstream_tls: String::new(),
+        upstream_tls: None,
         reason: "",
-        up: Arc::new(AtomicU64::new(0)),
-        down: Arc::new(AtomicU64::new(0)),
+        counts: Arc::new(Counts::default()),
         started,
-        session: Some(session.clone()),
+        session: session.clone(),
         metrics: state.metrics.clone(),
     };
     let ins = state.inspect.as_ref().expect("inspect state");
     let deny = |mut log: RequestLog, d: RequestDeny| {
         log.status = d.status();
         log.reason = d.code();
-        xml_response(&d, &path)
+        xml_response(&d, &log.path)
     };
 
     // Framing, Host and signature: on every request of the tunnel.
@@ -536,7 +541,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
                     }
                     Some(Err(_)) => {
                         log.reason = "client_body_error";
-                        return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &path);
+                        return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &log.path);
                     }
                     None => match request::scan_form(&prefix, &boundary, true) {
                         FormScan::Done(s) => break s,
@@ -549,12 +554,12 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             if sig.is_v2() {
                 return deny(log, RequestDeny::SigV2 { sig });
             }
-            let counted = Counted { inner: Prefixed { prefix: frames, rest }, count: log.up.clone(), _log: None };
+            let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, _log: None };
             req_body = Some(counted.boxed());
         }
     }
     let req_body = req_body.unwrap_or_else(|| {
-        Counted { inner: body.take().expect("body present"), count: log.up.clone(), _log: None }.boxed()
+        Counted { inner: body.take().expect("body present"), counts: log.counts.clone(), down: false, _log: None }.boxed()
     });
 
     // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
@@ -564,18 +569,21 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     };
     log.upstream = how;
     crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, how);
-    log.upstream_tls = format!("{} {}", conn.tls_version, conn.cipher);
+    log.upstream_tls = Some(conn.tls.clone());
 
-    let mut up_req = Request::builder().method(parts.method.clone()).uri(
-        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-    );
-    copy_headers(&parts.headers, up_req.headers_mut().expect("builder has headers"));
-    let up_req = match up_req.body(req_body) {
-        Ok(r) => r,
+    // The request as parsed, in origin form, without hop-by-hop headers.
+    let mut target = hyper::http::uri::Parts::default();
+    target.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
+    parts.uri = match hyper::Uri::from_parts(target) {
+        Ok(u) => u,
         Err(e) => {
             return deny(log, RequestDeny::Upstream { message: format!("vpcgate could not forward the request ({e})"), policy: false })
         }
     };
+    parts.version = hyper::Version::HTTP_11;
+    parts.extensions.clear();
+    strip_hop_by_hop(&mut parts.headers);
+    let up_req = Request::from_parts(parts, req_body);
     let resp = match conn.sender.send_request(up_req).await {
         Ok(r) => r,
         Err(e) => {
@@ -590,13 +598,13 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     };
     *session.held.lock().expect("held") = Some(conn);
 
-    let (rparts, rbody) = resp.into_parts();
+    let (mut rparts, rbody) = resp.into_parts();
     log.status = rparts.status.as_u16();
-    let mut out = Response::builder().status(rparts.status);
-    copy_headers(&rparts.headers, out.headers_mut().expect("builder has headers"));
-    let down = log.down.clone();
-    let counted = Counted { inner: rbody, count: down, _log: Some(log) };
-    out.body(counted.boxed()).unwrap_or_else(|_| xml_response(&RequestDeny::Smuggling { what: "an upstream response that could not be relayed" }, &path))
+    rparts.version = hyper::Version::HTTP_11;
+    rparts.extensions.clear();
+    strip_hop_by_hop(&mut rparts.headers);
+    let counts = log.counts.clone();
+    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, _log: Some(log) }.boxed())
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
@@ -651,5 +659,43 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
             tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", host = %host, addr = %session.addr, reason = if policy { "upstream_refused" } else { "upstream_failed" }, message = %message);
             Err(RequestDeny::Upstream { message, policy })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped_in_place() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "b.s3.us-east-1.amazonaws.com"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=x"),
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "trailers"),
+            ("x-secret-hop", "1"),
+            ("x-amz-date", "20261127T000000Z"),
+            ("x-amz-meta-a", "1"),
+            ("x-amz-meta-a", "2"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<String> = h.iter().map(|(k, v)| format!("{k}={}", v.to_str().unwrap())).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "authorization=AWS4-HMAC-SHA256 Credential=x",
+                "host=b.s3.us-east-1.amazonaws.com",
+                "x-amz-date=20261127T000000Z",
+                "x-amz-meta-a=1",
+                "x-amz-meta-a=2"
+            ]
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct UpstreamConn {
     pub sender: SendRequest<ReqBody>,
     pub tls_version: &'static str,
     pub cipher: String,
+    /// "VERSION CIPHER", for each request line.
+    pub tls: Arc<str>,
 }
 
 type Key = (String, SocketAddr);
@@ -178,6 +180,7 @@ impl Pool {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(UpstreamConn { sender, tls_version, cipher })
+        let tls = Arc::from(format!("{tls_version} {cipher}"));
+        Ok(UpstreamConn { sender, tls_version, cipher, tls })
     }
 }
