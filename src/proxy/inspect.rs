@@ -321,7 +321,15 @@ pub async fn inspect(
 }
 
 /// Hop-by-hop headers never forwarded either way.
-const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "upgrade"];
+const HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("upgrade"),
+];
 
 /// Drop the hop-by-hop headers in place (the fixed list and those named in `Connection`), so the
 /// parsed header map is forwarded as it is instead of being copied header by header.
@@ -336,7 +344,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         if h.contains_key(n) {
             h.remove(n);
         }
