@@ -199,14 +199,14 @@ start_peer() { # peer
         /usr/lib/squid/security_file_certgen -c -s "$WORK/$1/ssl_db" -M 16MB >/dev/null
       fi
       chown -R proxy:proxy "$WORK/$1" 2>/dev/null || true
-      squid -N -f "$WORK/$1/squid.conf" 2>>"$WORK/$1/stderr.log" &
+      "${VG_WRAP[@]}" squid -N -f "$WORK/$1/squid.conf" 2>>"$WORK/$1/stderr.log" &
       VPID=$! ;;
     hudsucker)
-      "$CARGO_TARGET_DIR/release/hudsucker-peer" "${PEER_ADDR[$1]}" "$WORK/hudsucker-ca.pem" "$WORK/upstream-ca.pem" "${UPSTREAM%:*}" 2>>"$WORK/hudsucker.log" &
+      "${VG_WRAP[@]}" "$CARGO_TARGET_DIR/release/hudsucker-peer" "${PEER_ADDR[$1]}" "$WORK/hudsucker-ca.pem" "$WORK/upstream-ca.pem" "${UPSTREAM%:*}" 2>>"$WORK/hudsucker.log" &
       VPID=$!
       PEER_CA[$1]="$WORK/hudsucker-ca.pem" ;;
   esac
-  "$LOADGEN" wait --addr "${PEER_ADDR[$1]}" --timeout-ms 15000 || die "peer $1 did not listen"
+  "$LOADGEN" wait --addr "${PEER_ADDR[$1]}" --timeout-ms "${START_WAIT_MS:-15000}" || die "peer $1 did not listen"
 }
 stop_vpcgate() {
   kill -TERM "$VPID" 2>/dev/null || true

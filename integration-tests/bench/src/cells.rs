@@ -340,8 +340,11 @@ async fn keepalive(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     let w = window(a)?;
     let cpu = cpu_over(&ctx, &w);
     let mut set = JoinSet::new();
+    // Every completed exchange, warm-up included (instructions.sh divides a proxy's instruction
+    // count by it).
+    let total = Arc::new(AtomicUsize::new(0));
     for mut c in opened {
-        let (ctx, req) = (ctx.clone(), req.clone());
+        let (ctx, req, total) = (ctx.clone(), req.clone(), total.clone());
         let (ws, we) = (w.start, w.end);
         set.spawn(async move {
             let mut lat = Vec::new();
@@ -353,6 +356,7 @@ async fn keepalive(ctx: Arc<Ctx>, a: &Args) -> R<()> {
                 }
                 match tokio::time::timeout(OP_TIMEOUT, c.exchange(&req)).await {
                     Ok(Ok(n)) if n == size => {
+                        total.fetch_add(1, Ordering::Relaxed);
                         let e = Instant::now();
                         if e >= ws && e <= we {
                             lat.push(micros(e - t));
@@ -384,6 +388,7 @@ async fn keepalive(ctx: Arc<Ctx>, a: &Args) -> R<()> {
     out("ka_p50_ms", percentile_ms(&lat, 0.50));
     out("ka_p99_ms", percentile_ms(&lat, 0.99));
     out("ka_errors", ctx.errors());
+    out("ka_requests_total", total.load(Ordering::Relaxed) as f64);
     if let Some(c) = cpu.await.map_err(|e| e.to_string())? {
         if n > 0.0 {
             out("ka_cpu_us_per_req", c * 1e6 / n);
