@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B two vpcgate builds on one cell, interleaved (A B direct, A B direct, ...), so that drift of
+# A/B two vpcgate builds on one cell, interleaved (A B direct, B A direct, ...), so that drift of
 # a shared machine hits both alike. Same loopback set-up as run.sh (sourced for it).
 #
 #   VG_A=/path/to/old/vpcgate VG_B=/path/to/new/vpcgate MODE=inspect CELL=bulk N=5 \
@@ -28,7 +28,10 @@ case $CELL in
 esac
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 for i in $(seq 1 "$N"); do
-  for v in A B; do
+  # The order flips every round: the first of a pair measured faster often enough to bias a fixed order.
+  order="A B"
+  [ $((i % 2)) = 0 ] && order="B A"
+  for v in $order; do
     if [ "$v" = A ]; then VPCGATE=$VG_A; else VPCGATE=$VG_B; fi
     start_vpcgate "$MODE"
     "$LOADGEN" "$CELL" --via proxy --proxy "$PROXY" --pid "$VPID" --upstream "$UPSTREAM" --host "$HOST" --ca "$CAS" "${args[@]}" >"$WORK/ab.out" 2>&1 || cat "$WORK/ab.out" >&2
