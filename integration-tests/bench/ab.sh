@@ -12,20 +12,19 @@
 set -euo pipefail
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 : "${VG_A:?set VG_A to the first vpcgate binary}" "${VG_B:?set VG_B to the second vpcgate binary}"
+# Shorter cells than run.sh's defaults (run.sh's cell_args reads these knobs).
+BULK_BYTES=${BULK_BYTES:-536870912}
+SECS=${SECS:-3}
+IDLE_TUNNELS=${TUN:-4000}
+MINT_HOSTS=${HOSTS:-2000}
 BENCH_SETUP_ONLY=1
 # shellcheck source=run.sh
 source "$BENCH/run.sh"
 N=${N:-5}
 MODE=${MODE:-inspect}
 CELL=${CELL:-bulk}
-case $CELL in
-  bulk | upload) args=(--bytes "${BULK_BYTES:-536870912}") ;;
-  keepalive) args=(--conns 32 --secs "${SECS:-3}") ;;
-  connrate) args=(--workers 32 --secs "${SECS:-3}") ;;
-  idle) args=(--tunnels "${TUN:-4000}") ;;
-  mint) args=(--hosts "${HOSTS:-2000}" --workers 32) ;;
-  *) die "CELL must be bulk, upload, keepalive, connrate, idle or mint" ;;
-esac
+cell_args "$CELL"
+args=("${CELL_ARGS[@]}")
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 for i in $(seq 1 "$N"); do
   # The order flips every round: the first of a pair measured faster often enough to bias a fixed order.

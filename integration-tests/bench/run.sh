@@ -214,6 +214,18 @@ stop_vpcgate() {
   VPID=""
 }
 
+# The loadgen arguments of a cell (into CELL_ARGS), from the knobs above; ab.sh uses it too.
+cell_args() { # cell
+  case $1 in
+    bulk | upload) CELL_ARGS=(--bytes "$BULK_BYTES") ;;
+    connrate) CELL_ARGS=(--workers 32 --secs "$SECS") ;;
+    keepalive) CELL_ARGS=(--conns 32 --secs "$SECS") ;;
+    idle) CELL_ARGS=(--tunnels "$IDLE_TUNNELS") ;;
+    mint) CELL_ARGS=(--hosts "$MINT_HOSTS" --workers 32) ;;
+    *) die "unknown cell $1 (bulk, upload, connrate, keepalive, idle or mint)" ;;
+  esac
+}
+
 # profile.sh sources this file for the set-up above and stops here.
 if [ "${BENCH_SETUP_ONLY:-0}" = 1 ]; then return 0 2>/dev/null || exit 0; fi
 
@@ -234,14 +246,8 @@ tree_ticks() {
 run_cell() { # round cell setup outfile
   local round=$1 cell=$2 setup=$3 out=$4
   local via=(--via direct) args=() vticks=0
-  case $cell in
-    bulk | upload) args=(--bytes "$BULK_BYTES") ;;
-    connrate) args=(--workers 32 --secs "$SECS") ;;
-    keepalive) args=(--conns 32 --secs "$SECS") ;;
-    idle) args=(--tunnels "$IDLE_TUNNELS") ;;
-    mint) args=(--hosts "$MINT_HOSTS" --workers 32) ;;
-    *) die "unknown cell $cell" ;;
-  esac
+  cell_args "$cell"
+  args=("${CELL_ARGS[@]}")
   local m0 s0 t0
   m0=$(machine_ticks); s0=$(proc_ticks "$SERVE_PID"); t0=$(date +%s.%N)
   local cas=$CAS
