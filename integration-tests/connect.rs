@@ -306,6 +306,42 @@ async fn refused_tcp_connect_is_502() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_timeout_is_504_in_both_modes() {
+    // An endpoint that never answers the SYN (a security group that drops, a VPN route that goes
+    // nowhere): here a listener whose accept queue is full, so the kernel drops further SYNs.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 24;
+    let w = world();
+    let hole = tokio::net::TcpSocket::new_v4().unwrap();
+    hole.bind(sa(n, 1, 1)).unwrap();
+    let hole = hole.listen(0).unwrap();
+    let _queued = tokio::net::TcpStream::connect(sa(n, 1, 1)).await.unwrap();
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let extra = "[proxy]\nconnect_timeout = \"1s\"\n";
+
+    // Passthrough dials before answering the CONNECT: the CONNECT gets the 504.
+    let p = Proxy::start(n, dns.addr, extra);
+    let started = Instant::now();
+    let (status, text) = raw_request(p.port, &connect_req(&format!("{HOST}:443")));
+    assert_eq!(status, 504, "{text}");
+    assert!(text.contains("connect_timeout") && text.contains(&format!("127.{n}.1.1:443")) && text.contains("proxy.connect_timeout"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(900) && started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(p);
+
+    // Inspect dials on the first request: that request gets a 504 S3 error, which SDKs retry and print.
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, extra);
+    let mut tls = tls_tunnel(p.port, HOST, client_roots(&p, true, &w)).await;
+    tls.write_all(format!("GET /key HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("<Code>GatewayTimeout</Code>") && text.contains(&format!("no TCP connection to {HOST} at 127.{n}.1.1:443 within 1s")), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-vpcgate-reason: connect_timeout"), "{text}");
+    drop(hole);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_connections_is_503() {
     let dns = FakeDns::start(&[]).await;
     let port = free_port();

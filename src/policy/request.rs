@@ -62,6 +62,9 @@ pub enum RequestDeny {
     /// The upstream did not verify or offered no forward secrecy (a refusal, `policy`), or could
     /// not be reached (a failure). Set by the proxy, not by `check`.
     Upstream { message: String, policy: bool },
+    /// No TCP connection to the checked address within `proxy.connect_timeout` (504, like the
+    /// passthrough CONNECT). Set by the proxy.
+    ConnectTimeout { message: String },
 }
 
 impl RequestDeny {
@@ -75,6 +78,7 @@ impl RequestDeny {
             RequestDeny::Smuggling { .. } => "request_smuggling",
             RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
             RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
+            RequestDeny::ConnectTimeout { .. } => "connect_timeout",
         }
     }
 
@@ -82,6 +86,7 @@ impl RequestDeny {
     pub fn status(&self) -> u16 {
         match self {
             RequestDeny::Upstream { policy: false, .. } => 502,
+            RequestDeny::ConnectTimeout { .. } => 504,
             _ => 403,
         }
     }
@@ -121,7 +126,7 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate refused an ambiguous request ({what}); send exactly one of Content-Length or Transfer-Encoding: chunked"
             ),
-            RequestDeny::Upstream { message, .. } => write!(f, "{message}"),
+            RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } => write!(f, "{message}"),
         }
     }
 }
@@ -339,7 +344,11 @@ pub fn s3_error_xml(deny: &RequestDeny, resource: &str, request_id: &str) -> Str
     fn esc(s: &str) -> String {
         s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
     }
-    let code = if deny.status() == 403 { "AccessDenied" } else { "BadGateway" };
+    let code = match deny.status() {
+        403 => "AccessDenied",
+        504 => "GatewayTimeout",
+        _ => "BadGateway",
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId><VpcgateReason>{}</VpcgateReason></Error>\n",
         esc(&deny.to_string()),
@@ -455,5 +464,10 @@ mod tests {
         let d = RequestDeny::HostMismatch { host: "<x>".into(), connect_host: "b.s3.amazonaws.com".into() };
         let x = s3_error_xml(&d, "/k?a&b", "rid");
         assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;x&gt;") && x.contains("/k?a&amp;b"), "{x}");
+        let t = RequestDeny::ConnectTimeout { message: "no TCP connection within 1s".into() };
+        assert_eq!((t.status(), t.code()), (504, "connect_timeout"));
+        assert!(s3_error_xml(&t, "/k", "rid").contains("<Code>GatewayTimeout</Code>"));
+        let f = RequestDeny::Upstream { message: "refused".into(), policy: false };
+        assert!(s3_error_xml(&f, "/k", "rid").contains("<Code>BadGateway</Code>"));
     }
 }

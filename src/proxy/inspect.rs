@@ -644,13 +644,12 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
         }
         Err(_) => {
             tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = "timeout");
-            return Err(RequestDeny::Upstream {
+            return Err(RequestDeny::ConnectTimeout {
                 message: format!(
                     "no TCP connection to {host} at {} within {} (proxy.connect_timeout); check the route to the endpoint (security group, route table, VPN)",
                     session.addr,
                     humantime::format_duration(timeout)
                 ),
-                policy: false,
             });
         }
     };
