@@ -136,6 +136,76 @@ async fn sigv2_in_every_form_and_host_mismatch_are_refused_as_s3_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
+    // Requests crafted so that a lenient reader and the endpoint could disagree about the
+    // signature or the Host: each is refused before any upstream connection is made.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 49;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let roots = client_roots(&p, true, &w);
+    let v2_fields = "--XyZ\r\nContent-Disposition: form-data; name=\"AWSAccessKeyId\"\r\n\r\nAKIAIOSFODNN7EXAMPLE\r\n\
+                     --XyZ\r\nContent-Disposition: form-data; name=\"policy\"\r\n\r\ne30=\r\n\
+                     --XyZ\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\n0RavWzkygo6QX9caELEqKi9kDbU=\r\n\
+                     --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
+    let post = |ct: &[u8], body: &[u8]| {
+        let mut r = format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nContent-Type: ", body.len()).into_bytes();
+        r.extend_from_slice(ct);
+        r.extend_from_slice(b"\r\n\r\n");
+        r.extend_from_slice(body);
+        r
+    };
+    let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_fields}");
+    let get = |extra: &[u8]| {
+        let mut r = format!("GET /k HTTP/1.1\r\n").into_bytes();
+        r.extend_from_slice(extra);
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let host_line = format!("Host: {HOST}\r\n");
+    let v4 = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261127/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=ab\r\n";
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a fake file part inside a field value", post(b"multipart/form-data; boundary=XyZ", hidden.as_bytes()), "sigv2"),
+        ("bare LF line endings in the form", post(b"multipart/form-data; boundary=XyZ", v2_fields.replace("\r\n", "\n").as_bytes()), "malformed_form"),
+        ("a content-type parameter without a value", post(b"multipart/form-data; x; boundary=XyZ", v2_fields.as_bytes()), "sigv2"),
+        ("a content-type with a byte over 0x7f", post(b"multipart/form-data; boundary=XyZ; x=\xe9", v2_fields.as_bytes()), "unreadable_header"),
+        ("a multipart type other than form-data", post(b"multipart/mixed; boundary=XyZ", v2_fields.as_bytes()), "malformed_form"),
+        ("two content-types", post(b"text/plain\r\nContent-Type: multipart/form-data; boundary=XyZ", v2_fields.as_bytes()), "duplicate_header"),
+        ("SigV4 then SigV2 authorization", get(format!("{host_line}{v4}Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=\r\n").as_bytes()), "duplicate_header"),
+        ("SigV2 authorization with a byte over 0x7f", get(&[host_line.as_bytes(), b"Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKD\x80\r\n"].concat()), "unreadable_header"),
+        ("two Host headers", get(format!("{host_line}Host: other-bucket.s3.us-east-1.amazonaws.com\r\n").as_bytes()), "duplicate_header"),
+        ("a Host port over 65535", get(format!("Host: {HOST}:66979\r\n").as_bytes()), "host_mismatch"),
+    ];
+    for (what, request, code) in &cases {
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        tls.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("</Error>") {
+            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(text.starts_with("HTTP/1.1 403"), "{what}: {text}");
+        assert!(text.contains("<Code>AccessDenied</Code>"), "{what}: {text}");
+        assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")), "{what}: {text}");
+    }
+    // Nothing was forwarded: no request got as far as an upstream connection.
+    assert_eq!(up.connections(), 0);
+    // The same POST form written the usual way, with SigV4 fields, passes.
+    let v4_form = v2_fields.replace("AWSAccessKeyId", "x-amz-credential").replace("\"signature\"", "\"x-amz-signature\"");
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(&post(b"multipart/form-data; boundary=XyZ", v4_form.as_bytes())).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..got]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
     let n = 42;
     let w = world();

@@ -59,6 +59,12 @@ pub enum RequestDeny {
     /// A multipart POST whose form fields did not end within the inspected prefix.
     FormTooLarge { limit: usize },
     Smuggling { what: &'static str },
+    /// `Host`, `Authorization` or `Content-Type` more than once.
+    DuplicateHeader { name: &'static str },
+    /// One of those with bytes outside visible ASCII.
+    UnreadableHeader { name: &'static str },
+    /// A multipart POST whose form could not be read unambiguously.
+    MalformedForm { what: &'static str },
     /// The upstream did not verify or offered no forward secrecy (a refusal, `policy`), or could
     /// not be reached (a failure). Set by the proxy, not by `check`.
     Upstream { message: String, policy: bool },
@@ -76,6 +82,9 @@ impl RequestDeny {
             RequestDeny::UnknownScheme { .. } => "unknown_signature",
             RequestDeny::FormTooLarge { .. } => "form_too_large",
             RequestDeny::Smuggling { .. } => "request_smuggling",
+            RequestDeny::DuplicateHeader { .. } => "duplicate_header",
+            RequestDeny::UnreadableHeader { .. } => "unreadable_header",
+            RequestDeny::MalformedForm { .. } => "malformed_form",
             RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
             RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
             RequestDeny::ConnectTimeout { .. } => "connect_timeout",
@@ -125,6 +134,18 @@ impl fmt::Display for RequestDeny {
             RequestDeny::Smuggling { what } => write!(
                 f,
                 "vpcgate refused an ambiguous request ({what}); send exactly one of Content-Length or Transfer-Encoding: chunked"
+            ),
+            RequestDeny::DuplicateHeader { name } => write!(
+                f,
+                "vpcgate refused a request with more than one {name} header, which the endpoint could read differently from vpcgate; send it once"
+            ),
+            RequestDeny::UnreadableHeader { name } => write!(
+                f,
+                "vpcgate refused a request whose {name} header has bytes outside visible ASCII, so it could not be checked; send it as plain ASCII"
+            ),
+            RequestDeny::MalformedForm { what } => write!(
+                f,
+                "vpcgate refused a multipart POST whose form it could not read ({what}), so its signature could not be checked; send multipart/form-data as browsers and SDKs do (CRLF lines, one form-data name per part)"
             ),
             RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } => write!(f, "{message}"),
         }
@@ -201,7 +222,8 @@ pub fn check_host(host_header: Option<&str>, connect_host: &str, connect_port: u
     let raw = h.trim();
     let (name, port) = match raw.rsplit_once(':') {
         Some((n, p)) if !n.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-            (n, p.parse::<u16>().ok())
+            // A port that does not fit in 16 bits names no port of this tunnel (0 never matches).
+            (n, Some(p.parse::<u16>().unwrap_or(0)))
         }
         _ => (raw, None),
     };
@@ -237,23 +259,53 @@ pub fn check_framing(content_lengths: &[&str], transfer_encodings: &[&str]) -> R
     Ok(())
 }
 
-/// The multipart boundary of a `multipart/form-data` content type, if the request is one.
-pub fn form_boundary(content_type: Option<&str>) -> Option<String> {
-    let ct = content_type?;
-    let mut parts = ct.split(';');
-    if !parts.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
-        return None;
+/// Headers the checks read must come once and as text: a second `Host` or `Authorization`, or a
+/// value with bytes outside visible ASCII, could be read differently by the endpoint than here.
+/// `values` are the raw values of `name` in the request head.
+pub fn one_header<'a, I: IntoIterator<Item = &'a [u8]>>(name: &'static str, values: I) -> Result<Option<&'a str>, RequestDeny> {
+    let mut values = values.into_iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(RequestDeny::DuplicateHeader { name });
     }
+    match std::str::from_utf8(v) {
+        Ok(t) if t.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) => Ok(Some(t)),
+        _ => Err(RequestDeny::UnreadableHeader { name }),
+    }
+}
+
+/// Whether a raw `Content-Type` value announces a multipart body (any subtype, any case): such a
+/// POST is read as a form or refused, never passed on unread.
+pub fn is_multipart(content_type: &[u8]) -> bool {
+    content_type.windows(9).any(|w| w.eq_ignore_ascii_case(b"multipart"))
+}
+
+/// The boundary of a `multipart/form-data` content type; any other multipart type, or a boundary
+/// that is missing, repeated or not RFC 2046 characters, is refused.
+pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
+    let bad = |what: &'static str| Err(RequestDeny::MalformedForm { what });
+    let mut parts = content_type.split(';');
+    if !parts.next().unwrap_or("").trim().eq_ignore_ascii_case("multipart/form-data") {
+        return bad("a multipart type other than multipart/form-data");
+    }
+    let mut boundary = None;
     for p in parts {
-        let (k, v) = p.split_once('=')?;
+        let Some((k, v)) = p.split_once('=') else { continue };
         if k.trim().eq_ignore_ascii_case("boundary") {
-            let v = v.trim().trim_matches('"');
-            if !v.is_empty() {
-                return Some(v.to_string());
+            if boundary.is_some() {
+                return bad("two boundary parameters");
             }
+            let v = v.trim();
+            let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+            boundary = Some(v.to_string());
         }
     }
-    None
+    let Some(b) = boundary else { return bad("no boundary parameter") };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "'()+_,-./:=? ".contains(c);
+    if b.is_empty() || b.len() > 70 || b.ends_with(' ') || !b.chars().all(ok_char) {
+        return bad("a boundary that is not 1 to 70 RFC 2046 characters");
+    }
+    Ok(b)
 }
 
 /// What a scan of a POST form's body prefix found.
@@ -261,60 +313,135 @@ pub fn form_boundary(content_type: Option<&str>) -> Option<String> {
 pub enum FormScan {
     /// More body is needed to reach the end of the signature fields.
     NeedMore,
-    /// The fields before the file (or all fields, when the body ended) were read.
+    /// The fields before the file (or all fields, when the form closed) were read.
     Done(Signature),
+    /// The body is not a form this scan reads the same way S3 would: refused, not guessed.
+    Malformed(&'static str),
 }
 
-/// Read form field names from `prefix` (the body so far); `ended` says the body is complete.
-/// S3 requires the `file` field to be last, so every signature field precedes it.
-pub fn scan_form(prefix: &[u8], boundary: &str, ended: bool) -> FormScan {
-    let delim = format!("--{boundary}");
+/// Read form field names from `body` (the body so far); `ended` says the body is complete.
+/// S3 requires the `file` field to be last, so every signature field precedes it. Strict on
+/// purpose (RFC 7578 as browsers, curl and SDKs send it): the body opens with the boundary, a
+/// boundary counts only at the start of a line, lines end in CRLF, each part has one
+/// `Content-Disposition: form-data` with one plain `name`. Anything else is `Malformed`, so that
+/// a field hidden from this scan cannot be seen by the endpoint.
+pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
+    let more = |what: &'static str| if ended { FormScan::Malformed(what) } else { FormScan::NeedMore };
+    let open = format!("--{boundary}");
+    let next = format!("\r\n--{boundary}");
+    if body.len() < open.len() {
+        return if open.as_bytes().starts_with(body) { more("the body ends before its first boundary") } else { FormScan::Malformed("the body does not start with its boundary") };
+    }
+    if !body.starts_with(open.as_bytes()) {
+        return FormScan::Malformed("the body does not start with its boundary");
+    }
     let mut names: Vec<String> = Vec::new();
-    let mut at = 0;
-    let mut reached_file = false;
-    while let Some(pos) = find(&prefix[at..], delim.as_bytes()) {
-        let part_start = at + pos + delim.len();
-        // The part's headers end at the first blank line.
-        let Some(hdr_end) = find(&prefix[part_start..], b"\r\n\r\n") else { break };
-        let headers = String::from_utf8_lossy(&prefix[part_start..part_start + hdr_end]).to_string();
-        if let Some(name) = disposition_name(&headers) {
-            let lower = name.to_ascii_lowercase();
-            names.push(lower.clone());
-            if lower == "file" {
-                reached_file = true;
-                break;
-            }
+    let mut at = open.len();
+    loop {
+        // After a boundary: "--" closes the form; else optional padding, then CRLF.
+        let rest = &body[at..];
+        if rest.starts_with(b"--") {
+            return FormScan::Done(form_verdict(&names));
         }
-        at = part_start + hdr_end + 4;
+        let pad = rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+        if rest.len() < pad + 2 {
+            let tail = &rest[pad..];
+            let plausible = tail.is_empty() || tail == b"\r" || (pad == 0 && tail == b"-");
+            return if plausible { more("the body ends inside a boundary line") } else { FormScan::Malformed("text after a boundary on its line") };
+        }
+        if &rest[pad..pad + 2] != b"\r\n" {
+            return FormScan::Malformed("text after a boundary on its line");
+        }
+        let hstart = at + pad + 2;
+        let Some(hlen) = find(&body[hstart..], b"\r\n\r\n") else {
+            return if body[hstart..].starts_with(b"\r\n") { FormScan::Malformed("a part without headers") } else { more("a part's headers do not end") };
+        };
+        let name = match part_name(&body[hstart..hstart + hlen]) {
+            Ok(n) => n,
+            Err(what) => return FormScan::Malformed(what),
+        };
+        let is_file = name == "file";
+        names.push(name);
+        if is_file {
+            return FormScan::Done(form_verdict(&names));
+        }
+        let vstart = hstart + hlen + 4;
+        match find(&body[vstart..], next.as_bytes()) {
+            Some(p) => at = vstart + p + next.len(),
+            None => return more("a field does not end with the boundary"),
+        }
     }
-    if !reached_file && !ended {
-        return FormScan::NeedMore;
-    }
+}
+
+fn form_verdict(names: &[String]) -> Signature {
     let has = |k: &str| names.iter().any(|n| n == k);
-    FormScan::Done(if has("awsaccesskeyid") || has("signature") {
+    if has("awsaccesskeyid") || has("signature") {
         Signature::V2PostForm
     } else if has("x-amz-signature") || has("x-amz-algorithm") {
         Signature::V4PostForm
     } else {
         Signature::Anonymous
-    })
+    }
 }
 
-fn disposition_name(headers: &str) -> Option<String> {
-    for line in headers.split("\r\n") {
-        let Some((k, v)) = line.split_once(':') else { continue };
-        if !k.trim().eq_ignore_ascii_case("content-disposition") {
-            continue;
+/// The lower-cased field name of one part, from its header block (CRLF-separated lines).
+fn part_name(headers: &[u8]) -> Result<String, &'static str> {
+    let text = std::str::from_utf8(headers).map_err(|_| "a part header that is not UTF-8")?;
+    let mut disposition = None;
+    for line in text.split("\r\n") {
+        if line.contains(['\r', '\n']) {
+            return Err("a part header line that does not end in CRLF");
         }
-        for p in v.split(';') {
-            if let Some((pk, pv)) = p.split_once('=') {
-                if pk.trim().eq_ignore_ascii_case("name") {
-                    return Some(pv.trim().trim_matches('"').to_string());
-                }
+        if line.starts_with([' ', '\t']) {
+            return Err("a folded part header");
+        }
+        let (k, v) = line.split_once(':').ok_or("a part header without a colon")?;
+        if k.trim().eq_ignore_ascii_case("content-disposition") {
+            if disposition.replace(v).is_some() {
+                return Err("two Content-Disposition headers in one part");
             }
         }
     }
-    None
+    let v = disposition.ok_or("a part without Content-Disposition")?;
+    let (kind, mut params) = v.split_once(';').unwrap_or((v, ""));
+    if !kind.trim().eq_ignore_ascii_case("form-data") {
+        return Err("a part that is not form-data");
+    }
+    let mut name = None;
+    loop {
+        params = params.trim_start_matches([' ', '\t', ';']);
+        if params.is_empty() {
+            break;
+        }
+        let eq = params.find(['=', ';']).ok_or("a part parameter without a value")?;
+        if params.as_bytes()[eq] != b'=' {
+            return Err("a part parameter without a value");
+        }
+        let key = params[..eq].trim().to_ascii_lowercase();
+        let after = params[eq + 1..].trim_start();
+        let (value, rest) = if let Some(q) = after.strip_prefix('"') {
+            let close = q.find('"').ok_or("an unterminated quoted part parameter")?;
+            if q[..close].contains('\\') {
+                return Err("an escaped character in a part parameter");
+            }
+            (&q[..close], &q[close + 1..])
+        } else {
+            let end = after.find(';').unwrap_or(after.len());
+            (after[..end].trim_end(), &after[end..])
+        };
+        let rest_trim = rest.trim_start_matches([' ', '\t']);
+        if !rest_trim.is_empty() && !rest_trim.starts_with(';') {
+            return Err("text after a quoted part parameter");
+        }
+        params = rest_trim;
+        match key.as_str() {
+            "name" if name.is_some() => return Err("two names in one part"),
+            "name" => name = Some(value.to_ascii_lowercase()),
+            "name*" => return Err("an encoded field name (name*)"),
+            _ => {}
+        }
+    }
+    name.ok_or("a part without a field name")
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -400,6 +527,23 @@ mod tests {
         assert_eq!(check_host(Some("evil.s3.us-east-1.amazonaws.com"), h, 443).unwrap_err().code(), "host_mismatch");
         assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com:8443"), h, 443).unwrap_err().code(), "host_mismatch");
         assert_eq!(check_host(None, h, 443).unwrap_err().code(), "host_missing");
+        // 99999 is no port of this tunnel (it does not fit in 16 bits; it was once read as "no port").
+        assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com:99999"), h, 443).unwrap_err().code(), "host_mismatch");
+        assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com:66979"), h, 443).unwrap_err().code(), "host_mismatch");
+    }
+
+    #[test]
+    fn checked_headers_come_once_and_as_text() {
+        fn one<'a>(v: &[&'a [u8]]) -> Result<Option<&'a str>, &'static str> {
+            one_header("Authorization", v.iter().copied()).map_err(|e| e.code())
+        }
+        assert_eq!(one(&[]), Ok(None));
+        assert_eq!(one(&[b"AWS4-HMAC-SHA256 Credential=a\tb"]), Ok(Some("AWS4-HMAC-SHA256 Credential=a\tb")));
+        assert_eq!(one(&[b"AWS4-HMAC-SHA256 Credential=a", b"AWS AKIA:sig"]), Err("duplicate_header"));
+        assert_eq!(one(&[b"AWS AKIA:sig\x80"]), Err("unreadable_header"));
+        assert_eq!(one(&[b"AWS AKIA:s\xc3\xa9g"]), Err("unreadable_header"));
+        let e = one_header("Host", [b"a".as_slice(), b"b".as_slice()]).unwrap_err();
+        assert!(e.to_string().contains("more than one Host header"), "{e}");
     }
 
     #[test]
@@ -442,9 +586,8 @@ mod tests {
 
     #[test]
     fn post_forms() {
-        assert_eq!(form_boundary(Some("multipart/form-data; boundary=XyZ")).as_deref(), Some("XyZ"));
-        assert_eq!(form_boundary(Some("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"")).as_deref(), Some("XyZ"));
-        assert_eq!(form_boundary(Some("application/xml")), None);
+        assert_eq!(form_boundary("multipart/form-data; boundary=XyZ").ok().as_deref(), Some("XyZ"));
+        assert_eq!(form_boundary("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"").ok().as_deref(), Some("XyZ"));
         let v2 = form(&[("key", "k"), ("AWSAccessKeyId", "AKIA"), ("policy", "e30="), ("signature", "abc")], true);
         assert_eq!(scan_form(&v2, "XyZ", true), FormScan::Done(Signature::V2PostForm));
         let v4 = form(&[("key", "k"), ("x-amz-algorithm", "AWS4-HMAC-SHA256"), ("x-amz-signature", "ff")], true);
@@ -454,7 +597,59 @@ mod tests {
         for cut in 0..v2.len() {
             match scan_form(&v2[..cut], "XyZ", false) {
                 FormScan::NeedMore => {}
-                FormScan::Done(s) => assert_eq!(s, Signature::V2PostForm, "cut at {cut}"),
+                other => assert_eq!(other, FormScan::Done(Signature::V2PostForm), "cut at {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn multipart_types_are_read_or_refused() {
+        assert!(is_multipart(b"MultiPart/form-data; boundary=x") && is_multipart(b"multipart/mixed"));
+        assert!(!is_multipart(b"application/x-www-form-urlencoded"));
+        let code = |ct: &str| form_boundary(ct).map_err(|e| e.code());
+        assert_eq!(code("multipart/form-data; x; boundary=XyZ"), Ok("XyZ".to_string()), "a parameter without = is skipped, not a reason to stop");
+        assert_eq!(code("multipart/mixed; boundary=XyZ"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=a; boundary=b"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=\"\""), Err("malformed_form"));
+        assert_eq!(code(&format!("multipart/form-data; boundary={}", "x".repeat(71))), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=a<b"), Err("malformed_form"));
+    }
+
+    #[test]
+    fn forms_that_could_be_read_two_ways_are_refused() {
+        let v2_tail = "--XyZ\r\nContent-Disposition: form-data; name=\"AWSAccessKeyId\"\r\n\r\nAKIA\r\n\
+                       --XyZ\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\nabc\r\n\
+                       --XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\ndata\r\n--XyZ--\r\n";
+        // A fake "file" part inside a field value: a boundary counts only at the start of a line.
+        let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_tail}");
+        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true), FormScan::Done(Signature::V2PostForm));
+        let malformed = |body: &str| match scan_form(body.as_bytes(), "XyZ", true) {
+            FormScan::Malformed(_) => true,
+            other => panic!("{body:?} gave {other:?}"),
+        };
+        // Bare LF line endings, a preamble, text after a boundary, folded or doubled headers, no
+        // name, two names, an encoded name, an escaped quote, a part that is not form-data.
+        assert!(malformed(&v2_tail.replace("\r\n", "\n")));
+        assert!(malformed(&format!("preamble\r\n{v2_tail}")));
+        assert!(malformed("--XyZContent-Disposition: form-data; name=\"file\"\r\n\r\nx"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data;\r\n name=\"file\"\r\n\r\nx"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx"));
+        assert!(malformed("--XyZ\r\nContent-Type: text/plain\r\n\r\nx\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"; name=\"AWSAccessKeyId\"\r\n\r\nx\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name*=utf-8''signature\r\n\r\nx\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"a\\\"; name=signature\"\r\n\r\nx\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: attachment; name=\"file\"\r\n\r\nx"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nno closing boundary"));
+        // Transport padding after a boundary, quoted parameters with ';' and unquoted names are fine.
+        let ok = "--XyZ \t\r\nContent-Disposition: form-data; name=key\r\n\r\nk\r\n\
+                  --XyZ\r\ncontent-disposition: Form-Data; name=\"x-amz-signature\"\r\n\r\nff\r\n\
+                  --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a;b.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
+        assert_eq!(scan_form(ok.as_bytes(), "XyZ", true), FormScan::Done(Signature::V4PostForm));
+        for cut in 0..ok.len() {
+            match scan_form(&ok.as_bytes()[..cut], "XyZ", false) {
+                FormScan::NeedMore => {}
+                other => assert_eq!(other, FormScan::Done(Signature::V4PostForm), "cut at {cut}"),
             }
         }
     }

@@ -351,10 +351,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn all_str<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
 }
@@ -519,52 +515,70 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     if let Err(d) = request::check_framing(&all_str(&parts.headers, "content-length"), &all_str(&parts.headers, "transfer-encoding")) {
         return deny(log, d);
     }
-    let mut sig = request::signature_of(header_str(&parts.headers, "authorization"), parts.uri.query());
+    // Headers the checks read must come once and as text, or the endpoint could read another.
+    let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
+    let fields = request::one_header("Host", raw(&hyper::header::HOST)).and_then(|host| {
+        Ok((host, request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?, request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?))
+    });
+    let (host, authorization, content_type) = match fields {
+        Ok(f) => f,
+        Err(d) => return deny(log, d),
+    };
+    let mut sig = request::signature_of(authorization, parts.uri.query());
     log.sig = sig.name();
-    if let Err(d) = request::check(&session.target.host, session.target.port, header_str(&parts.headers, "host"), &sig) {
+    if let Err(d) = request::check(&session.target.host, session.target.port, host, &sig) {
         return deny(log, d);
     }
 
-    // Browser POST forms carry their signature in the body: read the fields before the file.
+    // Browser POST forms carry their signature in the body: read the fields before the file,
+    // whatever the head carries (a form's fields are what S3 reads for a POST upload).
     let mut req_body: Option<ReqBody> = None;
     let mut body = Some(body);
-    if parts.method == hyper::Method::POST && matches!(sig, Signature::Anonymous) {
-        if let Some(boundary) = request::form_boundary(header_str(&parts.headers, "content-type")) {
-            let mut rest = body.take().expect("body present");
-            let mut prefix = BytesMut::new();
-            let mut frames = VecDeque::new();
-            let form_sig = loop {
-                match rest.frame().await {
-                    Some(Ok(f)) => {
-                        if let Some(d) = f.data_ref() {
-                            prefix.extend_from_slice(d);
-                        }
-                        frames.push_back(f);
-                        if let FormScan::Done(s) = request::scan_form(&prefix, &boundary, false) {
-                            break s;
-                        }
-                        if prefix.len() > FORM_PREFIX_LIMIT {
-                            return deny(log, RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT });
-                        }
+    if parts.method == hyper::Method::POST && content_type.is_some_and(|ct| request::is_multipart(ct.as_bytes())) {
+        let boundary = match request::form_boundary(content_type.unwrap_or("")) {
+            Ok(b) => b,
+            Err(d) => return deny(log, d),
+        };
+        let mut rest = body.take().expect("body present");
+        let mut prefix = BytesMut::new();
+        let mut frames = VecDeque::new();
+        let scan = loop {
+            match rest.frame().await {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        prefix.extend_from_slice(d);
                     }
-                    Some(Err(_)) => {
-                        log.reason = "client_body_error";
-                        return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &log.path);
+                    frames.push_back(f);
+                    match request::scan_form(&prefix, &boundary, false) {
+                        FormScan::NeedMore => {}
+                        done => break done,
                     }
-                    None => match request::scan_form(&prefix, &boundary, true) {
-                        FormScan::Done(s) => break s,
-                        FormScan::NeedMore => break Signature::Anonymous,
-                    },
+                    if prefix.len() > FORM_PREFIX_LIMIT {
+                        return deny(log, RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT });
+                    }
                 }
-            };
+                Some(Err(_)) => {
+                    log.reason = "client_body_error";
+                    return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &log.path);
+                }
+                None => break request::scan_form(&prefix, &boundary, true),
+            }
+        };
+        let form_sig = match scan {
+            FormScan::Done(s) => s,
+            FormScan::Malformed(what) => return deny(log, RequestDeny::MalformedForm { what }),
+            FormScan::NeedMore => return deny(log, RequestDeny::MalformedForm { what: "the body ended inside the form" }),
+        };
+        if form_sig.is_v2() {
+            log.sig = form_sig.name();
+            return deny(log, RequestDeny::SigV2 { sig: form_sig });
+        }
+        if matches!(sig, Signature::Anonymous) {
             sig = form_sig;
             log.sig = sig.name();
-            if sig.is_v2() {
-                return deny(log, RequestDeny::SigV2 { sig });
-            }
-            let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, _log: None };
-            req_body = Some(counted.boxed());
         }
+        let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, _log: None };
+        req_body = Some(counted.boxed());
     }
     let req_body = req_body.unwrap_or_else(|| {
         Counted { inner: body.take().expect("body present"), counts: log.counts.clone(), down: false, _log: None }.boxed()
