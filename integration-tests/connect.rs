@@ -226,6 +226,72 @@ async fn client_hello_checks_sni_and_forward_secrecy() {
     assert_eq!(up.handshakes(), 0, "but no ClientHello was relayed");
 }
 
+/// A TLS 1.3 ClientHello record for `sni` (X25519 key share, TLS_AES_128_GCM_SHA256), with the
+/// early_data extension when `early` (a client about to send 0-RTT data).
+fn tls13_client_hello(sni: &str, early: bool) -> Vec<u8> {
+    fn v16(b: &[u8]) -> Vec<u8> {
+        [&(b.len() as u16).to_be_bytes()[..], b].concat()
+    }
+    fn ext(t: u16, data: &[u8]) -> Vec<u8> {
+        [&t.to_be_bytes()[..], &v16(data)].concat()
+    }
+    let mut exts = ext(0x0000, &v16(&[&[0u8][..], &v16(sni.as_bytes())].concat()));
+    exts.extend(ext(0x000a, &v16(&[0x00, 0x1d])));
+    exts.extend(ext(0x000d, &v16(&[0x04, 0x03, 0x08, 0x04])));
+    exts.extend(ext(0x002b, &[2, 0x03, 0x04]));
+    exts.extend(ext(0x002d, &[1, 1]));
+    exts.extend(ext(0x0033, &v16(&[&[0x00, 0x1d][..], &v16(&[0x42; 32])].concat())));
+    if early {
+        exts.extend(ext(0x002a, &[]));
+    }
+    let mut body = vec![0x03, 0x03];
+    body.extend([7u8; 32]);
+    body.push(32);
+    body.extend([9u8; 32]);
+    body.extend(v16(&[0x13, 0x01]));
+    body.extend([1, 0]);
+    body.extend(v16(&exts));
+    let mut hs = vec![1, 0];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    [&[22u8, 3, 1][..], &v16(&hs)].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_announcing_early_data_is_refused_before_anything_is_relayed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 25;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start(n, dns.addr, "");
+    let tunnel = |hello: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        s.write_all(connect_req(&format!("{HOST}:443")).as_bytes()).await.unwrap();
+        let mut head = [0u8; 512];
+        let k = s.read(&mut head).await.unwrap();
+        assert!(String::from_utf8_lossy(&head[..k]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..k]));
+        s.write_all(&hello).await.unwrap();
+        let mut back = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back)).await.expect("the tunnel ends");
+        back
+    };
+
+    // A hello announcing 0-RTT data, with that data right behind it: an alert, nothing relayed.
+    let early_record = [&[23u8, 3, 3, 0, 5][..], b"early"].concat();
+    let back = tunnel([tls13_client_hello(HOST, true), early_record.clone()].concat()).await;
+    assert_eq!(back.first(), Some(&21), "a TLS alert record: {back:?}");
+    let r = p.wait_event("handshake_refused", HOST);
+    assert_eq!(r["reason"], "client_early_data", "{r}");
+    assert_eq!(up.handshakes(), 0, "no ClientHello was relayed");
+
+    // Without early_data the same hello is relayed and the upstream's ServerHello comes back,
+    // also when more bytes follow the hello in the same segment (vpcgate holds those back until
+    // it has checked the ServerHello).
+    let back = tunnel([tls13_client_hello(HOST, false), early_record].concat()).await;
+    assert_eq!(back.first(), Some(&22), "the upstream's ServerHello came back: {back:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authority_tricks_plaintext_and_ports_are_refused() {
     let n = 17;

@@ -35,6 +35,8 @@ pub struct ClientHelloInfo {
     pub alpn: Vec<String>,
     /// Groups in the key_share extension, GREASE removed.
     pub key_share_groups: Vec<u16>,
+    /// The early_data extension (0x002a): the client sends 0-RTT data after this hello.
+    pub early_data: bool,
 }
 
 /// Facts read from a ServerHello (or HelloRetryRequest).
@@ -85,6 +87,7 @@ const HS_SERVER_HELLO: u8 = 2;
 const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_ALPN: u16 = 0x0010;
 const EXT_PRE_SHARED_KEY: u16 = 0x0029;
+const EXT_EARLY_DATA: u16 = 0x002a;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_KEY_SHARE: u16 = 0x0033;
 
@@ -517,6 +520,7 @@ fn client_hello_body(r: &mut Reader<'_>) -> Result<ClientHelloInfo, ParseError> 
         cipher_suites,
         alpn: Vec::new(),
         key_share_groups: Vec::new(),
+        early_data: false,
     };
     if r.at_end() {
         // A hello without an extensions block (old clients) is well-formed.
@@ -539,6 +543,10 @@ fn client_hello_body(r: &mut Reader<'_>) -> Result<ClientHelloInfo, ParseError> 
             EXT_ALPN => info.alpn = client_alpn(&mut data)?,
             EXT_SUPPORTED_VERSIONS => info.supported_versions = client_supported_versions(&mut data)?,
             EXT_KEY_SHARE => info.key_share_groups = client_key_share(&mut data)?,
+            EXT_EARLY_DATA => {
+                info.early_data = true;
+                data.rest("early_data")?;
+            }
             EXT_PRE_SHARED_KEY => {
                 after_psk = true;
                 data.rest("pre_shared_key")?;
@@ -714,6 +722,8 @@ pub enum HelloRefusal {
     ClientTlsTooOld { max_offered: u16 },
     /// code "client_no_forward_secrecy": no TLS1.3 suite usable (1.3 offered) and no FS TLS1.2 suite usable (1.2 offered).
     ClientNoForwardSecrecy,
+    /// code "client_early_data": TLS1.3 0-RTT data follows the hello (no forward secrecy, replayable).
+    ClientEarlyData,
     /// code "server_tls_too_old"
     ServerTlsTooOld { version: u16 },
     /// code "server_no_forward_secrecy": TLS1.2 with a non-ECDHE/DHE suite.
@@ -729,6 +739,7 @@ impl HelloRefusal {
             HelloRefusal::SniMismatch { .. } => "sni_mismatch",
             HelloRefusal::ClientTlsTooOld { .. } => "client_tls_too_old",
             HelloRefusal::ClientNoForwardSecrecy => "client_no_forward_secrecy",
+            HelloRefusal::ClientEarlyData => "client_early_data",
             HelloRefusal::ServerTlsTooOld { .. } => "server_tls_too_old",
             HelloRefusal::ServerNoForwardSecrecy { .. } => "server_no_forward_secrecy",
             HelloRefusal::ServerNoKeyShare => "server_no_key_share",
@@ -757,6 +768,9 @@ impl fmt::Display for HelloRefusal {
             HelloRefusal::ClientNoForwardSecrecy => {
                 f.write_str("the client offers no cipher suite with forward secrecy")
             }
+            HelloRefusal::ClientEarlyData => f.write_str(
+                "the client sends TLS1.3 early data (0-RTT), which has no forward secrecy and can be replayed; turn 0-RTT off in the client",
+            ),
             HelloRefusal::ServerTlsTooOld { version } if *version > TLS1_3 => {
                 write!(f, "the upstream chose an unknown protocol {}", version_label(*version))
             }
@@ -830,6 +844,9 @@ pub fn check_client_hello(ch: &ClientHelloInfo, connect_host: &str) -> Result<()
     let fs12 = offers12 && ch.cipher_suites.iter().any(|&s| is_forward_secret_tls12_suite(s));
     if !fs13 && !fs12 {
         return Err(HelloRefusal::ClientNoForwardSecrecy);
+    }
+    if ch.early_data {
+        return Err(HelloRefusal::ClientEarlyData);
     }
     Ok(())
 }
@@ -1190,6 +1207,24 @@ mod tests {
     }
 
     #[test]
+    fn early_data_is_refused() {
+        let sv = versions_ext(&[0x0304]);
+        let hello = |early: bool| {
+            let mut exts = vec![sni_ext(SNI), sv.clone(), client_key_share_ext(&[0x001d])];
+            if early {
+                exts.push(ext(EXT_EARLY_DATA, &[]));
+            }
+            ch(&client_hello_record(0x0303, &[0x1301], &exts)).0
+        };
+        assert_eq!(check_client_hello(&hello(false), SNI), Ok(()));
+        let info = hello(true);
+        assert!(info.early_data);
+        let refusal = check_client_hello(&info, SNI).unwrap_err();
+        assert_eq!(refusal.code(), "client_early_data");
+        assert!(refusal.to_string().contains("turn 0-RTT off"), "{refusal}");
+    }
+
+    #[test]
     fn fixture_tls11_client_refused() {
         let (info, consumed) = ch(CH_TLS11);
         assert_eq!(consumed, CH_TLS11.len());
@@ -1452,6 +1487,7 @@ mod tests {
                 cipher_suites: vec![0x1301, 0xc02b, 0x009c],
                 alpn: vec!["h2".into(), "http/1.1".into()],
                 key_share_groups: vec![0x001d, 0x11ec],
+                early_data: false,
             }
         );
         assert!(is_grease(0x0a0a) && is_grease(0xfafa) && is_grease(0x3a3a));

@@ -38,6 +38,7 @@ fn cut_refusal(r: HelloRefusal) -> Cut {
         HelloRefusal::SniMissing | HelloRefusal::SniMismatch { .. } => ALERT_UNRECOGNIZED_NAME,
         HelloRefusal::ClientTlsTooOld { .. } | HelloRefusal::ServerTlsTooOld { .. } => ALERT_PROTOCOL_VERSION,
         HelloRefusal::ClientNoForwardSecrecy
+        | HelloRefusal::ClientEarlyData
         | HelloRefusal::ServerNoForwardSecrecy { .. }
         | HelloRefusal::ServerNoKeyShare => ALERT_HANDSHAKE_FAILURE,
     };
@@ -264,15 +265,20 @@ where
     // A HelloRetryRequest makes the client send a second ClientHello; allow exactly one retry.
     for round in 0..2 {
         let _ = round;
-        let (ch, _) = read_until(client, &mut cbuf, |b| tls::parse_client_hello(&b[leading_ccs(b)..]))
-            .await
-            .map_err(|e| cut_hello_error("client", e))?;
+        let (ch, end) = read_until(client, &mut cbuf, |b| {
+            let ccs = leading_ccs(b);
+            tls::parse_client_hello(&b[ccs..]).map(|(ch, used)| (ch, ccs + used))
+        })
+        .await
+        .map_err(|e| cut_hello_error("client", e))?;
         tls::check_client_hello(&ch, host).map_err(cut_refusal)?;
         hello.sni = ch.sni.clone().unwrap_or_default();
         hello.alpn = ch.alpn.clone();
-        upstream.write_all(&cbuf).await.map_err(|e| io_cut("upstream_write_failed", e))?;
-        counters.up.fetch_add(cbuf.len() as u64, Ordering::Relaxed);
-        cbuf.clear();
+        // Only the hello goes upstream now; whatever the client sent after it waits until the
+        // ServerHello has been checked (or is read as the second hello after a retry).
+        upstream.write_all(&cbuf[..end]).await.map_err(|e| io_cut("upstream_write_failed", e))?;
+        counters.up.fetch_add(end as u64, Ordering::Relaxed);
+        cbuf.drain(..end);
 
         let mut sbuf = Vec::with_capacity(4096);
         let (sh, _) = read_until(upstream, &mut sbuf, tls::parse_server_hello)
@@ -285,6 +291,10 @@ where
         hello.version = sh.version;
         hello.suite = sh.cipher_suite;
         if !sh.hello_retry {
+            if !cbuf.is_empty() {
+                upstream.write_all(&cbuf).await.map_err(|e| io_cut("upstream_write_failed", e))?;
+                counters.up.fetch_add(cbuf.len() as u64, Ordering::Relaxed);
+            }
             return Ok(hello);
         }
     }
