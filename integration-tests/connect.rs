@@ -138,7 +138,10 @@ async fn interface_route_dials_the_endpoint_address_with_the_requested_sni() {
     // The public name answers outside (a laptop over VPN cannot use the gateway endpoint); the
     // interface endpoint's name answers inside the VPC range. PrivateLink speaks TLS 1.2 only.
     let up = TlsUpstream::start_tls12_only(sa(n, 3, 5), &w.ca, &[BUCKET_HOST], "vpce").await;
-    let dns = FakeDns::start(&[(BUCKET_HOST, &a(&[ip(n, 2, 1)])), (ENDPOINT, &a(&[ip(n, 3, 5)]))]).await;
+    let own = format!("bucket.{ENDPOINT}");
+    let foreign = "bucket.vpce-0fff-9999.s3.us-east-1.vpce.amazonaws.com";
+    let inside = a(&[ip(n, 3, 5)]);
+    let dns = FakeDns::start(&[(BUCKET_HOST, &a(&[ip(n, 2, 1)])), (ENDPOINT, &inside), (&own, &inside), (foreign, &inside)]).await;
     let p = Proxy::start(
         n,
         dns.addr,
@@ -154,6 +157,15 @@ async fn interface_route_dials_the_endpoint_address_with_the_requested_sni() {
     assert_eq!(c["tls_version"], "TLS1.2");
     assert!(c["cipher"].as_str().unwrap().contains("ECDHE"), "{c}");
     assert_eq!(up.connections(), 1);
+
+    // The endpoint's own names are carried; another endpoint's name is not, even when its
+    // addresses lie inside the route (anyone can create an endpoint whose subnet overlaps it).
+    let (status, text) = raw_request(p.port, &connect_req(&format!("{own}:443")));
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = raw_request(p.port, &connect_req(&format!("{foreign}:443")));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("no_route_for_class") && text.contains("no interface route is configured for"), "{text}");
+    assert_eq!(up.connections(), 2, "only the configured endpoint's name was dialled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

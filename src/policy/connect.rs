@@ -59,8 +59,12 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
         let c = match (class, r.kind) {
             (HostClass::MultiRegion { .. }, RouteKind::Interface) if r.serves_multi_region() => Some(interface(i, r)),
             (HostClass::MultiRegion { .. }, _) => None,
-            // An interface endpoint's own names resolve to its ENIs: resolve the requested name.
-            (HostClass::Vpce { .. }, RouteKind::Interface) => Some(gateway(i)),
+            // An interface endpoint's own names resolve to its ENIs: resolve the requested name,
+            // but only for the endpoint the route names. Anyone can create an S3 interface
+            // endpoint whose addresses overlap a route's CIDRs; its name must not pick them.
+            (HostClass::Vpce { region, endpoint }, RouteKind::Interface) => {
+                r.endpoint.as_deref().is_some_and(|e| same_endpoint(endpoint, e, region)).then(|| gateway(i))
+            }
             (HostClass::Vpce { .. }, RouteKind::Gateway) => None,
             (_, RouteKind::Gateway) => Some(gateway(i)),
             // PrivateLink for S3 serves the regional S3, access point and control names of its region;
@@ -91,6 +95,11 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
             class: class.name(),
             why: "PrivateLink for S3 does not serve FIPS endpoints; add a gateway route or set use_fips_endpoint = false",
         },
+        HostClass::Vpce { .. } if routes.iter().any(|r| r.kind == RouteKind::Interface) => Deny::NoRouteForClass {
+            host: host_s,
+            class: class.name(),
+            why: "it names an interface endpoint that no interface route is configured for; use the endpoint name of a configured route, or add a [[routes]] entry with kind = \"interface\" and this endpoint",
+        },
         HostClass::Vpce { .. } => Deny::NoRouteForClass {
             host: host_s,
             class: class.name(),
@@ -102,6 +111,22 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
             why: "interface routes carry only S3 regional, access point and control names of their region; add a gateway route for this name",
         },
     })
+}
+
+/// Whether the `vpce-…` label of an endpoint-specific name (`requested`, regional or zonal, e.g.
+/// `vpce-0abc-1234` or `vpce-0abc-1234-us-east-1a`) names the endpoint of a route's `endpoint`
+/// DNS name. Zonal labels end in `-REGION` plus one AZ letter; that suffix is ignored on both sides.
+fn same_endpoint(requested: &str, route_endpoint: &str, region: &str) -> bool {
+    let regional = |label: &str| -> String {
+        let zonal = label.len().checked_sub(region.len() + 2).and_then(|cut| {
+            let (base, tail) = label.split_at(cut);
+            let az = tail.strip_prefix('-')?.strip_prefix(region)?;
+            (az.len() == 1 && az.as_bytes()[0].is_ascii_lowercase()).then(|| base.to_string())
+        });
+        zonal.unwrap_or_else(|| label.to_string())
+    };
+    let Some(own) = route_endpoint.split('.').find(|l| l.starts_with("vpce-")) else { return false };
+    regional(&requested.to_ascii_lowercase()) == regional(&own.to_ascii_lowercase())
 }
 
 /// Addresses vpcgate never dials whatever the routes say: unspecified, broadcast and multicast.
@@ -235,6 +260,23 @@ mod tests {
         // Endpoint-specific names resolve themselves and only interface routes carry them.
         let vpce = format!("bucket.{EP}");
         assert_eq!(decide(&vpce, &routes).unwrap(), vec![Candidate { route: 1, resolve: vpce.clone() }]);
+        // Zonal names of the same endpoint too.
+        let zonal = "bucket.vpce-0abc-1234-us-east-1a.s3.us-east-1.vpce.amazonaws.com";
+        assert_eq!(decide(zonal, &routes).unwrap(), vec![Candidate { route: 1, resolve: zonal.into() }]);
+        // Another endpoint's name (anyone's, whose addresses may overlap the route's CIDRs) is not
+        // carried, nor a label that only starts like the configured one.
+        for other in [
+            "bucket.vpce-0fff-9999.s3.us-east-1.vpce.amazonaws.com",
+            "bucket.vpce-0abc-12345.s3.us-east-1.vpce.amazonaws.com",
+            "bucket.vpce-0abc-1234-us-east-1ab.s3.us-east-1.vpce.amazonaws.com",
+        ] {
+            let e = decide(other, &routes).unwrap_err();
+            assert_eq!(e.code(), "no_route_for_class", "{other}");
+            assert!(e.to_string().contains("no interface route is configured for"), "{e}");
+        }
+        // A route configured with a zonal name carries the regional name of its endpoint.
+        let zr = [iface("z", "vpce-0abc-1234-us-east-1b.s3.us-east-1.vpce.amazonaws.com", Some("us-east-1"), &["10.0.0.0/16"])];
+        assert_eq!(decide(&vpce, &zr).unwrap().len(), 1);
         // A multi-region access point needs an s3-global interface route.
         let mrap = [iface("m", "vpce-9-9.accesspoint.s3-global.vpce.amazonaws.com", None, &["10.1.0.0/16"])];
         assert_eq!(decide("x.mrap.accesspoint.s3-global.amazonaws.com", &mrap).unwrap().len(), 1);
