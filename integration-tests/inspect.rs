@@ -314,6 +314,42 @@ async fn client_handshakes_without_forward_secrecy_or_with_another_sni_are_refus
     assert_eq!(up.handshakes(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls12_client_never_resumes_a_session_without_a_new_key_exchange() {
+    // openssl saves the TLS 1.2 session of its first connection and offers it on the second; a
+    // resumed TLS 1.2 session has no new (EC)DHE exchange, so vpcgate answers with a full handshake.
+    let n = 50;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let dir = tempfile::tempdir().unwrap();
+    let sess = dir.path().join("sess.pem");
+    let sess = sess.to_str().unwrap();
+    let ca = p.ca_path();
+    let handshake = |session: [&'static str; 1]| {
+        let args: Vec<String> = ["s_client", "-proxy", &format!("127.0.0.1:{}", p.port), "-connect", &format!("{HOST}:443"), "-servername", HOST]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-tls1_2", "-CAfile", ca.to_str().unwrap(), session[0], sess].iter().map(|s| s.to_string()))
+            .collect();
+        async move {
+            let out = tokio::process::Command::new("openssl").args(&args).stdin(std::process::Stdio::null()).output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    let first = handshake(["-sess_out"]).await;
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    // vpcgate hands out no session ID and no ticket, so openssl has nothing to keep; were there
+    // one, offering it must still give a full handshake.
+    let id = first.lines().find_map(|l| l.trim().strip_prefix("Session-ID:")).map(str::trim).unwrap_or("?").to_string();
+    assert_eq!(id, "", "a resumable session ID was handed out: {first}");
+    if std::fs::metadata(sess).is_ok_and(|m| m.len() > 0) {
+        let second = handshake(["-sess_in"]).await;
+        assert!(second.contains("New, TLSv1.2") && !second.contains("Reused"), "{second}");
+    }
+}
+
 /// Streams 2 GiB through an inspected tunnel and checks vpcgate's resident memory stays flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_download_streams_with_flat_memory() {

@@ -177,6 +177,10 @@ fn server_config(leaves: Arc<LeafCache>) -> Result<Arc<rustls::ServerConfig>, ru
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Our order (AES-128-GCM first), not the client's: all offered suites are forward-secret anyway.
     cfg.ignore_client_order = true;
+    // No resumption: a resumed TLS 1.2 session runs without a new key exchange (its keys are as
+    // old as the session cache entry), which the forward-secrecy rule refuses. Every handshake is full.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 

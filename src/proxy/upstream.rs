@@ -52,6 +52,9 @@ pub fn client_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>])
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // TLS 1.3 resumption keeps an (EC)DHE exchange (rustls offers only psk_dhe_ke); a resumed
+    // TLS 1.2 session has none, so it is never attempted.
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(256).tls12_resumption(rustls::client::Tls12Resumption::Disabled);
     Ok(cfg)
 }
 
