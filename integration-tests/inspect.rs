@@ -194,6 +194,19 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
         assert!(text.contains("<Code>AccessDenied</Code>"), "{what}: {text}");
         assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")), "{what}: {text}");
     }
+    // A form whose body ends before its Content-Length: the client hears why.
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    let mut cut = format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5000\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n\r\n").into_bytes();
+    cut.extend_from_slice(&v2_fields.as_bytes()[..40]);
+    tls.write_all(&cut).await.unwrap();
+    tls.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await.expect("an answer");
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 403") && text.to_ascii_lowercase().contains("x-vpcgate-reason: client_body_error"), "{text}");
+    assert!(text.contains("could not read the request body from the client"), "{text}");
+    let r = wait_request(&p, |v| v["reason"] == "client_body_error");
+    assert_eq!(r["status"].as_u64(), Some(403), "{r}");
     // Nothing was forwarded: no request got as far as an upstream connection.
     assert_eq!(up.connections(), 0);
     // The same POST form written the usual way, with SigV4 fields, passes.

@@ -65,6 +65,9 @@ pub enum RequestDeny {
     UnreadableHeader { name: &'static str },
     /// A multipart POST whose form could not be read unambiguously.
     MalformedForm { what: &'static str },
+    /// The request body failed while its form fields were being read (bad chunked framing, the
+    /// client went away).
+    ClientBody { error: String },
     /// The upstream did not verify or offered no forward secrecy (a refusal, `policy`), or could
     /// not be reached (a failure). Set by the proxy, not by `check`.
     Upstream { message: String, policy: bool },
@@ -85,6 +88,7 @@ impl RequestDeny {
             RequestDeny::DuplicateHeader { .. } => "duplicate_header",
             RequestDeny::UnreadableHeader { .. } => "unreadable_header",
             RequestDeny::MalformedForm { .. } => "malformed_form",
+            RequestDeny::ClientBody { .. } => "client_body_error",
             RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
             RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
             RequestDeny::ConnectTimeout { .. } => "connect_timeout",
@@ -146,6 +150,10 @@ impl fmt::Display for RequestDeny {
             RequestDeny::MalformedForm { what } => write!(
                 f,
                 "vpcgate refused a multipart POST whose form it could not read ({what}), so its signature could not be checked; send multipart/form-data as browsers and SDKs do (CRLF lines, one form-data name per part)"
+            ),
+            RequestDeny::ClientBody { error } => write!(
+                f,
+                "vpcgate could not read the request body from the client ({error}), so the form's signature could not be checked; check the client's Content-Length or chunked encoding"
             ),
             RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } => write!(f, "{message}"),
         }

@@ -561,10 +561,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
                         return deny(log, RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT });
                     }
                 }
-                Some(Err(_)) => {
-                    log.reason = "client_body_error";
-                    return xml_response(&RequestDeny::Smuggling { what: "a body that could not be read" }, &log.path);
-                }
+                Some(Err(e)) => return deny(log, RequestDeny::ClientBody { error: e.to_string() }),
                 None => break request::scan_form(&prefix, &boundary, true),
             }
         };
