@@ -7,6 +7,17 @@
 use crate::config::{LogFormat, LogSettings};
 use tracing_subscriber::EnvFilter;
 
+/// A client-supplied string as it may appear in a log line: visible ASCII and spaces as they are,
+/// anything else (newlines, terminal escapes, C1 controls, bidi marks, other non-ASCII) escaped,
+/// so that a client cannot forge or hide log lines.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.escape_default().to_string())
+    }
+}
+
 pub fn init(log: &LogSettings) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| format!("RUST_LOG={v:?} is not a valid filter ({e}); unset it or use e.g. info"))?,
@@ -151,5 +162,20 @@ impl<'a> TunnelGuard<'a> {
 impl Drop for TunnelGuard<'_> {
     fn drop(&mut self) {
         self.0.tunnels_active.dec();
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn client_strings_cannot_forge_log_lines() {
+        assert_eq!(printable("/bucket/key name.txt"), "/bucket/key name.txt");
+        assert!(matches!(printable("/k"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(printable("x\n2026-11-27 INFO forged"), "x\\n2026-11-27 INFO forged");
+        assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(printable("a\u{9b}b\u{202e}"), "a\\u{9b}b\\u{202e}");
+        assert_eq!(printable("a\\n"), "a\\\\n", "a literal backslash is escaped too, so escapes stay unambiguous");
     }
 }

@@ -611,7 +611,13 @@ fn client_alpn(d: &mut Reader<'_>) -> Result<Vec<String>, ParseError> {
         if proto.remaining() == 0 {
             return bad("empty ALPN protocol name");
         }
-        out.push(String::from_utf8_lossy(proto.rest("ALPN protocol name")?).into_owned());
+        // Names are logged: anything but visible ASCII is kept as \xNN so a client cannot forge log lines.
+        let name = proto.rest("ALPN protocol name")?;
+        out.push(if name.iter().all(|b| (0x21..0x7f).contains(b) && *b != b'\\') {
+            String::from_utf8_lossy(name).into_owned()
+        } else {
+            name.iter().map(|b| if (0x21..0x7f).contains(b) && *b != b'\\' { (*b as char).to_string() } else { format!("\\x{b:02x}") }).collect()
+        });
     }
     Ok(out)
 }
@@ -1204,6 +1210,18 @@ mod tests {
         assert_eq!(info.cipher_suites, vec![0x1302, 0x1301, 0x1303, 0xc02c, 0xc02b, 0xcca9, 0xc030, 0xc02f, 0xcca8]);
         assert_eq!(info.key_share_groups, vec![0x001d]);
         assert_eq!(check_client_hello(&info, SNI), Ok(()));
+    }
+
+    #[test]
+    fn alpn_names_are_kept_printable() {
+        let weird = {
+            let mut list = vec![8u8];
+            list.extend(b"http/1.1");
+            list.extend([6u8, b'x', b'\n', 0x1b, b'[', b'2', b'J']);
+            ext(EXT_ALPN, &v16(&list))
+        };
+        let info = ch(&client_hello_record(0x0303, &[0x1301], &[sni_ext(SNI), weird])).0;
+        assert_eq!(info.alpn, vec!["http/1.1".to_string(), "x\\x0a\\x1b[2J".to_string()]);
     }
 
     #[test]

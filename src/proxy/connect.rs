@@ -102,7 +102,7 @@ fn ms(d: Duration) -> f64 {
 /// `decision.pooled` records whether a verified connection was idle in the pool at CONNECT time.
 pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, Option<TcpStream>), Deny> {
     let settings = &state.config.settings;
-    decision.target = raw_target.to_string();
+    decision.target = super::redact(raw_target);
     let target = parse_connect_target(raw_target, &settings.proxy.connect_ports).map_err(Deny::Authority)?;
     decision.host = target.host.clone();
     let class: HostClass = classify(&target.host);

@@ -207,7 +207,7 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
         Err(e) => Some(Deny::BadRequest { what: format!("{e}") }),
         Ok(_) => match req.path {
             Some(t) if t.parse::<hyper::Uri>().is_err() => {
-                Some(Deny::BadRequest { what: format!("the request target {:?} is neither host:port nor a URI", t.chars().take(100).collect::<String>()) })
+                Some(Deny::BadRequest { what: format!("the request target {:?} is neither host:port nor a URI", redact(t).chars().take(100).collect::<String>()) })
             }
             _ => None,
         },
@@ -279,10 +279,10 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
     let mut decision = Decision { client: Some(peer), ..Default::default() };
     if req.method() != Method::CONNECT {
         let deny = match req.uri().scheme_str() {
-            Some(_) => Deny::Plaintext { uri: strip_query(&req.uri().to_string()) },
+            Some(_) => Deny::Plaintext { uri: redact(&req.uri().to_string()) },
             None => Deny::NotProxyRequest { method: req.method().to_string() },
         };
-        decision.target = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+        decision.target = req.uri().authority().map(|a| redact(a.as_str())).unwrap_or_default();
         log_refusal(&state, &decision, &deny);
         return deny_response(&deny);
     }
@@ -325,7 +325,33 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
     }
 }
 
-/// Query values may carry signatures and tokens: never log them.
-fn strip_query(uri: &str) -> String {
-    uri.split('?').next().unwrap_or("").to_string()
+/// Query values and userinfo may carry signatures, tokens and passwords: never log or echo them.
+/// Works on a URI (`scheme://user:pass@host/path?q`) and on an authority (`user:pass@host:443`).
+pub(crate) fn redact(s: &str) -> String {
+    let s = s.split('?').next().unwrap_or("");
+    let (scheme, rest) = match s.find("://") {
+        Some(i) => s.split_at(i + 3),
+        None => ("", s),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let kept = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}(userinfo removed)@{}", &rest[at + 1..]),
+        None => s.to_string(),
+    };
+    crate::telemetry::printable(&kept).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_in_targets_are_never_logged() {
+        assert_eq!(redact("http://b.s3.amazonaws.com/k?X-Amz-Signature=abc"), "http://b.s3.amazonaws.com/k");
+        assert_eq!(redact("http://u:secret@b.s3.amazonaws.com/k?q"), "http://(userinfo removed)@b.s3.amazonaws.com/k");
+        assert_eq!(redact("AKIA:secret@b.s3.amazonaws.com:443"), "(userinfo removed)@b.s3.amazonaws.com:443");
+        assert_eq!(redact("/k?Signature=x<"), "/k");
+        assert_eq!(redact("b.s3.amazonaws.com:443"), "b.s3.amazonaws.com:443");
+        assert_eq!(redact("http://b/a@b"), "http://b/a@b", "an @ in the path is not userinfo");
+    }
 }
