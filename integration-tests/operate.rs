@@ -197,6 +197,20 @@ async fn admin_listener_serves_health_readiness_and_metrics_after_traffic() {
     ] {
         assert!(m.contains(needle), "missing {needle:?} in:\n{m}");
     }
+
+    // Clients that connect to the admin port and send nothing are closed after 5 s, and do not
+    // take every slot for long: a probe still gets its answer.
+    let idle: Vec<std::net::TcpStream> = (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", p.admin_port)).unwrap()).collect();
+    let started = std::time::Instant::now();
+    let (s, body) = http_get(p.admin_port, "/healthz");
+    assert_eq!(s, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(9), "the probe waited {:?}", started.elapsed());
+    let mut first = idle.into_iter().next().unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 64];
+    // Ok: closed (or answered 408) by vpcgate; Err: our 10 s read timeout, the connection stayed open.
+    let closed = first.read(&mut b);
+    assert!(closed.is_ok() && started.elapsed() < Duration::from_secs(9), "an idle admin connection stayed open: {closed:?} after {:?}", started.elapsed());
     drop(p);
 
     // readyz says why when DNS is not usable.

@@ -50,22 +50,46 @@ async fn route(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Resp
     }
 }
 
+/// Admin connections served at once; more wait in the listen queue. Probes and scrapes need few.
+const ADMIN_CONNECTIONS: usize = 32;
+/// How long an admin client may take to send a request head, and the longest an admin connection lives.
+const ADMIN_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
-        tokio::select! {
+        // A slot first, so that idle admin clients cannot take every file descriptor.
+        let slot = tokio::select! {
             _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(route(req, shared).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+            s = slots.clone().acquire_owned() => s.expect("the admin semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning on the error.
+                tracing::warn!(error = %e, "the admin listener could not accept a connection; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(req, shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await;
+        });
     }
 }
