@@ -553,6 +553,48 @@ async fn idle_tunnels_are_closed_after_idle_timeout_in_both_modes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_ends_a_request_on_which_nothing_moves_for_idle_timeout() {
+    // "No byte either way for idle_timeout" holds while a request is in flight too: an upstream
+    // that never answers gets the client a 504 S3 error; one that stops mid-body, or a client that
+    // stops mid-form, ends the tunnel.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 26;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "[proxy]\nidle_timeout = \"1s\"\n");
+    let roots = client_roots(&p, true, &w);
+    let read_all = |mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
+        (r.is_ok(), String::from_utf8_lossy(&got).to_string(), started.elapsed())
+    };
+
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(format!("GET /stall-head HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+    assert!(text.starts_with("HTTP/1.1 504") && text.contains("<Code>GatewayTimeout</Code>"), "{text}");
+    assert!(text.contains("no response from") && text.contains("proxy.idle_timeout"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(900) && started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(format!("GET /stall-body HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let (ended, text, waited) = read_all(tls).await;
+    assert!(ended && text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{ended} {text:?}");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 500\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n\r\n--XyZ\r\n").as_bytes()).await.unwrap();
+    let (ended, text, waited) = read_all(tls).await;
+    assert!(ended && waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{ended} {waited:?} {text:?}");
+    eventually(10, || p.log_text(), || (p.events("close").iter().filter(|v| v["end"] == "idle_timeout").count() >= 2).then_some(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_still_gets_its_response_in_both_modes() {
     // Some clients send their request and then shut down their sending side; the response must
     // still come back whole through the tunnel (passthrough relays the FIN, inspect keeps serving).

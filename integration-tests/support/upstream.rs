@@ -340,6 +340,15 @@ where
         let conn_header = if close { "close" } else { "keep-alive" };
         let head_only = method.eq_ignore_ascii_case("HEAD");
 
+        // Stalls, for idle-timeout tests: no response at all, or a head and 10 of 100 body bytes.
+        if path.starts_with("/stall-head") {
+            std::future::pending::<()>().await;
+        }
+        if path.starts_with("/stall-body") {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await?;
+            stream.flush().await?;
+            std::future::pending::<()>().await;
+        }
         let bytes_n = path
             .split('?')
             .next()

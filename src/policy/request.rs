@@ -74,6 +74,8 @@ pub enum RequestDeny {
     /// No TCP connection to the checked address within `proxy.connect_timeout` (504, like the
     /// passthrough CONNECT). Set by the proxy.
     ConnectTimeout { message: String },
+    /// A request in flight with nothing moving either way for `proxy.idle_timeout` (504).
+    UpstreamTimeout { message: String },
 }
 
 impl RequestDeny {
@@ -92,6 +94,7 @@ impl RequestDeny {
             RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
             RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
             RequestDeny::ConnectTimeout { .. } => "connect_timeout",
+            RequestDeny::UpstreamTimeout { .. } => "upstream_timeout",
         }
     }
 
@@ -99,7 +102,7 @@ impl RequestDeny {
     pub fn status(&self) -> u16 {
         match self {
             RequestDeny::Upstream { policy: false, .. } => 502,
-            RequestDeny::ConnectTimeout { .. } => 504,
+            RequestDeny::ConnectTimeout { .. } | RequestDeny::UpstreamTimeout { .. } => 504,
             _ => 403,
         }
     }
@@ -155,7 +158,9 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate could not read the request body from the client ({error}), so the form's signature could not be checked; check the client's Content-Length or chunked encoding"
             ),
-            RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } => write!(f, "{message}"),
+            RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } | RequestDeny::UpstreamTimeout { message } => {
+                write!(f, "{message}")
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// How much of a multipart POST body is read to find its signature fields.
@@ -64,6 +64,44 @@ struct Session {
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    /// `proxy.idle_timeout` while a request is in flight: the last time a body frame moved either
+    /// way or a request started or ended (ms since `born`), the requests in flight, and the signal
+    /// to a request still waiting for its response head once nothing has moved for that long.
+    born: Instant,
+    activity: AtomicU64,
+    in_flight: AtomicU64,
+    stale: tokio::sync::Notify,
+}
+
+impl Session {
+    fn touch(&self) {
+        self.activity.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        Duration::from_millis((self.born.elapsed().as_millis() as u64).saturating_sub(self.activity.load(Ordering::Relaxed)))
+    }
+}
+
+/// Ends an inspected connection on which a request has been in flight with nothing moving either
+/// way for `idle` (hyper's header timer covers the wait between requests). A request still waiting
+/// for its response head is told first, so that its client gets a 504 rather than a closed socket.
+async fn watch_in_flight(session: &Session, idle: Duration) {
+    let grace = idle.min(Duration::from_secs(1));
+    let mut told = false;
+    loop {
+        let quiet = session.quiet_for();
+        if session.in_flight.load(Ordering::Relaxed) == 0 || quiet < idle {
+            told = false;
+            tokio::time::sleep(idle.saturating_sub(quiet).max(grace)).await;
+        } else if !told {
+            session.stale.notify_waiters();
+            told = true;
+            tokio::time::sleep(grace).await;
+        } else {
+            return;
+        }
+    }
 }
 
 /// Most bytes taken from the client's socket in one receive (inspect mode).
@@ -279,6 +317,10 @@ pub async fn inspect(
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
+        born: Instant::now(),
+        activity: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        stale: tokio::sync::Notify::new(),
     });
     let svc_session = session.clone();
     let svc_state = state.clone();
@@ -287,7 +329,7 @@ pub async fn inspect(
         let state = svc_state.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(req, session, state).await) }
     });
-    let result = hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(proxy.idle_timeout)
         .title_case_headers(false)
@@ -295,16 +337,23 @@ pub async fn inspect(
         // A client may shut down its sending side after its request (close_notify + FIN) and
         // still wait for the response: answer it, then close.
         .half_close(true)
-        .serve_connection(TokioIo::new(crate::proxy::greedy::Greedy::new(tls_stream)), service)
-        .await;
-    if let Some(conn) = session.held.lock().expect("held").take() {
+        .serve_connection(TokioIo::new(crate::proxy::greedy::Greedy::new(tls_stream)), service);
+    let result = tokio::select! {
+        r = served => Some(r),
+        _ = watch_in_flight(&session, proxy.idle_timeout) => None,
+    };
+    let held = session.held.lock().expect("held").take();
+    let finished = result.is_some();
+    let end = match result {
+        Some(Ok(())) => "closed",
+        Some(Err(e)) if e.is_timeout() => "idle_timeout",
+        Some(Err(_)) => "reset",
+        // Cut mid-exchange: the held upstream connection is mid-response too, so it is dropped.
+        None => "idle_timeout",
+    };
+    if let (Some(conn), true) = (held, finished) {
         ins.pool.put_back_when_ready(target.host.clone(), addr, conn);
     }
-    let end = match result {
-        Ok(()) => "closed",
-        Err(e) if e.is_timeout() => "idle_timeout",
-        Err(_) => "reset",
-    };
     log_close(
         &state,
         &decision,
@@ -383,6 +432,8 @@ struct Counts {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.session.touch();
         self.metrics.request(if self.sig.is_empty() { "none" } else { self.sig }, if self.reason.is_empty() { "allow" } else { "deny" });
         let up = self.counts.up.load(Ordering::Relaxed);
         let down = self.counts.down.load(Ordering::Relaxed);
@@ -415,6 +466,8 @@ struct Counted<B> {
     counts: Arc<Counts>,
     /// Counts into `counts.down` (a response) rather than `counts.up`.
     down: bool,
+    /// Every frame is activity for the in-flight idle timer.
+    session: Arc<Session>,
     _log: Option<RequestLog>,
 }
 
@@ -433,6 +486,7 @@ where
                 let c = if this.down { &this.counts.down } else { &this.counts.up };
                 c.fetch_add(d.len() as u64, Ordering::Relaxed);
             }
+            this.session.touch();
         }
         polled
     }
@@ -493,6 +547,8 @@ fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
 
 async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
     session.requests.fetch_add(1, Ordering::Relaxed);
+    session.in_flight.fetch_add(1, Ordering::Relaxed);
+    session.touch();
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let mut log = RequestLog {
@@ -552,6 +608,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         let scan = loop {
             match rest.frame().await {
                 Some(Ok(f)) => {
+                    session.touch();
                     if let Some(d) = f.data_ref() {
                         prefix.extend_from_slice(d);
                     }
@@ -583,11 +640,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             sig = form_sig;
             log.sig = sig.name();
         }
-        let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, _log: None };
+        let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, session: session.clone(), _log: None };
         req_body = Some(counted.boxed());
     }
     let req_body = req_body.unwrap_or_else(|| {
-        Counted { inner: body.take().expect("body present"), counts: log.counts.clone(), down: false, _log: None }.boxed()
+        Counted { inner: body.take().expect("body present"), counts: log.counts.clone(), down: false, session: session.clone(), _log: None }.boxed()
     });
 
     // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
@@ -612,7 +669,22 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     parts.extensions.clear();
     strip_hop_by_hop(&mut parts.headers);
     let up_req = Request::from_parts(parts, req_body);
-    let resp = match conn.sender.send_request(up_req).await {
+    let sent = tokio::select! {
+        r = conn.sender.send_request(up_req) => r,
+        _ = session.stale.notified() => {
+            let idle = humantime::format_duration(state.config.settings.proxy.idle_timeout);
+            return deny(
+                log,
+                RequestDeny::UpstreamTimeout {
+                    message: format!(
+                        "no response from {} at {} while nothing moved for {idle} (proxy.idle_timeout); retry, and check the endpoint if it persists",
+                        session.target.host, session.addr
+                    ),
+                },
+            );
+        }
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             return deny(
@@ -632,7 +704,8 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     rparts.extensions.clear();
     strip_hop_by_hop(&mut rparts.headers);
     let counts = log.counts.clone();
-    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, _log: Some(log) }.boxed())
+    let session = log.session.clone();
+    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, session, _log: Some(log) }.boxed())
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
