@@ -64,10 +64,10 @@ struct Session {
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
-    /// `proxy.idle_timeout` while a request is in flight: the last time a body frame moved either
-    /// way or a request started or ended (ms since `born`), the requests in flight, and the signal
-    /// to a request still waiting for its response head once nothing has moved for that long.
-    born: Instant,
+    /// `proxy.idle_timeout` while a request is in flight: a count of events (a body frame either
+    /// way, a request starting or ending; a counter, not a clock, so marking one costs no clock
+    /// read), the requests in flight, and the signal to a request still waiting for its response
+    /// head once nothing has moved for that long.
     activity: AtomicU64,
     in_flight: AtomicU64,
     stale: tokio::sync::Notify,
@@ -75,29 +75,27 @@ struct Session {
 
 impl Session {
     fn touch(&self) {
-        self.activity.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        Duration::from_millis((self.born.elapsed().as_millis() as u64).saturating_sub(self.activity.load(Ordering::Relaxed)))
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Ends an inspected connection on which a request has been in flight with nothing moving either
-/// way for `idle` (hyper's header timer covers the wait between requests). A request still waiting
-/// for its response head is told first, so that its client gets a 504 rather than a closed socket.
+/// way for a whole `idle` period (so after between one and two periods of quiet; hyper's header
+/// timer covers the wait between requests). A request still waiting for its response head is
+/// told first, so that its client gets a 504 rather than a closed socket.
 async fn watch_in_flight(session: &Session, idle: Duration) {
     let grace = idle.min(Duration::from_secs(1));
+    let mut seen = session.activity.load(Ordering::Relaxed);
     let mut told = false;
     loop {
-        let quiet = session.quiet_for();
-        if session.in_flight.load(Ordering::Relaxed) == 0 || quiet < idle {
+        tokio::time::sleep(if told { grace } else { idle }).await;
+        let now = session.activity.load(Ordering::Relaxed);
+        if now != seen || session.in_flight.load(Ordering::Relaxed) == 0 {
+            seen = now;
             told = false;
-            tokio::time::sleep(idle.saturating_sub(quiet).max(grace)).await;
         } else if !told {
             session.stale.notify_waiters();
             told = true;
-            tokio::time::sleep(grace).await;
         } else {
             return;
         }
@@ -317,7 +315,6 @@ pub async fn inspect(
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
-        born: Instant::now(),
         activity: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         stale: tokio::sync::Notify::new(),
