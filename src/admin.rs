@@ -29,6 +29,14 @@ pub async fn readiness(shared: &Shared) -> Result<String, String> {
         Err(_) => return Err(format!("DNS is not usable: no answer for {probe} within 1s from {}", state.dns.servers())),
     }
     if let Some(ins) = &state.inspect {
+        let ca = ins.leaves.ca();
+        if ca.expired() {
+            return Err(format!(
+                "the CA certificate {} expired on {}; run `vpcgate ca init --force` and give clients the new CA",
+                ca.cert_path.display(),
+                ca.not_after.date()
+            ));
+        }
         ins.leaves.get(&probe).await.map_err(|e| format!("the CA is not usable: {e}"))?;
     }
     Ok(format!("ready: {} route(s), DNS {}\n", state.config.routes.len(), state.dns.servers()))

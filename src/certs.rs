@@ -6,9 +6,10 @@
 //!   validity, kept in a bounded cache; concurrent first requests for one host mint once.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
 };
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -42,6 +43,12 @@ pub enum CaError {
     HalfPresent { cert: String, key: String },
     #[error("cannot mint a certificate for {host} ({error})")]
     Mint { host: String, error: String },
+    #[error("the CA key {key} does not belong to the CA certificate {cert} (a leaf it signed did not verify); restore the matching pair or run `vpcgate ca init --force`")]
+    Mismatch { cert: String, key: String },
+    #[error("the CA certificate {path} expired on {when}; run `vpcgate ca init --force` and give clients the new CA")]
+    Expired { path: String, when: String },
+    #[error("the CA certificate {path} cannot sign for AWS names ({error}); use a CA without name constraints or one that permits amazonaws.com, or run `vpcgate ca init --force`")]
+    CannotSignAws { path: String, error: String },
 }
 
 /// Create a new CA; refuses to overwrite existing files unless `force`.
@@ -64,7 +71,13 @@ pub fn init_ca(cert_path: &Path, key_path: &Path, extra_names: &[String], force:
         .chain(extra_names.iter().cloned())
         .map(GeneralSubtree::DnsName)
         .collect();
-    params.name_constraints = Some(NameConstraints { permitted_subtrees: permitted, excluded_subtrees: vec![] });
+    // No IP addresses at all: without an excluded IP subtree, DNS-only constraints leave IP SANs
+    // unconstrained (RFC 5280), and a leaked key could sign for https://10.0.0.5/.
+    let no_ips = vec![
+        GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+        GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+    ];
+    params.name_constraints = Some(NameConstraints { permitted_subtrees: permitted, excluded_subtrees: no_ips });
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
@@ -116,6 +129,8 @@ pub struct Ca {
     cert_der: CertificateDer<'static>,
     pub cert_pem: String,
     pub cert_path: PathBuf,
+    /// Leaves never outlive the CA.
+    pub not_after: time::OffsetDateTime,
 }
 
 impl Ca {
@@ -150,7 +165,46 @@ impl Ca {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, e.to_string()))?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| invalid(cert_path, e.to_string()))?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(cert_path, e.to_string()))?;
-        Ok((Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf() }, created))
+        let not_after = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| invalid(cert_path, e.to_string()))?
+            .1
+            .validity()
+            .not_after
+            .to_datetime();
+        let ca = Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf(), not_after };
+        if ca.expired() {
+            return Err(CaError::Expired { path: cert_path.display().to_string(), when: ca.not_after.date().to_string() });
+        }
+        ca.self_check(key_path)?;
+        Ok((ca, created))
+    }
+
+    pub fn expired(&self) -> bool {
+        self.not_after <= time::OffsetDateTime::now_utc()
+    }
+
+    /// Sign a leaf for an AWS name and verify it against the certificate, as a client would: a
+    /// key that belongs to another certificate, or constraints that exclude AWS, fail here at
+    /// start rather than in every client's handshake.
+    fn self_check(&self, key_path: &Path) -> Result<(), CaError> {
+        let host = "vpcgate-self-check.s3.amazonaws.com";
+        let leaf = self.mint(host)?;
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = self.cert_path.display().to_string();
+        roots.add(self.cert_der.clone()).map_err(|e| CaError::Invalid { path: cert.clone(), error: e.to_string() })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| CaError::Invalid { path: cert.clone(), error: e.to_string() })?;
+        let name = rustls::pki_types::ServerName::try_from(host).expect("a valid DNS name");
+        let now = rustls::pki_types::UnixTime::now();
+        match verifier.verify_server_cert(&leaf.cert[0], &[], &name, &[], now) {
+            Ok(_) => Ok(()),
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)) => {
+                Err(CaError::Mismatch { cert, key: key_path.display().to_string() })
+            }
+            Err(e) => Err(CaError::CannotSignAws { path: cert, error: e.to_string() }),
+        }
     }
 
     /// Mint a leaf for `host` with a fresh P-256 key, signed by the CA.
@@ -167,7 +221,7 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::minutes(10);
-        params.not_after = now + time::Duration::seconds(LEAF_VALIDITY.as_secs() as i64);
+        params.not_after = (now + time::Duration::seconds(LEAF_VALIDITY.as_secs() as i64)).min(self.not_after);
         let cert = params.signed_by(&key, &self.issuer).map_err(|e| merr(e.to_string()))?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing = rustls::crypto::ring::sign::any_ecdsa_type(&key_der).map_err(|e| merr(e.to_string()))?;
@@ -308,6 +362,73 @@ mod tests {
         std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         let err = Ca::load_or_create(&c, &k, &[], false).err().unwrap();
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    fn verify(ca: &Ca, leaf: &CertificateDer<'static>, name: &str) -> Result<(), rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der.clone()).unwrap();
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+            .build()
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        v.verify_server_cert(leaf, &[], &name, &[], rustls::pki_types::UnixTime::now()).map(|_| ())
+    }
+
+    #[test]
+    fn the_ca_cannot_sign_for_other_names_or_any_ip_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+        let (ca, _) = Ca::load_or_create(&c, &k, &[], true).unwrap();
+        let sign = |sans: Vec<rcgen::SanType>| {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = sans;
+            params.signed_by(&key, &ca.issuer).unwrap().der().clone()
+        };
+        let aws = sign(vec![rcgen::SanType::DnsName("b.s3.amazonaws.com".try_into().unwrap())]);
+        assert!(verify(&ca, &aws, "b.s3.amazonaws.com").is_ok());
+        let other = sign(vec![rcgen::SanType::DnsName("example.com".try_into().unwrap())]);
+        assert!(verify(&ca, &other, "example.com").is_err());
+        // Name constraints on DNS names alone would leave IP SANs free (RFC 5280).
+        for ip in ["10.0.0.5", "::1"] {
+            let leaf = sign(vec![rcgen::SanType::IpAddress(ip.parse().unwrap())]);
+            let e = verify(&ca, &leaf, ip).unwrap_err();
+            assert!(e.to_string().to_lowercase().contains("name constraint") || e.to_string().contains("NameConstraint"), "{ip}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_ca_or_an_expired_ca_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        init_ca(&p("a.pem"), &p("a-key.pem"), &[], false).unwrap();
+        init_ca(&p("b.pem"), &p("b-key.pem"), &[], false).unwrap();
+        let err = Ca::load_or_create(&p("a.pem"), &p("b-key.pem"), &[], false).err().unwrap();
+        assert!(matches!(err, CaError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains("does not belong to the CA certificate"), "{err}");
+
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let cert = params.self_signed(&key).unwrap();
+        write_file(&p("old.pem"), cert.pem().as_bytes(), 0o644).unwrap();
+        write_file(&p("old-key.pem"), key.serialize_pem().as_bytes(), 0o600).unwrap();
+        let err = Ca::load_or_create(&p("old.pem"), &p("old-key.pem"), &[], false).err().unwrap();
+        assert!(matches!(err, CaError::Expired { .. }) && err.to_string().contains("expired on"), "{err}");
+    }
+
+    #[test]
+    fn leaves_never_outlive_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+        let (mut ca, _) = Ca::load_or_create(&c, &k, &[], true).unwrap();
+        ca.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+        let leaf = ca.mint("b.s3.amazonaws.com").unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.cert[0]).unwrap();
+        let until = parsed.validity().not_after.to_datetime();
+        assert!(until <= ca.not_after && until > time::OffsetDateTime::now_utc() + time::Duration::hours(1), "{until}");
     }
 
     #[tokio::test]
