@@ -263,6 +263,14 @@ async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
     let (s, _) = raw_request(p.port, &connect_req(&format!("{west}:443")));
     assert_eq!(s, 200, "still the last good config");
 
+    // A reload that changes where vpcgate may dial says exactly what it added and removed.
+    let widened = original.replace(&format!("\"127.{n}.1.0/24\""), &format!("\"127.{n}.0.0/16\""));
+    assert_ne!(widened, original);
+    std::fs::write(&p.config, format!("{widened}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
+    p.signal("HUP");
+    let line = eventually(10, || p.log_text(), || p.log_text().lines().find(|l| l.contains("cidrs_added") && l.contains("/16")).map(str::to_string));
+    assert!(line.contains(&format!("test-gateway:127.{n}.0.0/16")) && line.contains(&format!("test-gateway:127.{n}.1.0/24")), "{line}");
+
     // The tunnel opened before both reloads is still open.
     tunnel.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut b = [0u8; 1];

@@ -353,11 +353,12 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
     let mut cidrs = Vec::new();
     let mut source = Vec::new();
     for c in &r.cidrs {
-        cidrs.push(routes::parse_cidr(c).map_err(|_| {
-            err(format!(
+        cidrs.push(routes::parse_cidr(c).map_err(|e| match e {
+            routes::RouteSourceError::BadCidr(_) => err(format!(
                 "route {:?} has cidrs entry {c:?}, which is not an IPv4 network; write it like \"52.216.0.0/15\" (no host bits, IPv4 only)",
                 r.name
-            ))
+            )),
+            other => err(format!("route {:?} {other}", r.name)),
         })?);
     }
     if !r.cidrs.is_empty() {

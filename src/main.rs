@@ -220,12 +220,13 @@ fn exports(l: &Loaded, listen: &SocketAddr) -> Vec<String> {
 }
 
 /// Inspect mode: load (or, on first start, create) the CA and set up the leaf cache and upstream pool.
-fn inspect_state(l: &Loaded) -> Result<Option<Arc<vpcgate::proxy::inspect::Inspect>>, String> {
+/// A reload never creates a CA (`create` false): a reload pointing at missing CA files is refused.
+fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<vpcgate::proxy::inspect::Inspect>>, String> {
     let t = &l.settings.tls;
     if t.mode != config::TlsMode::Inspect {
         return Ok(None);
     }
-    let (ca, created) = vpcgate::certs::Ca::load_or_create(&t.ca_cert, &t.ca_key, &t.ca_extra_names, true).map_err(|e| e.to_string())?;
+    let (ca, created) = vpcgate::certs::Ca::load_or_create(&t.ca_cert, &t.ca_key, &t.ca_extra_names, create).map_err(|e| e.to_string())?;
     if created {
         tracing::info!(ca_cert = %t.ca_cert.display(), ca_key = %t.ca_key.display(), "created a new vpcgate CA (first start); clients must trust it");
     }
@@ -247,7 +248,7 @@ fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics
     let same_tls = previous.is_some_and(|p| format!("{:?}", p.config.settings.tls) == format!("{:?}", l.settings.tls));
     let inspect = match previous {
         Some(p) if same_tls => p.inspect.clone(),
-        _ => inspect_state(&l)?,
+        _ => inspect_state(&l, previous.is_none())?,
     };
     let mut own_addrs = vec![listen];
     own_addrs.extend(admin);
@@ -333,7 +334,15 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
         Ok(state) => {
             Metrics::kind(&metrics.reloads, "ok");
             let routes: Vec<String> = state.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
-            tracing::info!(routes = %routes.join(", "), regions = %state.config.regions.join(","), "configuration reloaded; new connections use it, open tunnels keep theirs");
+            // What a reload changed in where vpcgate may dial, spelled out: a widening is visible.
+            let (added, removed) = vpcgate::routes::cidr_changes(&old.config.routes, &state.config.routes);
+            tracing::info!(
+                routes = %routes.join(", "),
+                regions = %state.config.regions.join(","),
+                cidrs_added = %added,
+                cidrs_removed = %removed,
+                "configuration reloaded; new connections use it, open tunnels keep theirs"
+            );
             shared.replace(state);
         }
         Err(e) => {

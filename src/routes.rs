@@ -73,18 +73,45 @@ pub enum RouteSourceError {
     UnknownShape,
     #[error("has the entry {0:?}, which is not an IPv4 CIDR like 52.216.0.0/15")]
     BadCidr(String),
+    #[error("has the entry {0:?}, wider than a /8, which no endpoint needs; list the endpoint's own ranges")]
+    TooWide(String),
+    #[error("has the entry {0:?}, which overlaps {1}, where no VPC endpoint lives (link-local holds instance metadata); remove it")]
+    NeverEndpoint(String, String),
     #[error("has no IPv4 prefixes for region(s) {0}")]
     Empty(String),
 }
 
-/// Parse one CIDR written by a user or a file, refusing host bits and IPv6.
+/// The shortest prefix a route may hold: a /0../7 is no endpoint's range, only a way to allow
+/// everything by accident.
+pub const SHORTEST_PREFIX: u8 = 8;
+
+/// Parse one CIDR written by a user or a file, refusing host bits, IPv6, prefixes shorter than /8
+/// and ranges that hold no VPC endpoint (link-local, where instance metadata lives; multicast and
+/// reserved space).
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, RouteSourceError> {
     let s = s.trim();
     let net: Ipv4Net = s.parse().map_err(|_| RouteSourceError::BadCidr(s.to_string()))?;
     if net.trunc() != net {
         return Err(RouteSourceError::BadCidr(s.to_string()));
     }
+    if net.prefix_len() < SHORTEST_PREFIX {
+        return Err(RouteSourceError::TooWide(s.to_string()));
+    }
+    let never: [Ipv4Net; 3] = ["169.254.0.0/16".parse().expect("literal"), "224.0.0.0/4".parse().expect("literal"), "240.0.0.0/4".parse().expect("literal")];
+    if let Some(n) = never.iter().find(|n| n.contains(&net) || net.contains(*n)) {
+        return Err(RouteSourceError::NeverEndpoint(s.to_string(), n.to_string()));
+    }
     Ok(net)
+}
+
+/// CIDRs a new set of routes adds and removes, per route name, as text for the reload line.
+pub fn cidr_changes(old: &[Route], new: &[Route]) -> (String, String) {
+    let set = |routes: &[Route]| -> std::collections::BTreeSet<String> {
+        routes.iter().flat_map(|r| r.cidrs.iter().map(move |c| format!("{}:{c}", r.name))).collect()
+    };
+    let (before, after) = (set(old), set(new));
+    let list = |v: Vec<&String>| if v.is_empty() { "none".to_string() } else { v.into_iter().cloned().collect::<Vec<_>>().join(" ") };
+    (list(after.difference(&before).collect()), list(before.difference(&after).collect()))
 }
 
 /// Read CIDRs from the text of a `cidrs_file`. `regions` filters ip-ranges.json and the regions map;
@@ -161,6 +188,30 @@ mod tests {
 
     fn r(x: &[&str]) -> Vec<String> {
         x.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn routes_cannot_allow_everything_or_instance_metadata() {
+        assert!(parse_cidr("52.216.0.0/15").is_ok() && parse_cidr("10.0.0.0/8").is_ok() && parse_cidr("127.5.1.0/24").is_ok());
+        for (c, why) in [("0.0.0.0/0", "wider than a /8"), ("0.0.0.0/1", "wider than a /8"), ("52.0.0.0/7", "wider than a /8")] {
+            let e = parse_cidr(c).unwrap_err();
+            assert!(matches!(e, RouteSourceError::TooWide(_)) && e.to_string().contains(why), "{c}: {e}");
+        }
+        for c in ["169.254.169.254/32", "169.254.0.0/16", "169.0.0.0/8", "224.0.0.0/8", "240.0.0.0/8"] {
+            let e = parse_cidr(c).unwrap_err();
+            assert!(matches!(e, RouteSourceError::NeverEndpoint(..)), "{c}: {e}");
+        }
+        let g = |cidrs: &[&str]| Route {
+            name: "g".into(),
+            kind: RouteKind::Gateway,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            endpoint: None,
+            region: None,
+            source: "test".into(),
+        };
+        let (added, removed) = cidr_changes(&[g(&["52.216.0.0/15", "3.5.0.0/19"])], &[g(&["52.216.0.0/15", "10.0.0.0/8"])]);
+        assert_eq!((added.as_str(), removed.as_str()), ("g:10.0.0.0/8", "g:3.5.0.0/19"));
+        assert_eq!(cidr_changes(&[g(&["52.216.0.0/15"])], &[g(&["52.216.0.0/15"])]), ("none".into(), "none".into()));
     }
 
     #[test]

@@ -129,9 +129,10 @@ fn same_endpoint(requested: &str, route_endpoint: &str, region: &str) -> bool {
     regional(&requested.to_ascii_lowercase()) == regional(&own.to_ascii_lowercase())
 }
 
-/// Addresses vpcgate never dials whatever the routes say: unspecified, broadcast and multicast.
+/// Addresses vpcgate never dials whatever the routes say: unspecified, broadcast, multicast,
+/// reserved, and link-local (169.254.0.0/16, where instance metadata and its credentials live).
 fn never_dial(addr: Ipv4Addr) -> bool {
-    addr.is_unspecified() || addr.octets()[0] == 0 || addr.is_broadcast() || addr.is_multicast()
+    addr.is_unspecified() || addr.octets()[0] == 0 || addr.is_broadcast() || addr.is_multicast() || addr.is_link_local() || addr.octets()[0] >= 240
 }
 
 /// Pick the first address, in candidate order then answer order, that lies inside its candidate's
@@ -280,6 +281,18 @@ mod tests {
         // A multi-region access point needs an s3-global interface route.
         let mrap = [iface("m", "vpce-9-9.accesspoint.s3-global.vpce.amazonaws.com", None, &["10.1.0.0/16"])];
         assert_eq!(decide("x.mrap.accesspoint.s3-global.amazonaws.com", &mrap).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn link_local_and_reserved_answers_are_never_dialled_even_inside_a_route() {
+        // A route parsed elsewhere (tests build them directly) that would hold instance metadata.
+        let routes = [gw("wide", &["128.0.0.0/1"]), gw("ll", &["169.254.0.0/16"])];
+        let host = "b.s3.us-east-1.amazonaws.com";
+        let cands = decide(host, &routes).unwrap();
+        for bad in ["169.254.169.254", "240.1.2.3", "255.255.255.255"] {
+            let e = choose(host, &cands, &[ans(host, &[bad])], &routes, 443, &[], "dns").unwrap_err();
+            assert_eq!(e.code(), "outside_routes", "{bad}");
+        }
     }
 
     #[test]
