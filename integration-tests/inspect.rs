@@ -363,6 +363,42 @@ async fn a_tls12_client_never_resumes_a_session_without_a_new_key_exchange() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_pool_is_bounded_in_all_and_swept_when_idle() {
+    // Every bucket name is a pool key of its own: with tls.upstream_idle_max = 8, twelve buckets
+    // leave eight idle upstream connections, and those go once tls.upstream_idle_timeout has
+    // passed with no traffic.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 51;
+    let w = world();
+    let hosts: Vec<String> = (0..12).map(|i| format!("b{i}.s3.us-east-1.amazonaws.com")).collect();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &names, "inside").await;
+    let answer = a(&[ip(n, 1, 1)]);
+    let records: Vec<(&str, &[std::net::IpAddr])> = names.iter().map(|h| (*h, answer.as_slice())).collect();
+    let dns = FakeDns::start(&records).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "[tls]\nupstream_idle_max = 8\nupstream_idle_timeout = \"2s\"\n");
+    let roots = client_roots(&p, true, &w);
+    for h in &names {
+        let mut tls = tls_tunnel(p.port, h, roots.clone()).await;
+        tls.write_all(format!("GET /k HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with(&format!("sni={h}\n")) {
+            let k = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("a response").unwrap();
+            assert!(k > 0, "{h}: closed after {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    let idle = || -> i64 {
+        let (_, m) = http_get(p.admin_port, "/metrics");
+        m.lines().find_map(|l| l.strip_prefix("vpcgate_upstream_idle ")).and_then(|v| v.trim().parse().ok()).expect("the gauge")
+    };
+    let held = eventually(5, || format!("{}", idle()), || (idle() >= 8).then(idle));
+    assert_eq!(held, 8, "idle upstream connections over all buckets");
+    eventually(10, || format!("{}", idle()), || (idle() == 0).then_some(()));
+}
+
 /// Streams 2 GiB through an inspected tunnel and checks vpcgate's resident memory stays flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_download_streams_with_flat_memory() {

@@ -34,10 +34,6 @@ fn vpcgate(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String, Durati
     )
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    raw_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_class_answers_routes_and_verdict() {
     let n = 60;

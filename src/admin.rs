@@ -49,11 +49,13 @@ async fn route(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Resp
             Ok(s) => text(StatusCode::OK, "text/plain", s),
             Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {e}\n")),
         },
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.get().metrics.render(),
-        ),
+        "/metrics" => {
+            let state = shared.get();
+            if let Some(ins) = &state.inspect {
+                state.metrics.upstream_idle.set(ins.pool.idle_count() as i64);
+            }
+            text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.render())
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /readyz or /metrics\n".into()),
     }
 }

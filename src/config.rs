@@ -125,6 +125,8 @@ pub struct TlsSettings {
     pub leaf_cache_size: usize,
     /// Idle upstream connections kept per (host, address) in inspect mode.
     pub upstream_idle_per_host: usize,
+    /// Idle upstream connections kept in all (every bucket name is a key of its own).
+    pub upstream_idle_max: usize,
     #[serde(with = "humantime_serde")]
     pub upstream_idle_timeout: Duration,
 }

@@ -237,7 +237,7 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<vpcgate::proxy::
     let tls = vpcgate::proxy::upstream::client_config(&extra)?;
     Ok(Some(Arc::new(vpcgate::proxy::inspect::Inspect::new(
         vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
-        vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_timeout),
+        vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_max, t.upstream_idle_timeout),
     )?)))
 }
 

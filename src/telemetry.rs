@@ -77,6 +77,8 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Family<DecisionLabels, Counter>,
     pub tunnels_active: Gauge,
+    /// Idle upstream connections in the inspect pool, read when /metrics is rendered.
+    pub upstream_idle: Gauge,
     pub bytes: Family<BytesLabels, Counter>,
     pub dns_seconds: Histogram,
     pub handshake_refusals: Family<RefusalLabels, Counter>,
@@ -98,6 +100,7 @@ impl Metrics {
         let m = Metrics {
             connections: Family::default(),
             tunnels_active: Gauge::default(),
+            upstream_idle: Gauge::default(),
             bytes: Family::default(),
             dns_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             handshake_refusals: Family::default(),
@@ -109,6 +112,7 @@ impl Metrics {
         };
         registry.register("connections", "CONNECT requests by decision and refusal reason", m.connections.clone());
         registry.register("tunnels_active", "Open tunnels", m.tunnels_active.clone());
+        registry.register("upstream_idle", "Idle upstream connections pooled for reuse (inspect mode)", m.upstream_idle.clone());
         registry.register("bytes", "Tunnel bytes by route and direction (up = client to upstream)", m.bytes.clone());
         registry.register("dns_lookup_seconds", "DNS lookup latency (A records)", m.dns_seconds.clone());
         registry.register("handshake_refusals", "TLS handshakes refused by side and cause", m.handshake_refusals.clone());

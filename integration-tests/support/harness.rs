@@ -52,12 +52,21 @@ impl Proxy {
         self.dir.path().join("certs/ca.pem")
     }
 
-    /// `extra` is appended to the base config; when it starts with a `[proxy]` table, that table's
-    /// keys join the base `[proxy]` table instead (TOML allows a table only once).
+    /// `extra` is appended to the base config; when it starts with a `[proxy]` table (then
+    /// optionally a `[tls]` table), those keys join the base tables instead (TOML allows a table
+    /// only once).
     fn start_mode(n: u8, dns: SocketAddr, tls: &str, extra: &str) -> Proxy {
         let port = free_port();
         let admin = free_port();
         let (proxy_extra, extra) = match extra.strip_prefix("[proxy]\n") {
+            Some(rest) => match rest.find("\n[") {
+                Some(i) => (&rest[..=i], &rest[i + 1..]),
+                None => (rest, ""),
+            },
+            None => ("", extra),
+        };
+        // Likewise a leading `[tls]` table joins the base `[tls]` table.
+        let (tls_extra, extra) = match extra.strip_prefix("[tls]\n") {
             Some(rest) => match rest.find("\n[") {
                 Some(i) => (&rest[..=i], &rest[i + 1..]),
                 None => (rest, ""),
@@ -71,7 +80,7 @@ impl Proxy {
         };
         let toml = format!(
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n{proxy_extra}\
-             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{routes}{extra}"
+             [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{tls_extra}{routes}{extra}"
         );
         let mut p = Self::start_with(port, &toml);
         p.admin_port = admin;
@@ -217,6 +226,11 @@ pub fn raw_request(port: u16, request: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// A plain GET to a local HTTP server (the admin listener): status and whole response text.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    raw_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
 }
 
 pub fn connect_req(target: &str) -> String {

@@ -32,8 +32,13 @@ pub struct Pool {
     tls: Arc<ClientConfig>,
     idle: Mutex<HashMap<Key, Vec<(UpstreamConn, Instant)>>>,
     per_host: usize,
+    max_idle: usize,
     idle_timeout: Duration,
+    /// Whether the task that drops expired and closed idle connections runs.
+    sweeping: std::sync::atomic::AtomicBool,
 }
+
+
 
 /// Build the upstream TLS client configuration: public roots plus extra roots, ALPN http/1.1.
 pub fn client_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<ClientConfig, String> {
@@ -113,13 +118,50 @@ pub fn explain_tls_error(host: &str, addr: SocketAddr, e: &std::io::Error) -> St
 }
 
 impl Pool {
-    pub fn new(tls: ClientConfig, per_host: usize, idle_timeout: Duration) -> Pool {
+    /// `max_idle` bounds the idle connections over all (host, address) keys: each holds a TLS
+    /// session and a 128 KiB read buffer, and every bucket name is a key of its own.
+    pub fn new(tls: ClientConfig, per_host: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             tls: Arc::new(tls),
             idle: Mutex::new(HashMap::new()),
             per_host,
+            max_idle,
             idle_timeout,
+            sweeping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Idle connections held now, over all keys.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().expect("pool").values().map(Vec::len).sum()
+    }
+
+    /// Drop expired and closed idle connections and empty keys.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().expect("pool");
+        idle.retain(|_, list| {
+            list.retain(|(c, since)| !c.sender.is_closed() && since.elapsed() < self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Started with the first connection given back; ends when the pool is dropped (a reload that
+    /// changed `[tls]`).
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let every = self.idle_timeout.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match weak.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Whether an open idle connection to (host, addr) is pooled.
@@ -143,6 +185,7 @@ impl Pool {
 
     /// Give a connection back once its current exchange has finished.
     pub fn put_back_when_ready(self: &Arc<Self>, host: String, addr: SocketAddr, mut conn: UpstreamConn) {
+        self.start_sweeper();
         let pool = self.clone();
         tokio::spawn(async move {
             // Ready means the previous response body was read to its end and the connection can
@@ -152,10 +195,14 @@ impl Pool {
                 _ => return,
             }
             let mut idle = pool.idle.lock().expect("pool");
-            let list = idle.entry((host, addr)).or_default();
+            let total: usize = idle.values().map(Vec::len).sum();
+            let key = (host, addr);
+            let list = idle.entry(key.clone()).or_default();
             list.retain(|(c, since)| !c.sender.is_closed() && since.elapsed() < pool.idle_timeout);
-            if list.len() < pool.per_host {
+            if list.len() < pool.per_host && total < pool.max_idle {
                 list.push((conn, Instant::now()));
+            } else if list.is_empty() {
+                idle.remove(&key);
             }
         });
     }
