@@ -402,7 +402,7 @@ fn main() {
             .filter(|r| r.auth.starts_with("sigv2"))
             .map(|r| format!("{} {} ({})", r.method, r.path, r.auth))
             .collect();
-        if std::env::var_os("VPCGATE_MATRIX_LOG").is_some() {
+        if std::env::var_os("MATRIX_LOG").is_some() {
             eprintln!("{}", ctx.proxy.log_text());
         }
         assert_eq!(dns.count("AAAA") + dns.count("PTR"), 0, "vpcgate asked for AAAA or PTR records");

@@ -294,3 +294,28 @@ async fn text_logs_to_a_file_carry_no_terminal_colour_codes() {
     });
     assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text:?}");
 }
+
+#[test]
+fn a_low_open_file_limit_is_raised_and_named_at_start() {
+    // Soft limit 100, hard 300: vpcgate raises the soft limit to 300 and says that the default
+    // proxy.max_connections (10000) needs about 2 x 10000 + 256 + 64 open files.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vpcgate.toml");
+    let port = support::upstream::free_port();
+    std::fs::write(&cfg, format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[tls]\nmode = \"passthrough\"\n[log]\nformat = \"json\"\n")).unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 100 && ulimit -Hn 300 && exec \"$0\" --config \"$1\" run", env!("CARGO_BIN_EXE_vpcgate"), cfg.to_str().unwrap()])
+        .env_remove("VPCGATE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = eventually(10, || std::fs::read_to_string(&log).unwrap_or_default(), || {
+        std::fs::read_to_string(&log).ok().filter(|t| t.contains("open files"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("needs about 20320 open files but this process may open 300"), "{text}");
+    assert!(text.contains("ulimit -n"), "{text}");
+}

@@ -195,10 +195,15 @@ impl Sources {
     /// The process's own: `--config` (or `VPCGATE_CONFIG`) and every `VPCGATE__…` variable.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
         let file = file.or_else(|| std::env::var_os("VPCGATE_CONFIG").map(PathBuf::from));
-        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE__")).collect();
+        // Every VPCGATE_ variable but VPCGATE_CONFIG: a misspelt override (one underscore) is
+        // refused by `load` with a sentence instead of being ignored.
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE_") && k != "VPCGATE_CONFIG").collect();
         Sources { file, env }
     }
 }
+
+/// The largest proxy.max_connections accepted.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots", "tls.ca_extra_names"];
 
@@ -236,6 +241,13 @@ fn deserialize(c: config::Config) -> Result<Settings, ConfigError> {
 
 /// Load and validate. `env_regions` is AWS_REGION / AWS_DEFAULT_REGION (first set wins).
 pub fn load(sources: &Sources, env_regions: &[String]) -> Result<Loaded, ConfigError> {
+    let mut stray: Vec<&String> = sources.env.keys().filter(|k| !k.starts_with("VPCGATE__")).collect();
+    stray.sort();
+    if let Some(k) = stray.first() {
+        return Err(err(format!(
+            "the environment variable {k} is not read: overrides are named VPCGATE__SECTION__KEY (two underscores after VPCGATE and between the parts, e.g. VPCGATE__TLS__MODE); rename or unset it"
+        )));
+    }
     // Build layer by layer so that a failure names the layer that brought the bad key or value.
     let layers: [(bool, bool, String); 3] = [
         (false, false, "the embedded default config".to_string()),
@@ -295,6 +307,12 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
     }
     if p.max_connections == 0 {
         return Err(err("proxy.max_connections is 0, which refuses every client; set it to a positive number such as 10000"));
+    }
+    if p.max_connections > MAX_CONNECTIONS_LIMIT {
+        return Err(err(format!(
+            "proxy.max_connections is {}, more than the {MAX_CONNECTIONS_LIMIT} vpcgate supports (two sockets per tunnel); set it lower",
+            p.max_connections
+        )));
     }
     for (key, d) in [
         ("proxy.connect_timeout", p.connect_timeout),
@@ -523,6 +541,17 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_environment_override_is_refused_not_ignored() {
+        let mut s = Sources::default();
+        s.env.insert("VPCGATE_TLS__MODE".into(), "passthrough".into());
+        let e = load(&s, &[]).unwrap_err().to_string();
+        assert!(e.contains("VPCGATE_TLS__MODE") && e.contains("VPCGATE__SECTION__KEY"), "{e}");
+        s.env.clear();
+        s.env.insert("VPCGATE__TLS__MODE".into(), "passthrough".into());
+        assert!(load(&s, &[]).is_ok());
+    }
+
+    #[test]
     fn invalid_values() {
         for (text, needle) in [
             ("[proxy]\nlisten = \"localhost\"\n", "listen"),
@@ -534,6 +563,9 @@ mod tests {
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\n", "no CIDRs"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs_file = \"/nonexistent/pl.json\"\n", "/nonexistent/pl.json"),
             ("[proxy]\nmax_connections = 0\n", "max_connections"),
+            ("[proxy]\nmax_connections = 2305843009213693952\n", "more than the 1000000"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"0.0.0.0/0\"]\n", "wider than a /8"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"169.254.169.254/32\"]\n", "instance metadata"),
         ] {
             let (_f, s) = with_file(text);
             let e = load(&s, &[]).unwrap_err().to_string();

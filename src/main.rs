@@ -275,6 +275,7 @@ fn run(loaded: Loaded) -> Result<(), String> {
         };
         let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
         banner(&state.config, listen, admin_addr, state.dns.servers());
+        check_open_file_limit(&state.config.settings);
         let shared = Shared::new(state);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(a) = admin {
@@ -293,6 +294,37 @@ fn run(loaded: Loaded) -> Result<(), String> {
         tracing::info!("vpcgate stopped");
         Ok(())
     })
+}
+
+/// Raise the soft open-file limit to the hard one (the usual soft default, 1024, holds about 500
+/// tunnels), and say so when even that is short of what `proxy.max_connections` needs: past it,
+/// `accept` fails for every client instead of the clear 503.
+fn check_open_file_limit(settings: &config::Settings) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim = raised;
+            }
+        }
+        // Two sockets per tunnel (client and upstream), the idle upstream pool, and some spare.
+        let need = settings.proxy.max_connections as u64 * 2 + settings.tls.upstream_idle_max as u64 + 64;
+        if (lim.rlim_cur as u64) < need {
+            tracing::warn!(
+                "proxy.max_connections = {} needs about {need} open files but this process may open {}; raise the limit (ulimit -n, systemd LimitNOFILE, docker --ulimit nofile) or lower proxy.max_connections",
+                settings.proxy.max_connections,
+                lim.rlim_cur
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = settings;
 }
 
 /// SIGTERM/SIGINT stop; SIGHUP reloads the configuration and route files.
