@@ -131,6 +131,31 @@ pub struct Ca {
     pub cert_path: PathBuf,
     /// Leaves never outlive the CA.
     pub not_after: time::OffsetDateTime,
+    /// What a leaked key of this CA could do beyond AWS names, for the start-up log.
+    pub warnings: Vec<String>,
+}
+
+/// Sentences about a CA certificate's name constraints: none at all, or none on IP addresses.
+fn constraint_warnings(cert: &x509_parser::certificate::X509Certificate<'_>, path: &Path) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    match cert.name_constraints() {
+        Ok(Some(nc)) => {
+            let excludes_ips = nc.value.excluded_subtrees.as_ref().is_some_and(|s| s.iter().any(|g| matches!(g.base, GeneralName::IPAddress(_))));
+            let permits_only_ips = nc.value.permitted_subtrees.as_ref().is_some_and(|s| s.iter().any(|g| matches!(g.base, GeneralName::IPAddress(_))));
+            if excludes_ips || permits_only_ips {
+                vec![]
+            } else {
+                vec![format!(
+                    "the CA certificate {} does not exclude IP addresses, so a leaked key could impersonate any https://IP/ site; run `vpcgate ca init --force` for a CA that excludes them",
+                    path.display()
+                )]
+            }
+        }
+        _ => vec![format!(
+            "the CA certificate {} has no name constraints, so a leaked key could impersonate any site to clients that trust it; prefer a CA from `vpcgate ca init`",
+            path.display()
+        )],
+    }
 }
 
 impl Ca {
@@ -165,13 +190,11 @@ impl Ca {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, e.to_string()))?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| invalid(cert_path, e.to_string()))?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(cert_path, e.to_string()))?;
-        let not_after = x509_parser::parse_x509_certificate(&cert_der)
-            .map_err(|e| invalid(cert_path, e.to_string()))?
-            .1
-            .validity()
-            .not_after
-            .to_datetime();
-        let ca = Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf(), not_after };
+        let (not_after, warnings) = {
+            let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| invalid(cert_path, e.to_string()))?;
+            (parsed.validity().not_after.to_datetime(), constraint_warnings(&parsed, cert_path))
+        };
+        let ca = Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf(), not_after, warnings };
         if ca.expired() {
             return Err(CaError::Expired { path: cert_path.display().to_string(), when: ca.not_after.date().to_string() });
         }
@@ -417,6 +440,29 @@ mod tests {
         write_file(&p("old-key.pem"), key.serialize_pem().as_bytes(), 0o600).unwrap();
         let err = Ca::load_or_create(&p("old.pem"), &p("old-key.pem"), &[], false).err().unwrap();
         assert!(matches!(err, CaError::Expired { .. }) && err.to_string().contains("expired on"), "{err}");
+
+        // A supplied CA without name constraints, or one made before IP addresses were excluded,
+        // loads with a warning that says what a leaked key could do.
+        let (ours, _) = Ca::load_or_create(&p("a.pem"), &p("a-key.pem"), &[], false).unwrap();
+        assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
+        for (name, nc, needle) in [
+            ("bare", None, "no name constraints"),
+            (
+                "old",
+                Some(NameConstraints { permitted_subtrees: vec![GeneralSubtree::DnsName("amazonaws.com".into())], excluded_subtrees: vec![] }),
+                "does not exclude IP addresses",
+            ),
+        ] {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.name_constraints = nc;
+            let cert = params.self_signed(&key).unwrap();
+            write_file(&p(&format!("{name}.pem")), cert.pem().as_bytes(), 0o644).unwrap();
+            write_file(&p(&format!("{name}-key.pem")), key.serialize_pem().as_bytes(), 0o600).unwrap();
+            let (ca, _) = Ca::load_or_create(&p(&format!("{name}.pem")), &p(&format!("{name}-key.pem")), &[], false).unwrap();
+            assert!(ca.warnings.len() == 1 && ca.warnings[0].contains(needle), "{name}: {:?}", ca.warnings);
+        }
     }
 
     #[test]

@@ -230,6 +230,9 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<vpcgate::proxy::
     if created {
         tracing::info!(ca_cert = %t.ca_cert.display(), ca_key = %t.ca_key.display(), "created a new vpcgate CA (first start); clients must trust it");
     }
+    for w in &ca.warnings {
+        tracing::warn!("{w}");
+    }
     let mut extra = Vec::new();
     for p in &t.extra_roots {
         extra.extend(vpcgate::certs::read_pem_certs(p)?);
