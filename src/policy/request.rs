@@ -399,7 +399,9 @@ fn form_verdict(names: &[String]) -> Signature {
 
 /// The lower-cased field name of one part, from its header block (CRLF-separated lines).
 fn part_name(headers: &[u8]) -> Result<String, &'static str> {
-    let text = std::str::from_utf8(headers).map_err(|_| "a part header that is not UTF-8")?;
+    // Lossy: a Latin-1 filename from an old browser is not a reason to refuse, and replacing
+    // bytes over 0x7f cannot add or remove the ASCII quotes, colons and semicolons parsed here.
+    let text = String::from_utf8_lossy(headers);
     let mut disposition = None;
     for line in text.split("\r\n") {
         if line.contains(['\r', '\n']) {
@@ -655,6 +657,8 @@ mod tests {
         assert!(malformed("--XyZ\r\nContent-Disposition: attachment; name=\"file\"\r\n\r\nx"));
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nno closing boundary"));
         // Transport padding after a boundary, quoted parameters with ';' and unquoted names are fine.
+        let latin1_name = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r\xe9sum\xe9.pdf\"\r\n\r\nx";
+        assert_eq!(scan_form(latin1_name, "XyZ", false), FormScan::Done(Signature::Anonymous));
         let ok = "--XyZ \t\r\nContent-Disposition: form-data; name=key\r\n\r\nk\r\n\
                   --XyZ\r\ncontent-disposition: Form-Data; name=\"x-amz-signature\"\r\n\r\nff\r\n\
                   --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a;b.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
