@@ -216,6 +216,21 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
     let mut buf = vec![0u8; 4096];
     let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
     assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..got]));
+    // API calls that are POSTs but not forms pass: CreateMultipartUpload of an object whose own
+    // type is multipart/related (the SDK sends it as the request's Content-Type), and an empty body.
+    for (path, ct) in [("/big.mhtml?uploads", "multipart/related; boundary=x"), ("/", "multipart/form-data; boundary=XyZ")] {
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        tls.write_all(format!("POST {path} HTTP/1.1\r\nHost: {HOST}\r\n{v4}Content-Type: {ct}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("sni=") {
+            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains(&format!("saw POST {path}")), "{path}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,9 +195,11 @@ impl Sources {
     /// The process's own: `--config` (or `VPCGATE_CONFIG`) and every `VPCGATE__…` variable.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
         let file = file.or_else(|| std::env::var_os("VPCGATE_CONFIG").map(PathBuf::from));
-        // Every VPCGATE_ variable but VPCGATE_CONFIG: a misspelt override (one underscore) is
-        // refused by `load` with a sentence instead of being ignored.
-        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE_") && k != "VPCGATE_CONFIG").collect();
+        // Overrides, and names that look like a misspelt one (`VPCGATE_TLS__MODE`: a double
+        // underscore after a single one), which `load` refuses with a sentence instead of ignoring.
+        // Other VPCGATE_ names are not ours to judge: Kubernetes adds VPCGATE_SERVICE_HOST,
+        // VPCGATE_PORT_3128_TCP… to every pod of a namespace with a Service named vpcgate.
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE__") || (k.starts_with("VPCGATE_") && k.contains("__"))).collect();
         Sources { file, env }
     }
 }
@@ -542,6 +544,13 @@ mod tests {
 
     #[test]
     fn a_misspelt_environment_override_is_refused_not_ignored() {
+        // What from_process keeps: overrides and look-alikes, not Kubernetes' service variables.
+        std::env::set_var("VPCGATE_SERVICE_HOST", "10.0.0.9");
+        std::env::set_var("VPCGATE_PORT_3128_TCP_ADDR", "10.0.0.9");
+        let kept = Sources::from_process(None).env;
+        assert!(!kept.contains_key("VPCGATE_SERVICE_HOST") && !kept.contains_key("VPCGATE_PORT_3128_TCP_ADDR"), "{kept:?}");
+        std::env::remove_var("VPCGATE_SERVICE_HOST");
+        std::env::remove_var("VPCGATE_PORT_3128_TCP_ADDR");
         let mut s = Sources::default();
         s.env.insert("VPCGATE_TLS__MODE".into(), "passthrough".into());
         let e = load(&s, &[]).unwrap_err().to_string();

@@ -588,10 +588,16 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     }
 
     // Browser POST forms carry their signature in the body: read the fields before the file,
-    // whatever the head carries (a form's fields are what S3 reads for a POST upload).
+    // whatever the head carries (a form's fields are what S3 reads for a POST upload). S3 reads a
+    // form only on a POST without a query (POST ?uploads, ?uploadId=, ?delete… are API calls
+    // whose Content-Type may be the object's own, multipart/related say) and with a body.
     let mut req_body: Option<ReqBody> = None;
     let mut body = Some(body);
-    if parts.method == hyper::Method::POST && content_type.is_some_and(|ct| request::is_multipart(ct.as_bytes())) {
+    let form_post = parts.method == hyper::Method::POST
+        && parts.uri.query().is_none_or(str::is_empty)
+        && !body.as_ref().is_some_and(|b| b.is_end_stream())
+        && content_type.is_some_and(|ct| request::is_multipart(ct.as_bytes()));
+    if form_post {
         let boundary = match request::form_boundary(content_type.unwrap_or("")) {
             Ok(b) => b,
             Err(d) => return deny(log, d),
@@ -610,7 +616,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
                         prefix.extend_from_slice(d);
                     }
                     frames.push_back(f);
-                    if prefix.len() >= next_scan {
+                    if prefix.len() >= next_scan || prefix.len() > FORM_PREFIX_LIMIT {
                         match request::scan_form(&prefix, &boundary, false) {
                             FormScan::NeedMore => next_scan = prefix.len() + 4096,
                             done => break done,
