@@ -314,9 +314,11 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
         }
     }
     let Some(b) = boundary else { return bad("no boundary parameter") };
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "'()+_,-./:=? ".contains(c);
+    // RFC 2046's characters plus the other visible ASCII real senders use (Android's "*****"),
+    // but never a quote, backslash or semicolon, which would change how the header itself reads.
+    let ok_char = |c: char| (c.is_ascii_graphic() && !"\"\\;".contains(c)) || c == ' ';
     if b.is_empty() || b.len() > 70 || b.ends_with(' ') || !b.chars().all(ok_char) {
-        return bad("a boundary that is not 1 to 70 RFC 2046 characters");
+        return bad("a boundary that is not 1 to 70 visible characters");
     }
     Ok(b)
 }
@@ -418,15 +420,28 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
         }
     }
     let v = disposition.ok_or("a part without Content-Disposition")?;
-    let (kind, mut params) = v.split_once(';').unwrap_or((v, ""));
+    let (kind, params) = v.split_once(';').unwrap_or((v, ""));
     if !kind.trim().eq_ignore_ascii_case("form-data") {
         return Err("a part that is not form-data");
     }
+    // Senders differ on backslashes in quoted values (Go and old curl escape `"` and `\` in
+    // filenames, browsers send a raw `\`); so do parsers. A header with one is read both ways,
+    // and accepted only when both give the same single name.
+    let literal = disposition_name(params, false);
+    if params.contains('\\') && disposition_name(params, true) != literal {
+        return Err("a part header whose backslashes make it read two ways");
+    }
+    literal?.ok_or("a part without a field name")
+}
+
+/// The lower-cased `name` parameter of a `Content-Disposition: form-data` parameter list, with
+/// `\` inside quotes read as an escape or as itself.
+fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &'static str> {
     let mut name = None;
     loop {
         params = params.trim_start_matches([' ', '\t', ';']);
         if params.is_empty() {
-            break;
+            return Ok(name);
         }
         let eq = params.find(['=', ';']).ok_or("a part parameter without a value")?;
         if params.as_bytes()[eq] != b'=' {
@@ -435,20 +450,26 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
         let key = params[..eq].trim().to_ascii_lowercase();
         let after = params[eq + 1..].trim_start();
         let (value, rest) = if let Some(q) = after.strip_prefix('"') {
-            let close = q.find('"').ok_or("an unterminated quoted part parameter")?;
-            if q[..close].contains('\\') {
-                return Err("an escaped character in a part parameter");
-            }
-            (&q[..close], &q[close + 1..])
+            let mut value = String::new();
+            let mut chars = q.char_indices();
+            let close = loop {
+                match chars.next() {
+                    None => return Err("an unterminated quoted part parameter"),
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) if escapes => value.extend(chars.next().map(|(_, c)| c)),
+                    Some((_, c)) => value.push(c),
+                }
+            };
+            (value, &q[close + 1..])
         } else {
             let end = after.find(';').unwrap_or(after.len());
-            (after[..end].trim_end(), &after[end..])
+            (after[..end].trim_end().to_string(), &after[end..])
         };
-        let rest_trim = rest.trim_start_matches([' ', '\t']);
-        if !rest_trim.is_empty() && !rest_trim.starts_with(';') {
+        let rest = rest.trim_start_matches([' ', '\t']);
+        if !rest.is_empty() && !rest.starts_with(';') {
             return Err("text after a quoted part parameter");
         }
-        params = rest_trim;
+        params = rest;
         match key.as_str() {
             "name" if name.is_some() => return Err("two names in one part"),
             "name" => name = Some(value.to_ascii_lowercase()),
@@ -456,7 +477,6 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
             _ => {}
         }
     }
-    name.ok_or("a part without a field name")
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -628,7 +648,8 @@ mod tests {
         assert_eq!(code("multipart/form-data; boundary=a; boundary=b"), Err("malformed_form"));
         assert_eq!(code("multipart/form-data; boundary=\"\""), Err("malformed_form"));
         assert_eq!(code(&format!("multipart/form-data; boundary={}", "x".repeat(71))), Err("malformed_form"));
-        assert_eq!(code("multipart/form-data; boundary=a<b"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=*****"), Ok("*****".to_string()), "Android's example boundary");
+        assert_eq!(code("multipart/form-data; boundary=a\\b"), Err("malformed_form"));
     }
 
     #[test]
@@ -653,7 +674,15 @@ mod tests {
         assert!(malformed("--XyZ\r\nContent-Type: text/plain\r\n\r\nx\r\n--XyZ--"));
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"; name=\"AWSAccessKeyId\"\r\n\r\nx\r\n--XyZ--"));
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name*=utf-8''signature\r\n\r\nx\r\n--XyZ--"));
+        // Backslashes that make the header read two ways (escape: one name "a\"; name=signature";
+        // literal: a name "a\" and then a second name) are refused; harmless ones pass.
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"a\\\"; name=signature\"\r\n\r\nx\r\n--XyZ--"));
+        let go_escaped = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"say \\\"hi\\\".txt\"\r\n\r\nx";
+        assert!(matches!(scan_form(go_escaped.as_bytes(), "XyZ", false), FormScan::Malformed(_)), "the literal reading ends the filename early and finds stray text");
+        let raw_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\dir\\a.txt\"\r\n\r\nx";
+        assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false), FormScan::Done(Signature::Anonymous));
+        let escaped_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\\b.txt\"\r\n\r\nx";
+        assert_eq!(scan_form(escaped_backslash.as_bytes(), "XyZ", false), FormScan::Done(Signature::Anonymous));
         assert!(malformed("--XyZ\r\nContent-Disposition: attachment; name=\"file\"\r\n\r\nx"));
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nno closing boundary"));
         // Transport padding after a boundary, quoted parameters with ';' and unquoted names are fine.

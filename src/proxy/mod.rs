@@ -328,16 +328,19 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
 /// Query values and userinfo may carry signatures, tokens and passwords: never log or echo them.
 /// Works on a URI (`scheme://user:pass@host/path?q`) and on an authority (`user:pass@host:443`).
 pub(crate) fn redact(s: &str) -> String {
-    let s = s.split('?').next().unwrap_or("");
     let (scheme, rest) = match s.find("://") {
         Some(i) => s.split_at(i + 3),
         None => ("", s),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let kept = match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}(userinfo removed)@{}", &rest[at + 1..]),
-        None => s.to_string(),
+    // Userinfo first, up to the last '@' anywhere: secret keys hold '/' and may hold '?', so no
+    // delimiter can be trusted to end it in a target vpcgate refused. (An '@' in a path is cut
+    // too: a shorter log line, never a leaked password.)
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("(userinfo removed)@{}", &rest[at + 1..]),
+        None => rest.to_string(),
     };
+    // Then the query and fragment.
+    let kept = format!("{scheme}{}", rest.split(['?', '#']).next().unwrap_or(""));
     crate::telemetry::printable(&kept).into_owned()
 }
 
@@ -352,6 +355,11 @@ mod tests {
         assert_eq!(redact("AKIA:secret@b.s3.amazonaws.com:443"), "(userinfo removed)@b.s3.amazonaws.com:443");
         assert_eq!(redact("/k?Signature=x<"), "/k");
         assert_eq!(redact("b.s3.amazonaws.com:443"), "b.s3.amazonaws.com:443");
-        assert_eq!(redact("http://b/a@b"), "http://b/a@b", "an @ in the path is not userinfo");
+        assert_eq!(redact("http://b/a@b"), "http://(userinfo removed)@b", "cut at the last '@', wherever it is");
+        assert_eq!(redact("http://u:p/w@host/path"), "http://(userinfo removed)@host/path");
+        // Secret keys hold '/', and a '?' in userinfo is not a query.
+        assert_eq!(redact("AKIA:wJal/rXU@host:443"), "(userinfo removed)@host:443");
+        assert_eq!(redact("http://AKIA:se?cret@h/k?q"), "http://(userinfo removed)@h/k");
+        assert_eq!(redact("http://h/k#frag"), "http://h/k");
     }
 }
