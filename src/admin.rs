@@ -70,7 +70,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl st
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
-        // A slot first, so that idle admin clients cannot take every file descriptor.
+        // A slot first, so that idle admin clients cannot take every file descriptor. A slot is
+        // held for one request (no keep-alive) or at most ADMIN_HEAD_TIMEOUT by a silent client,
+        // so a probe waits at most that long behind them.
         let slot = tokio::select! {
             _ = &mut shutdown => return,
             s = slots.clone().acquire_owned() => s.expect("the admin semaphore is never closed"),
@@ -98,6 +100,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl st
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(ADMIN_HEAD_TIMEOUT)
+                // One request per connection: a scraper cannot hold a slot between scrapes.
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), svc);
             let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await;
         });

@@ -210,8 +210,6 @@ impl Ca {
     /// key that belongs to another certificate, or constraints that exclude AWS, fail here at
     /// start rather than in every client's handshake.
     fn self_check(&self, key_path: &Path) -> Result<(), CaError> {
-        let host = "vpcgate-self-check.s3.amazonaws.com";
-        let leaf = self.mint(host)?;
         let mut roots = rustls::RootCertStore::empty();
         let cert = self.cert_path.display().to_string();
         roots.add(self.cert_der.clone()).map_err(|e| CaError::Invalid { path: cert.clone(), error: e.to_string() })?;
@@ -219,15 +217,22 @@ impl Ca {
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| CaError::Invalid { path: cert.clone(), error: e.to_string() })?;
-        let name = rustls::pki_types::ServerName::try_from(host).expect("a valid DNS name");
         let now = rustls::pki_types::UnixTime::now();
-        match verifier.verify_server_cert(&leaf.cert[0], &[], &name, &[], now) {
-            Ok(_) => Ok(()),
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)) => {
-                Err(CaError::Mismatch { cert, key: key_path.display().to_string() })
+        // One name per AWS DNS suffix: a CA limited to China's amazonaws.com.cn is fine.
+        let mut refusal = String::new();
+        for suffix in AWS_NAME_CONSTRAINTS {
+            let host = format!("vpcgate-self-check.s3.{suffix}");
+            let leaf = self.mint(&host)?;
+            let name = rustls::pki_types::ServerName::try_from(host).expect("a valid DNS name");
+            match verifier.verify_server_cert(&leaf.cert[0], &[], &name, &[], now) {
+                Ok(_) => return Ok(()),
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)) => {
+                    return Err(CaError::Mismatch { cert, key: key_path.display().to_string() })
+                }
+                Err(e) => refusal = e.to_string(),
             }
-            Err(e) => Err(CaError::CannotSignAws { path: cert, error: e.to_string() }),
         }
+        Err(CaError::CannotSignAws { path: cert, error: refusal })
     }
 
     /// Mint a leaf for `host` with a fresh P-256 key, signed by the CA.
@@ -462,6 +467,22 @@ mod tests {
             write_file(&p(&format!("{name}-key.pem")), key.serialize_pem().as_bytes(), 0o600).unwrap();
             let (ca, _) = Ca::load_or_create(&p(&format!("{name}.pem")), &p(&format!("{name}-key.pem")), &[], false).unwrap();
             assert!(ca.warnings.len() == 1 && ca.warnings[0].contains(needle), "{name}: {:?}", ca.warnings);
+        }
+
+        // A CA limited to China's partition loads; one limited to another domain cannot sign AWS names.
+        for (name, permitted, loads) in [("cn", "amazonaws.com.cn", true), ("other", "example.com", false)] {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.name_constraints = Some(NameConstraints { permitted_subtrees: vec![GeneralSubtree::DnsName(permitted.into())], excluded_subtrees: vec![] });
+            let cert = params.self_signed(&key).unwrap();
+            write_file(&p(&format!("{name}.pem")), cert.pem().as_bytes(), 0o644).unwrap();
+            write_file(&p(&format!("{name}-key.pem")), key.serialize_pem().as_bytes(), 0o600).unwrap();
+            let got = Ca::load_or_create(&p(&format!("{name}.pem")), &p(&format!("{name}-key.pem")), &[], false);
+            assert_eq!(got.is_ok(), loads, "{name}: {:?}", got.err());
+            if let Err(e) = got {
+                assert!(matches!(e, CaError::CannotSignAws { .. }) && e.to_string().contains("cannot sign for AWS names"), "{e}");
+            }
         }
     }
 

@@ -138,7 +138,10 @@ impl Pool {
 
     /// Drop expired and closed idle connections and empty keys.
     fn sweep(&self) {
-        let mut idle = self.idle.lock().expect("pool");
+        self.sweep_locked(&mut self.idle.lock().expect("pool"));
+    }
+
+    fn sweep_locked(&self, idle: &mut HashMap<Key, Vec<(UpstreamConn, Instant)>>) {
         idle.retain(|_, list| {
             list.retain(|(c, since)| !c.sender.is_closed() && since.elapsed() < self.idle_timeout);
             !list.is_empty()
@@ -195,7 +198,12 @@ impl Pool {
                 _ => return,
             }
             let mut idle = pool.idle.lock().expect("pool");
-            let total: usize = idle.values().map(Vec::len).sum();
+            let mut total: usize = idle.values().map(Vec::len).sum();
+            if total >= pool.max_idle {
+                // At the cap: drop dead entries of every key before refusing this one.
+                pool.sweep_locked(&mut idle);
+                total = idle.values().map(Vec::len).sum();
+            }
             let key = (host, addr);
             let list = idle.entry(key.clone()).or_default();
             list.retain(|(c, since)| !c.sender.is_closed() && since.elapsed() < pool.idle_timeout);
