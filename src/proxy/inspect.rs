@@ -465,7 +465,26 @@ struct Counted<B> {
     down: bool,
     /// Every frame is activity for the in-flight idle timer.
     session: Arc<Session>,
+    /// A request body counts as in flight until it is dropped: a response that comes before the
+    /// upload has ended must not leave a stalled upload unwatched.
+    in_flight: bool,
     _log: Option<RequestLog>,
+}
+
+impl<B> Counted<B> {
+    fn request_body(inner: B, counts: Arc<Counts>, session: Arc<Session>) -> Counted<B> {
+        session.in_flight.fetch_add(1, Ordering::Relaxed);
+        Counted { inner, counts, down: false, session, in_flight: true, _log: None }
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        if self.in_flight {
+            self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.session.touch();
+        }
+    }
 }
 
 impl<B> Body for Counted<B>
@@ -643,11 +662,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             sig = form_sig;
             log.sig = sig.name();
         }
-        let counted = Counted { inner: Prefixed { prefix: frames, rest }, counts: log.counts.clone(), down: false, session: session.clone(), _log: None };
+        let counted = Counted::request_body(Prefixed { prefix: frames, rest }, log.counts.clone(), session.clone());
         req_body = Some(counted.boxed());
     }
     let req_body = req_body.unwrap_or_else(|| {
-        Counted { inner: body.take().expect("body present"), counts: log.counts.clone(), down: false, session: session.clone(), _log: None }.boxed()
+        Counted::request_body(body.take().expect("body present"), log.counts.clone(), session.clone()).boxed()
     });
 
     // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
@@ -708,7 +727,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     strip_hop_by_hop(&mut rparts.headers);
     let counts = log.counts.clone();
     let session = log.session.clone();
-    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, session, _log: Some(log) }.boxed())
+    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, session, in_flight: false, _log: Some(log) }.boxed())
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
