@@ -591,6 +591,14 @@ async fn inspect_ends_a_request_on_which_nothing_moves_for_idle_timeout() {
     tls.write_all(format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 500\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n\r\n--XyZ\r\n").as_bytes()).await.unwrap();
     let (ended, text, waited) = read_all(tls).await;
     assert!(ended && waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{ended} {waited:?} {text:?}");
+
+    // An upload that stalls after the upstream has already answered: the answer arrives, and
+    // the unfinished upload still ends the tunnel.
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(format!("PUT /early HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1000\r\n\r\n0123456789").as_bytes()).await.unwrap();
+    let (ended, text, waited) = read_all(tls).await;
+    assert!(ended && text.starts_with("HTTP/1.1 200") && text.ends_with("ok"), "{ended} {waited:?} {text:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
     eventually(10, || p.log_text(), || (p.events("close").iter().filter(|v| v["end"] == "idle_timeout").count() >= 2).then_some(()));
 }
 

@@ -316,6 +316,12 @@ where
             stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             stream.flush().await?;
         }
+        // An answer before the request body (as S3 does for a refused upload), then nothing more.
+        if path.starts_with("/early") {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await?;
+            stream.flush().await?;
+            std::future::pending::<()>().await;
+        }
         let chunked =
             header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if chunked {
