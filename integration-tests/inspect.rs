@@ -181,15 +181,7 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
     for (what, request, code) in &cases {
         let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
         tls.write_all(request).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).contains("</Error>") {
-            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
-                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&got).to_string();
+        let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
         assert!(text.starts_with("HTTP/1.1 403"), "{what}: {text}");
         assert!(text.contains("<Code>AccessDenied</Code>"), "{what}: {text}");
         assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")), "{what}: {text}");
@@ -221,14 +213,7 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
     for (path, ct) in [("/big.mhtml?uploads", "multipart/related; boundary=x"), ("/", "multipart/form-data; boundary=XyZ")] {
         let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
         tls.write_all(format!("POST {path} HTTP/1.1\r\nHost: {HOST}\r\n{v4}Content-Type: {ct}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).contains("sni=") {
-            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
-                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&got).to_string();
+        let text = read_text_until(&mut tls, |t| t.contains("sni=")).await;
         assert!(text.starts_with("HTTP/1.1 200") && text.contains(&format!("saw POST {path}")), "{path}: {text}");
     }
 }
@@ -383,7 +368,7 @@ async fn the_upstream_pool_is_bounded_in_all_and_swept_when_idle() {
     // Every bucket name is a pool key of its own: with tls.upstream_idle_max = 8, twelve buckets
     // leave eight idle upstream connections, and those go once tls.upstream_idle_timeout has
     // passed with no traffic.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let n = 51;
     let w = world();
     let hosts: Vec<String> = (0..12).map(|i| format!("b{i}.s3.us-east-1.amazonaws.com")).collect();
@@ -397,13 +382,9 @@ async fn the_upstream_pool_is_bounded_in_all_and_swept_when_idle() {
     for h in &names {
         let mut tls = tls_tunnel(p.port, h, roots.clone()).await;
         tls.write_all(format!("GET /k HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).ends_with(&format!("sni={h}\n")) {
-            let k = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("a response").unwrap();
-            assert!(k > 0, "{h}: closed after {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..k]);
-        }
+        let end = format!("sni={h}\n");
+        let text = read_text_until(&mut tls, |t| t.ends_with(&end)).await;
+        assert!(text.ends_with(&end), "{h}: {text}");
     }
     let idle = || -> i64 {
         let (_, m) = http_get(p.admin_port, "/metrics");
@@ -487,7 +468,7 @@ async fn interface_endpoint_speaking_only_tls12_works_in_inspect_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_is_dialled_by_the_first_request_and_its_failure_is_an_s3_error() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let n = 48;
     let w = world();
     // Inside the route, but nothing listens there yet.
@@ -500,9 +481,7 @@ async fn the_upstream_is_dialled_by_the_first_request_and_its_failure_is_an_s3_e
     let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
     assert_eq!(p.wait_event("connect", HOST)["upstream"], "on_request");
     tls.write_all(format!("GET /key HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.expect("an answer").unwrap();
-    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+    let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
     assert!(text.starts_with("HTTP/1.1 502"), "{text}");
     assert!(text.contains("<Code>BadGateway</Code>") && text.contains(&format!("could not connect to {HOST} at 127.{n}.1.1:443")), "{text}");
     assert!(text.contains("check the route to the endpoint"), "{text}");
@@ -526,7 +505,7 @@ async fn the_upstream_is_dialled_by_the_first_request_and_its_failure_is_an_s3_e
     assert_eq!(up.connections(), 1, "tunnels without a request dialled the upstream");
     let mut first = idle.remove(0);
     first.write_all(format!("GET /b HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), first.read(&mut buf)).await.expect("an answer").unwrap();
-    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..got]));
+    let text = read_text_until(&mut first, |t| t.starts_with("HTTP/1.1 ")).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(up.connections(), 1, "the pooled connection served it");
 }

@@ -435,50 +435,40 @@ mod tests {
         assert!(matches!(err, CaError::Mismatch { .. }), "{err}");
         assert!(err.to_string().contains("does not belong to the CA certificate"), "{err}");
 
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
-        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-        let cert = params.self_signed(&key).unwrap();
-        write_file(&p("old.pem"), cert.pem().as_bytes(), 0o644).unwrap();
-        write_file(&p("old-key.pem"), key.serialize_pem().as_bytes(), 0o600).unwrap();
-        let err = Ca::load_or_create(&p("old.pem"), &p("old-key.pem"), &[], false).err().unwrap();
+        // A CA made elsewhere: self-signed after `edit`, written as NAME.pem / NAME-key.pem, loaded.
+        let supplied = |name: &str, edit: &dyn Fn(&mut CertificateParams)| {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            edit(&mut params);
+            let cert = params.self_signed(&key).unwrap();
+            let (c, k) = (p(&format!("{name}.pem")), p(&format!("{name}-key.pem")));
+            write_file(&c, cert.pem().as_bytes(), 0o644).unwrap();
+            write_file(&k, key.serialize_pem().as_bytes(), 0o600).unwrap();
+            Ca::load_or_create(&c, &k, &[], false)
+        };
+        let constrained = |dns: &str| NameConstraints { permitted_subtrees: vec![GeneralSubtree::DnsName(dns.into())], excluded_subtrees: vec![] };
+
+        let err = supplied("old", &|params| {
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+            params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        })
+        .err()
+        .unwrap();
         assert!(matches!(err, CaError::Expired { .. }) && err.to_string().contains("expired on"), "{err}");
 
         // A supplied CA without name constraints, or one made before IP addresses were excluded,
         // loads with a warning that says what a leaked key could do.
         let (ours, _) = Ca::load_or_create(&p("a.pem"), &p("a-key.pem"), &[], false).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
-        for (name, nc, needle) in [
-            ("bare", None, "no name constraints"),
-            (
-                "old",
-                Some(NameConstraints { permitted_subtrees: vec![GeneralSubtree::DnsName("amazonaws.com".into())], excluded_subtrees: vec![] }),
-                "does not exclude IP addresses",
-            ),
-        ] {
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.name_constraints = nc;
-            let cert = params.self_signed(&key).unwrap();
-            write_file(&p(&format!("{name}.pem")), cert.pem().as_bytes(), 0o644).unwrap();
-            write_file(&p(&format!("{name}-key.pem")), key.serialize_pem().as_bytes(), 0o600).unwrap();
-            let (ca, _) = Ca::load_or_create(&p(&format!("{name}.pem")), &p(&format!("{name}-key.pem")), &[], false).unwrap();
+        for (name, nc, needle) in [("bare", None, "no name constraints"), ("dns-only", Some(constrained("amazonaws.com")), "does not exclude IP addresses")] {
+            let ca = supplied(name, &|params| params.name_constraints = nc.clone()).unwrap().0;
             assert!(ca.warnings.len() == 1 && ca.warnings[0].contains(needle), "{name}: {:?}", ca.warnings);
         }
 
         // A CA limited to China's partition loads; one limited to another domain cannot sign AWS names.
         for (name, permitted, loads) in [("cn", "amazonaws.com.cn", true), ("other", "example.com", false)] {
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.name_constraints = Some(NameConstraints { permitted_subtrees: vec![GeneralSubtree::DnsName(permitted.into())], excluded_subtrees: vec![] });
-            let cert = params.self_signed(&key).unwrap();
-            write_file(&p(&format!("{name}.pem")), cert.pem().as_bytes(), 0o644).unwrap();
-            write_file(&p(&format!("{name}-key.pem")), key.serialize_pem().as_bytes(), 0o600).unwrap();
-            let got = Ca::load_or_create(&p(&format!("{name}.pem")), &p(&format!("{name}-key.pem")), &[], false);
+            let got = supplied(name, &|params| params.name_constraints = Some(constrained(permitted)));
             assert_eq!(got.is_ok(), loads, "{name}: {:?}", got.err());
             if let Err(e) = got {
                 assert!(matches!(e, CaError::CannotSignAws { .. }) && e.to_string().contains("cannot sign for AWS names"), "{e}");

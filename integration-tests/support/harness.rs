@@ -285,3 +285,18 @@ pub fn client_roots(p: &Proxy, inspect: bool, w: &World) -> rustls::RootCertStor
     r.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
     r
 }
+
+/// Read a client stream until `done` holds for the text so far, the peer closes, or 5 s pass with
+/// nothing new; the text read. (Responses arrive in several TLS records.)
+pub async fn read_text_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, done: impl Fn(&str) -> bool) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&got)) {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
