@@ -416,8 +416,35 @@ struct RequestLog {
     reason: &'static str,
     counts: Arc<Counts>,
     started: Instant,
-    session: Arc<Session>,
+    /// The request is in flight until this log line is written.
+    session: InFlight,
     metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// One thing in flight on a session (a request until its response ends, a request body until it
+/// is dropped) for the in-flight idle timer; starting and ending are activity.
+struct InFlight(Arc<Session>);
+
+impl InFlight {
+    fn new(session: &Arc<Session>) -> InFlight {
+        session.in_flight.fetch_add(1, Ordering::Relaxed);
+        session.touch();
+        InFlight(session.clone())
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = Arc<Session>;
+    fn deref(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 /// Body bytes of one request, both ways.
@@ -429,8 +456,6 @@ struct Counts {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.session.touch();
         self.metrics.request(if self.sig.is_empty() { "none" } else { self.sig }, if self.reason.is_empty() { "allow" } else { "deny" });
         let up = self.counts.up.load(Ordering::Relaxed);
         let down = self.counts.down.load(Ordering::Relaxed);
@@ -457,33 +482,29 @@ impl Drop for RequestLog {
     }
 }
 
-/// A body that counts its data bytes and carries the request's log line until it is done.
+/// A body that counts its data bytes (every frame is activity for the in-flight idle timer).
 struct Counted<B> {
     inner: B,
     counts: Arc<Counts>,
-    /// Counts into `counts.down` (a response) rather than `counts.up`.
-    down: bool,
-    /// Every frame is activity for the in-flight idle timer.
-    session: Arc<Session>,
-    /// A request body counts as in flight until it is dropped: a response that comes before the
-    /// upload has ended must not leave a stalled upload unwatched.
-    in_flight: bool,
-    _log: Option<RequestLog>,
+    holds: Holds,
+}
+
+/// What a counted body keeps in flight until it is done.
+enum Holds {
+    /// A request body: in flight until dropped, so that an upload still going after an early
+    /// response stays watched. Counts into `counts.up`.
+    RequestBody(InFlight),
+    /// A response: carries the request's log line. Counts into `counts.down`.
+    Response(RequestLog),
 }
 
 impl<B> Counted<B> {
-    fn request_body(inner: B, counts: Arc<Counts>, session: Arc<Session>) -> Counted<B> {
-        session.in_flight.fetch_add(1, Ordering::Relaxed);
-        Counted { inner, counts, down: false, session, in_flight: true, _log: None }
+    fn request_body(inner: B, counts: Arc<Counts>, session: &Arc<Session>) -> Counted<B> {
+        Counted { inner, counts, holds: Holds::RequestBody(InFlight::new(session)) }
     }
-}
 
-impl<B> Drop for Counted<B> {
-    fn drop(&mut self) {
-        if self.in_flight {
-            self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
-            self.session.touch();
-        }
+    fn response(inner: B, log: RequestLog) -> Counted<B> {
+        Counted { inner, counts: log.counts.clone(), holds: Holds::Response(log) }
     }
 }
 
@@ -499,10 +520,16 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(d) = frame.data_ref() {
-                let c = if this.down { &this.counts.down } else { &this.counts.up };
+                let c = match this.holds {
+                    Holds::RequestBody(_) => &this.counts.up,
+                    Holds::Response(_) => &this.counts.down,
+                };
                 c.fetch_add(d.len() as u64, Ordering::Relaxed);
             }
-            this.session.touch();
+            match &this.holds {
+                Holds::RequestBody(s) => s.touch(),
+                Holds::Response(log) => log.session.touch(),
+            }
         }
         polled
     }
@@ -563,8 +590,6 @@ fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
 
 async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
     session.requests.fetch_add(1, Ordering::Relaxed);
-    session.in_flight.fetch_add(1, Ordering::Relaxed);
-    session.touch();
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let mut log = RequestLog {
@@ -577,7 +602,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         reason: "",
         counts: Arc::new(Counts::default()),
         started,
-        session: session.clone(),
+        session: InFlight::new(&session),
         metrics: state.metrics.clone(),
     };
     let ins = state.inspect.as_ref().expect("inspect state");
@@ -662,11 +687,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             sig = form_sig;
             log.sig = sig.name();
         }
-        let counted = Counted::request_body(Prefixed { prefix: frames, rest }, log.counts.clone(), session.clone());
+        let counted = Counted::request_body(Prefixed { prefix: frames, rest }, log.counts.clone(), &session);
         req_body = Some(counted.boxed());
     }
     let req_body = req_body.unwrap_or_else(|| {
-        Counted::request_body(body.take().expect("body present"), log.counts.clone(), session.clone()).boxed()
+        Counted::request_body(body.take().expect("body present"), log.counts.clone(), &session).boxed()
     });
 
     // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
@@ -725,9 +750,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     rparts.version = hyper::Version::HTTP_11;
     rparts.extensions.clear();
     strip_hop_by_hop(&mut rparts.headers);
-    let counts = log.counts.clone();
-    let session = log.session.clone();
-    Response::from_parts(rparts, Counted { inner: rbody, counts, down: true, session, in_flight: false, _log: Some(log) }.boxed())
+    Response::from_parts(rparts, Counted::response(rbody, log).boxed())
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
