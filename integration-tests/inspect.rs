@@ -169,7 +169,7 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("a fake file part inside a field value", post(b"multipart/form-data; boundary=XyZ", hidden.as_bytes()), "sigv2"),
         ("bare LF line endings in the form", post(b"multipart/form-data; boundary=XyZ", v2_fields.replace("\r\n", "\n").as_bytes()), "malformed_form"),
-        ("a content-type parameter without a value", post(b"multipart/form-data; x; boundary=XyZ", v2_fields.as_bytes()), "sigv2"),
+        ("a content-type parameter without a value", post(b"multipart/form-data; x; boundary=XyZ", v2_fields.as_bytes()), "malformed_form"),
         ("a content-type with a byte over 0x7f", post(b"multipart/form-data; boundary=XyZ; x=\xe9", v2_fields.as_bytes()), "unreadable_header"),
         ("a multipart type other than form-data", post(b"multipart/mixed; boundary=XyZ", v2_fields.as_bytes()), "malformed_form"),
         ("two content-types", post(b"text/plain\r\nContent-Type: multipart/form-data; boundary=XyZ", v2_fields.as_bytes()), "duplicate_header"),
@@ -215,6 +215,89 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
         tls.write_all(format!("POST {path} HTTP/1.1\r\nHost: {HOST}\r\n{v4}Content-Type: {ct}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
         let text = read_text_until(&mut tls, |t| t.contains("sni=")).await;
         assert!(text.starts_with("HTTP/1.1 200") && text.contains(&format!("saw POST {path}")), "{path}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
+    // The shapes a hostile-input review got past inspect mode (a SigV2 POST form stored by an
+    // endpoint whose form reader differs from vpcgate's; framing hyper changes before the check),
+    // each sent over real TLS through vpcgate: each is refused before anything reaches the upstream.
+    use tokio::io::AsyncWriteExt;
+    let n = 52;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let roots = client_roots(&p, true, &w);
+    let part = |b: &str, name: &str, value: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+    let file = |b: &str, name: &str, content: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f.txt\"\r\n\r\n{content}\r\n");
+    let v2 = |b: &str| [part(b, "AWSAccessKeyId", "AKIAIOSFODNN7EXAMPLE"), part(b, "policy", "e30="), part(b, "signature", "0RavWzkygo6QX9caELEqKi9kDbU=")].concat();
+    let v2_form = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), v2("XyZ"), file("XyZ", "file", "hello"));
+    let post = |target: &str, ct: &str, body: &str| format!("POST {target} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes();
+    let form_ct = "multipart/form-data; boundary=XyZ";
+    // 2: vpcgate would read the X parts (a key and a decoy file), an RFC 2231 reader the EVIL ones.
+    let two_boundaries = format!("{}{}--X--\r\n{}{}--EVIL--\r\n", part("X", "key", "k"), file("X", "file", "decoy"), v2("EVIL"), file("EVIL", "file", "payload"));
+    // 3: a case-sensitive reader reads on past FILE (and past a first file part) to the SigV2 fields.
+    let upper_file = format!("{}{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), file("XyZ", "FILE", "decoy"), v2("XyZ"), file("XyZ", "file", "payload"));
+    let after_file = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), file("XyZ", "file", "decoy"), v2("XyZ"));
+    let get = |extra: &str| format!("GET /k HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n").into_bytes();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a SigV2 form behind ?x-id=PostObject", post("/?x-id=PostObject", form_ct, &v2_form), "sigv2"),
+        ("a SigV2 form behind ?&", post("/?&", form_ct, &v2_form), "sigv2"),
+        ("a SigV2 form behind ?foo", post("/?foo", form_ct, &v2_form), "sigv2"),
+        ("a SigV2 form behind ?Uploads (not the API call, whose key is lower case)", post("/?Uploads", form_ct, &v2_form), "sigv2"),
+        ("boundary*= beside boundary", post("/", "multipart/form-data; boundary=X; boundary*=utf-8''EVIL", &two_boundaries), "malformed_form"),
+        ("a part named FILE", post("/", form_ct, &upper_file), "malformed_form"),
+        ("fields after the file part", post("/", form_ct, &after_file), "malformed_form"),
+        ("Content-Length then Transfer-Encoding", get("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"), "request_smuggling"),
+        ("Transfer-Encoding then Content-Length", get("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n"), "request_smuggling"),
+        ("Transfer-Encoding gzip, chunked", get("Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n"), "request_smuggling"),
+        ("Connection: host", get("Connection: host\r\n"), "connection_names_checked_header"),
+        ("Connection: keep-alive, Authorization", get("Authorization: AWS4-HMAC-SHA256 Credential=A/20261127/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=ab\r\nConnection: keep-alive, Authorization\r\n"), "connection_names_checked_header"),
+        ("CONNECT inside the tunnel", format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").into_bytes(), "method_not_allowed"),
+        ("Host with two trailing dots", format!("GET /k HTTP/1.1\r\nHost: {HOST}..\r\n\r\n").into_bytes(), "host_mismatch"),
+    ];
+    let mut with_bad_te = get("").split_off(0);
+    with_bad_te.truncate(with_bad_te.len() - 2);
+    with_bad_te.extend_from_slice(b"Transfer-Encoding: \x80x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let cases = cases.into_iter().chain([("a Transfer-Encoding with a byte over 0x7f before chunked", with_bad_te, "request_smuggling")]);
+    for (what, request, code) in cases {
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        tls.write_all(&request).await.unwrap();
+        let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
+        assert!(text.starts_with("HTTP/1.1 403"), "{what}: {text}");
+        assert!(text.contains("<Code>AccessDenied</Code>") && text.contains("vpcgate refused"), "{what}: {text}");
+        assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")), "{what}: {text}");
+        let logged = wait_request(&p, |v| v["reason"] == code);
+        assert_eq!(logged["decision"], "deny", "{what}: {logged}");
+    }
+    assert_eq!(up.connections(), 0, "nothing reached the upstream");
+
+    // A part after a file longer than the first read: the form is cut on its way, the upstream
+    // gets a short body (which it discards) and the client the reason.
+    let big = "x".repeat(256 * 1024);
+    let late = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), file("XyZ", "file", &big), v2("XyZ"));
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(&post("/", form_ct, &late)).await.unwrap();
+    let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
+    assert!(text.starts_with("HTTP/1.1 403") && text.to_ascii_lowercase().contains("x-vpcgate-reason: malformed_form"), "{text}");
+    assert!(text.contains("the file must be the last field"), "{text}");
+    // The same form without the late part, and a chunked upload, still go through: the upstream
+    // sees vpcgate's own framing (one chunked, no client Transfer-Encoding line).
+    let fine = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), part("XyZ", "x-amz-signature", "ff"), file("XyZ", "file", &big));
+    let chunked_put = format!("PUT /c HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").into_bytes();
+    for (what, request, saw) in [("a SigV4 form with a large file", post("/", form_ct, &fine), "saw POST /"), ("a chunked PUT", chunked_put, "saw PUT /c")] {
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        tls.write_all(&request).await.unwrap();
+        let text = read_text_until(&mut tls, |t| t.contains("sni=")).await;
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains(saw), "{what}: {text}");
+    }
+    // At the CONNECT: a strict reader's authority, port without leading zeros, no URL.
+    for target in [format!("{HOST}:0443"), format!("http://{HOST}:443")] {
+        let (status, text) = raw_request(p.port, &connect_req(&target));
+        assert_eq!(status, 400, "{target}: {text}");
+        assert!(text.to_ascii_lowercase().contains("x-vpcgate-reason: bad_authority"), "{target}: {text}");
     }
 }
 

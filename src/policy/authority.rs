@@ -31,13 +31,15 @@ pub enum AuthorityError {
     Bracketed(String),
     Userinfo,
     BadName(String),
+    /// A URL (`http://host:443`, `host:443/path`) where RFC 9110 wants `host:port`.
+    NotAuthorityForm,
 }
 
 impl AuthorityError {
     /// Stable snake_case code used in logs, metrics and the `X-Vpcgate-Reason` header.
     pub fn code(&self) -> &'static str {
         match self {
-            AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_) => "bad_authority",
+            AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_) | AuthorityError::NotAuthorityForm => "bad_authority",
             AuthorityError::PortNotAllowed { .. } => "port_not_allowed",
             AuthorityError::IpLiteral(_) | AuthorityError::Bracketed(_) => "ip_literal",
             AuthorityError::Userinfo => "userinfo",
@@ -73,6 +75,9 @@ impl fmt::Display for AuthorityError {
                 f,
                 "the CONNECT target carries userinfo (user@host), which is refused; send CONNECT host:443"
             ),
+            AuthorityError::NotAuthorityForm => {
+                write!(f, "the CONNECT target is a URL, not host:port; send CONNECT host:443")
+            }
             AuthorityError::BadName(h) => write!(
                 f,
                 "{h:?} is not a valid DNS hostname; use the service's hostname (letters, digits, '-' and '.')"
@@ -89,6 +94,9 @@ pub fn parse_connect_target(raw: &str, allowed_ports: &[u16]) -> Result<Target, 
     if raw.contains('@') {
         return Err(AuthorityError::Userinfo);
     }
+    if raw.contains('/') {
+        return Err(AuthorityError::NotAuthorityForm);
+    }
     if raw.starts_with('[') || raw.contains(']') {
         return Err(AuthorityError::Bracketed(raw.to_string()));
     }
@@ -104,7 +112,8 @@ pub fn parse_connect_target(raw: &str, allowed_ports: &[u16]) -> Result<Target, 
     if port.is_empty() {
         return Err(AuthorityError::MissingPort);
     }
-    if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+    // Digits only, no leading zero: `0443` is 443 to one reader and octal or garbage to another.
+    if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 || port.starts_with('0') {
         return Err(AuthorityError::BadPort(port.to_string()));
     }
     let port: u16 = match port.parse() {
@@ -202,7 +211,12 @@ mod tests {
             ("s3..amazonaws.com:443", "bad_name"),
             (".s3.amazonaws.com:443", "bad_name"),
             ("-s3.amazonaws.com:443", "bad_name"),
-            ("s3.amazonaws.com/x:443", "bad_name"),
+            ("s3.amazonaws.com/x:443", "bad_authority"),
+            // A strict reader's answers to the review's shapes: a leading zero, a URL, two dots.
+            ("s3.amazonaws.com:0443", "bad_authority"),
+            ("http://s3.amazonaws.com:443", "bad_authority"),
+            ("https://s3.amazonaws.com:443/", "bad_authority"),
+            ("s3.amazonaws.com..:443", "bad_name"),
             ("s3 .amazonaws.com:443", "bad_name"),
             ("s3.amazonaws.com\0:443", "bad_name"),
             (":443", "bad_authority"),

@@ -86,7 +86,7 @@ impl Deny {
     /// upstream or DNS that failed, 503 when vpcgate is full.
     pub fn status(&self) -> u16 {
         match self {
-            Deny::Authority(AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_)) => 400,
+            Deny::Authority(AuthorityError::Empty | AuthorityError::MissingPort | AuthorityError::BadPort(_) | AuthorityError::NotAuthorityForm) => 400,
             Deny::Authority(AuthorityError::BadName(_)) => 400,
             Deny::NotProxyRequest { .. } | Deny::BadRequest { .. } => 400,
             Deny::Dns { .. } | Deny::ConnectFailed { .. } => 502,

@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod connect;
 pub mod deny;
+pub mod framing;
 pub mod host;
 pub mod request;
 pub mod tls;

@@ -65,6 +65,12 @@ pub enum RequestDeny {
     UnreadableHeader { name: &'static str },
     /// A multipart POST whose form could not be read unambiguously.
     MalformedForm { what: &'static str },
+    /// A request vpcgate could not pair with its head as it arrived (see `policy::framing`).
+    HeadUnpaired { what: &'static str },
+    /// `Connection` names a header vpcgate checked (the hop-by-hop filter would drop it).
+    ConnectionNamesChecked { name: &'static str },
+    /// A method that would turn the tunnel into something else (`CONNECT` inside the tunnel).
+    MethodNotAllowed { method: String },
     /// The request body failed while its form fields were being read (bad chunked framing, the
     /// client went away).
     ClientBody { error: String },
@@ -90,6 +96,9 @@ impl RequestDeny {
             RequestDeny::DuplicateHeader { .. } => "duplicate_header",
             RequestDeny::UnreadableHeader { .. } => "unreadable_header",
             RequestDeny::MalformedForm { .. } => "malformed_form",
+            RequestDeny::ConnectionNamesChecked { .. } => "connection_names_checked_header",
+            RequestDeny::HeadUnpaired { .. } => "unreadable_head",
+            RequestDeny::MethodNotAllowed { .. } => "method_not_allowed",
             RequestDeny::ClientBody { .. } => "client_body_error",
             RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
             RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
@@ -153,6 +162,18 @@ impl fmt::Display for RequestDeny {
             RequestDeny::MalformedForm { what } => write!(
                 f,
                 "vpcgate refused a multipart POST whose form it could not read ({what}), so its signature could not be checked; send multipart/form-data as browsers and SDKs do (CRLF lines, one form-data name per part)"
+            ),
+            RequestDeny::HeadUnpaired { what } => write!(
+                f,
+                "vpcgate could not read this request's head as it arrived ({what}), so it could not check its framing; send plain HTTP/1.1 requests with heads under 32 KiB on a new connection"
+            ),
+            RequestDeny::ConnectionNamesChecked { name } => write!(
+                f,
+                "vpcgate refused a request whose Connection header names {name}, which would remove a header vpcgate checked before it reaches the endpoint; send Connection: keep-alive or close only"
+            ),
+            RequestDeny::MethodNotAllowed { method } => write!(
+                f,
+                "vpcgate refused a {method} request inside the tunnel, which would open a tunnel vpcgate cannot check; send S3 requests (GET, PUT, POST, HEAD, DELETE) in the tunnel"
             ),
             RequestDeny::ClientBody { error } => write!(
                 f,
@@ -240,7 +261,8 @@ pub fn check_host(host_header: Option<&str>, connect_host: &str, connect_port: u
         }
         _ => (raw, None),
     };
-    let name = name.trim_end_matches('.');
+    // One trailing dot is the absolute form of the same name; `host..` is no name at all.
+    let name = name.strip_suffix('.').unwrap_or(name);
     let port_ok = port.is_none_or(|p| p == connect_port);
     if port_ok && name.eq_ignore_ascii_case(connect_host) {
         Ok(())
@@ -249,24 +271,50 @@ pub fn check_host(host_header: Option<&str>, connect_host: &str, connect_port: u
     }
 }
 
-/// Request smuggling shapes refused outright: both `Content-Length` and `Transfer-Encoding`,
-/// several different lengths, or a Transfer-Encoding other than a final `chunked`.
-pub fn check_framing(content_lengths: &[&str], transfer_encodings: &[&str]) -> Result<(), RequestDeny> {
+/// Request smuggling shapes refused outright, judged on the raw header values as they arrived:
+/// both `Content-Length` and `Transfer-Encoding`, several different lengths, a value of either
+/// with bytes outside visible ASCII, or a Transfer-Encoding other than exactly one `chunked`
+/// (S3 knows no other transfer coding, and vpcgate writes the upstream framing itself: the
+/// client's `Transfer-Encoding` line is never forwarded).
+pub fn check_framing<L: AsRef<[u8]>, T: AsRef<[u8]>>(content_lengths: &[L], transfer_encodings: &[T]) -> Result<(), RequestDeny> {
+    let text = |v: &[u8]| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b));
+    if !content_lengths.iter().map(AsRef::as_ref).chain(transfer_encodings.iter().map(AsRef::as_ref)).all(text) {
+        return Err(RequestDeny::Smuggling { what: "a Content-Length or Transfer-Encoding with bytes outside visible ASCII" });
+    }
     if !content_lengths.is_empty() && !transfer_encodings.is_empty() {
         return Err(RequestDeny::Smuggling { what: "both Content-Length and Transfer-Encoding" });
     }
-    if content_lengths.len() > 1 && content_lengths.iter().any(|v| v.trim() != content_lengths[0].trim()) {
+    let trim = |v: &[u8]| String::from_utf8_lossy(v).trim().to_ascii_lowercase();
+    if content_lengths.iter().any(|v| trim(v.as_ref()) != trim(content_lengths[0].as_ref())) {
         return Err(RequestDeny::Smuggling { what: "conflicting Content-Length headers" });
     }
     if !transfer_encodings.is_empty() {
-        let all: Vec<String> = transfer_encodings
+        let codings: Vec<String> = transfer_encodings
             .iter()
-            .flat_map(|v| v.split(','))
-            .map(|s| s.trim().to_ascii_lowercase())
+            .flat_map(|v| v.as_ref().split(|b| *b == b','))
+            .map(trim)
             .filter(|s| !s.is_empty())
             .collect();
-        if all.last().map(String::as_str) != Some("chunked") || all.iter().filter(|s| *s == "chunked").count() != 1 {
-            return Err(RequestDeny::Smuggling { what: "a Transfer-Encoding that does not end in a single chunked" });
+        if codings != ["chunked"] {
+            return Err(RequestDeny::Smuggling { what: "a Transfer-Encoding other than a single chunked" });
+        }
+    }
+    Ok(())
+}
+
+/// Headers whose values the checks read (or that frame the body): a `Connection` header naming
+/// one of them would make the hop-by-hop filter remove it after it was checked.
+pub const CHECKED_HEADERS: [&str; 5] = ["host", "authorization", "content-type", "content-length", "transfer-encoding"];
+
+/// `Connection` may name hop-by-hop options (`close`, `keep-alive`, `te`, ...), never a header
+/// that vpcgate checked: the endpoint would then see a request without it.
+pub fn check_connection<'a, I: IntoIterator<Item = &'a [u8]>>(values: I) -> Result<(), RequestDeny> {
+    for v in values {
+        for name in v.split(|b| *b == b',') {
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            if let Some(checked) = CHECKED_HEADERS.iter().find(|c| **c == name) {
+                return Err(RequestDeny::ConnectionNamesChecked { name: checked });
+            }
         }
     }
     Ok(())
@@ -293,8 +341,31 @@ pub fn is_multipart(content_type: &[u8]) -> bool {
     content_type.windows(9).any(|w| w.eq_ignore_ascii_case(b"multipart"))
 }
 
-/// The boundary of a `multipart/form-data` content type; any other multipart type, or a boundary
-/// that is missing, repeated or not RFC 2046 characters, is refused.
+/// Query keys that make a POST an S3 API call rather than a browser form upload (S3 API
+/// Reference, "Actions": CreateMultipartUpload `POST /Key?uploads`, CompleteMultipartUpload
+/// `POST /Key?uploadId=`, DeleteObjects `POST /?delete`, RestoreObject `POST /Key?restore`,
+/// SelectObjectContent `POST /Key?select&select-type=2`, CreateBucketMetadataTableConfiguration
+/// `POST /?metadataTable`, CreateBucketMetadataConfiguration `POST /?metadataConfiguration`).
+/// Matched exactly as written, case and all: any other query (`?x-id=PostObject`, `?&`, `?foo`,
+/// `?Uploads`) leaves the POST a form that S3 may read, so its body is read too. RenameObject is
+/// a `PUT`, so `renameObject` is not here.
+pub const POST_API_SUBRESOURCES: [&str; 7] =
+    ["uploads", "uploadId", "delete", "restore", "select", "metadataTable", "metadataConfiguration"];
+
+/// Whether a POST's body must be read as a browser form before it may go upstream: a POST with a
+/// body and a multipart `Content-Type`, unless its query names one of
+/// [`POST_API_SUBRESOURCES`] (those are API calls whose `Content-Type` may be the object's own,
+/// `multipart/related` say). Fail closed: an unknown query does not make a POST an API call.
+pub fn reads_form(is_post: bool, query: Option<&str>, has_body: bool, content_type: Option<&str>) -> bool {
+    let api_call = query.unwrap_or("").split('&').any(|p| POST_API_SUBRESOURCES.contains(&p.split('=').next().unwrap_or("")));
+    is_post && has_body && !api_call && content_type.is_some_and(|ct| is_multipart(ct.as_bytes()))
+}
+
+/// The boundary of a `multipart/form-data` content type. Refused: any other multipart type, and
+/// any parameter list but one `boundary` and at most one `charset` (a second boundary, an RFC
+/// 2231 `boundary*=`, a parameter without a value or one vpcgate does not know could each make
+/// the endpoint pick another boundary than the one read here), and a boundary that is not 1 to 70
+/// visible characters.
 pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
     let bad = |what: &'static str| Err(RequestDeny::MalformedForm { what });
     let mut parts = content_type.split(';');
@@ -302,15 +373,26 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
         return bad("a multipart type other than multipart/form-data");
     }
     let mut boundary = None;
+    let mut charset = false;
     for p in parts {
-        let Some((k, v)) = p.split_once('=') else { continue };
-        if k.trim().eq_ignore_ascii_case("boundary") {
+        if p.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = p.split_once('=') else { return bad("a Content-Type parameter without a value") };
+        let k = k.trim();
+        if k.eq_ignore_ascii_case("boundary") {
             if boundary.is_some() {
                 return bad("two boundary parameters");
             }
             let v = v.trim();
             let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
             boundary = Some(v.to_string());
+        } else if k.eq_ignore_ascii_case("charset") {
+            if std::mem::replace(&mut charset, true) {
+                return bad("two charset parameters");
+            }
+        } else {
+            return bad("a Content-Type parameter other than boundary and charset (boundary*=, say)");
         }
     }
     let Some(b) = boundary else { return bad("no boundary parameter") };
@@ -328,18 +410,34 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
 pub enum FormScan {
     /// More body is needed to reach the end of the signature fields.
     NeedMore,
-    /// The fields before the file (or all fields, when the form closed) were read.
-    Done(Signature),
+    /// The form closed without a `file` part: every field was read.
+    Closed(Signature),
+    /// The fields before the `file` part were read; the file's content starts at `content_at`
+    /// in the body. What follows must be the file and the closing boundary only ([`FormTail`]).
+    File { sig: Signature, content_at: usize },
     /// The body is not a form this scan reads the same way S3 would: refused, not guessed.
     Malformed(&'static str),
 }
 
+impl FormScan {
+    /// The signature of a form that was read to its file part or its end.
+    pub fn signature(&self) -> Option<&Signature> {
+        match self {
+            FormScan::Closed(s) | FormScan::File { sig: s, .. } => Some(s),
+            FormScan::NeedMore | FormScan::Malformed(_) => None,
+        }
+    }
+}
+
 /// Read form field names from `body` (the body so far); `ended` says the body is complete.
-/// S3 requires the `file` field to be last, so every signature field precedes it. Strict on
-/// purpose (RFC 7578 as browsers, curl and SDKs send it): the body opens with the boundary, a
-/// boundary counts only at the start of a line, lines end in CRLF, each part has one
-/// `Content-Disposition: form-data` with one plain `name`. Anything else is `Malformed`, so that
-/// a field hidden from this scan cannot be seen by the endpoint.
+/// S3 requires the `file` field to be last and ignores the fields after it (POST Object, API
+/// Reference), so every signature field precedes it; [`FormTail`] then makes sure nothing but
+/// the file follows, for endpoints that read on. Strict on purpose (RFC 7578 as browsers, curl
+/// and SDKs send it): the body opens with the boundary, a boundary counts only at the start of a
+/// line, lines end in CRLF, each part has one `Content-Disposition: form-data` with one plain
+/// `name`, and a part named `file` in any case is written exactly `file`. Field names are
+/// compared without case for the signature fields, so that a reader of either kind finds them.
+/// Anything else is `Malformed`, so that a field hidden from this scan cannot be seen by the endpoint.
 pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
     let more = |what: &'static str| if ended { FormScan::Malformed(what) } else { FormScan::NeedMore };
     let open = format!("--{boundary}");
@@ -350,13 +448,14 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
     if !body.starts_with(open.as_bytes()) {
         return FormScan::Malformed("the body does not start with its boundary");
     }
+    let finder = memchr::memmem::Finder::new(next.as_bytes());
     let mut names: Vec<String> = Vec::new();
     let mut at = open.len();
     loop {
         // After a boundary: "--" closes the form; else optional padding, then CRLF.
         let rest = &body[at..];
         if rest.starts_with(b"--") {
-            return FormScan::Done(form_verdict(&names));
+            return FormScan::Closed(form_verdict(&names));
         }
         let pad = rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
         if rest.len() < pad + 2 {
@@ -368,20 +467,24 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
             return FormScan::Malformed("text after a boundary on its line");
         }
         let hstart = at + pad + 2;
-        let Some(hlen) = find(&body[hstart..], b"\r\n\r\n") else {
+        let Some(hlen) = memchr::memmem::find(&body[hstart..], b"\r\n\r\n") else {
             return if body[hstart..].starts_with(b"\r\n") { FormScan::Malformed("a part without headers") } else { more("a part's headers do not end") };
         };
         let name = match part_name(&body[hstart..hstart + hlen]) {
             Ok(n) => n,
             Err(what) => return FormScan::Malformed(what),
         };
-        let is_file = name == "file";
-        names.push(name);
-        if is_file {
-            return FormScan::Done(form_verdict(&names));
-        }
         let vstart = hstart + hlen + 4;
-        match find(&body[vstart..], next.as_bytes()) {
+        if name.eq_ignore_ascii_case("file") {
+            if name != "file" {
+                // S3 documents the field as `file`; a reader that matches it exactly would read
+                // on past a `FILE` part where one that ignores case stops.
+                return FormScan::Malformed("a file field not written exactly as file");
+            }
+            return FormScan::File { sig: form_verdict(&names), content_at: vstart };
+        }
+        names.push(name.to_ascii_lowercase());
+        match finder.find(&body[vstart..]) {
             Some(p) => at = vstart + p + next.len(),
             None => return more("a field does not end with the boundary"),
         }
@@ -399,7 +502,54 @@ fn form_verdict(names: &[String]) -> Signature {
     }
 }
 
-/// The lower-cased field name of one part, from its header block (CRLF-separated lines).
+/// Watches the rest of a form after its `file` part starts, frame by frame, for endpoints that
+/// read fields after the file (S3 ignores them): the only boundary line allowed after the file's
+/// content is the closing one, and none after that. Keeps at most a boundary's length of bytes
+/// between frames; feeding it a GiB costs one substring search over it.
+#[derive(Debug)]
+pub struct FormTail {
+    /// `CRLF--boundary`: where a part ends.
+    delim: Vec<u8>,
+    /// The last bytes of the previous frames, where a delimiter may have begun.
+    carry: Vec<u8>,
+    closed: bool,
+}
+
+impl FormTail {
+    pub fn new(boundary: &str) -> FormTail {
+        FormTail { delim: format!("\r\n--{boundary}").into_bytes(), carry: Vec::new(), closed: false }
+    }
+
+    /// The next bytes of the body; an error once a part follows the file part (or anything
+    /// boundary-like follows the closing boundary).
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        // A delimiter is judged once the two bytes after it are at hand: `--` closes the form.
+        let need = self.delim.len() + 2;
+        let mut joined = std::mem::take(&mut self.carry);
+        joined.extend_from_slice(data);
+        let mut from = 0;
+        while let Some(p) = memchr::memmem::find(&joined[from..], &self.delim) {
+            let p = from + p;
+            if p + need > joined.len() {
+                break;
+            }
+            if self.closed {
+                return Err("a boundary after the form's closing boundary");
+            }
+            if &joined[p + self.delim.len()..p + need] != b"--" {
+                return Err("the boundary inside or after the file part (the file must be the last field)");
+            }
+            self.closed = true;
+            from = p + need;
+        }
+        // Keep what could still start an undecided delimiter: the last need-1 bytes.
+        let keep = joined.len().saturating_sub(need - 1).max(from.min(joined.len()));
+        self.carry = joined.split_off(keep);
+        Ok(())
+    }
+}
+
+/// The field name of one part as written, from its header block (CRLF-separated lines).
 fn part_name(headers: &[u8]) -> Result<String, &'static str> {
     // Lossy: a Latin-1 filename from an old browser is not a reason to refuse, and replacing
     // bytes over 0x7f cannot add or remove the ASCII quotes, colons and semicolons parsed here.
@@ -434,7 +584,7 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
     literal?.ok_or("a part without a field name")
 }
 
-/// The lower-cased `name` parameter of a `Content-Disposition: form-data` parameter list, with
+/// The `name` parameter (as written) of a `Content-Disposition: form-data` parameter list, with
 /// `\` inside quotes read as an escape or as itself.
 fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &'static str> {
     let mut name = None;
@@ -472,18 +622,11 @@ fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &
         params = rest;
         match key.as_str() {
             "name" if name.is_some() => return Err("two names in one part"),
-            "name" => name = Some(value.to_ascii_lowercase()),
+            "name" => name = Some(value),
             "name*" => return Err("an encoded field name (name*)"),
             _ => {}
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The whole decision for one request head: Host, framing and signature.
@@ -559,6 +702,7 @@ mod tests {
         assert!(check_host(Some(h), h, 443).is_ok());
         assert!(check_host(Some("B.S3.us-east-1.amazonaws.com:443"), h, 443).is_ok());
         assert!(check_host(Some("b.s3.us-east-1.amazonaws.com."), h, 443).is_ok());
+        assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com.."), h, 443).unwrap_err().code(), "host_mismatch", "two dots name no host");
         assert_eq!(check_host(Some("evil.s3.us-east-1.amazonaws.com"), h, 443).unwrap_err().code(), "host_mismatch");
         assert_eq!(check_host(Some("b.s3.us-east-1.amazonaws.com:8443"), h, 443).unwrap_err().code(), "host_mismatch");
         assert_eq!(check_host(None, h, 443).unwrap_err().code(), "host_missing");
@@ -597,14 +741,50 @@ mod tests {
 
     #[test]
     fn framing() {
-        assert!(check_framing(&["10"], &[]).is_ok());
-        assert!(check_framing(&[], &["chunked"]).is_ok());
-        assert!(check_framing(&["10", "10"], &[]).is_ok());
-        assert!(check_framing(&["10"], &["chunked"]).is_err());
-        assert!(check_framing(&["10", "11"], &[]).is_err());
-        assert!(check_framing(&[], &["chunked, identity"]).is_err());
-        assert!(check_framing(&[], &["chunked", "chunked"]).is_err());
-        assert!(check_framing(&[], &["gzip, chunked"]).is_ok());
+        let f = |cl: &[&str], te: &[&[u8]]| {
+            let cl: Vec<&[u8]> = cl.iter().map(|v| v.as_bytes()).collect();
+            check_framing(&cl, te).map_err(|e| e.code())
+        };
+        assert!(f(&["10"], &[]).is_ok());
+        assert!(f(&[], &[b"chunked"]).is_ok());
+        assert!(f(&[], &[b" Chunked "]).is_ok());
+        assert!(f(&["10", "10"], &[]).is_ok());
+        assert!(f(&["10"], &[b"chunked"]).is_err());
+        assert!(f(&["10", "11"], &[]).is_err());
+        assert!(f(&[], &[b"chunked, identity"]).is_err());
+        assert!(f(&[], &[b"chunked", b"chunked"]).is_err());
+        // S3 knows no other transfer coding, and vpcgate writes the upstream framing itself.
+        assert!(f(&[], &[b"gzip, chunked"]).is_err());
+        // A value vpcgate cannot read is refused, not skipped (hyper frames by the last line).
+        assert_eq!(f(&[], &[b"\x80x", b"chunked"]), Err("request_smuggling"));
+        assert_eq!(check_framing(&[b"1\xff0"], &[] as &[&[u8]]).map_err(|e| e.code()), Err("request_smuggling"));
+    }
+
+    #[test]
+    fn connection_never_names_a_checked_header() {
+        let c = |v: &[&str]| check_connection(v.iter().map(|x| x.as_bytes())).map_err(|e| e.code());
+        assert!(c(&["keep-alive"]).is_ok() && c(&["close"]).is_ok() && c(&["TE, close"]).is_ok() && c(&[]).is_ok());
+        for name in ["host", "Authorization", "keep-alive, content-type", "Content-Length", "transfer-encoding"] {
+            assert_eq!(c(&["close", name]), Err("connection_names_checked_header"), "{name}");
+        }
+        let e = check_connection([b"close, Host".as_slice()]).unwrap_err();
+        assert!(e.to_string().contains("names host") && e.to_string().contains("Connection: keep-alive or close"), "{e}");
+    }
+
+    #[test]
+    fn which_posts_are_read_as_forms() {
+        let ct = Some("multipart/form-data; boundary=XyZ");
+        // The review's shapes: any query that names no S3 POST API call leaves the POST a form.
+        for q in [None, Some(""), Some("x-id=PostObject"), Some("&"), Some("foo"), Some("Uploads"), Some("%75ploads"), Some("uploadsx")] {
+            assert!(reads_form(true, q, true, ct), "{q:?}");
+        }
+        for q in ["uploads", "uploads=", "uploadId=abc", "delete", "restore&versionId=1", "select&select-type=2", "x-id=CreateMultipartUpload&uploads", "metadataTable"] {
+            assert!(!reads_form(true, Some(q), true, ct), "{q}");
+        }
+        assert!(!reads_form(false, None, true, ct), "only POSTs");
+        assert!(!reads_form(true, None, false, ct), "an empty body has no fields");
+        assert!(!reads_form(true, None, true, Some("application/xml")));
+        assert!(reads_form(true, Some("x-id=PostObject"), true, Some("multipart/mixed; boundary=x")), "read, then refused as not form-data");
     }
 
     fn form(fields: &[(&str, &str)], file: bool) -> Vec<u8> {
@@ -624,15 +804,15 @@ mod tests {
         assert_eq!(form_boundary("multipart/form-data; boundary=XyZ").ok().as_deref(), Some("XyZ"));
         assert_eq!(form_boundary("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"").ok().as_deref(), Some("XyZ"));
         let v2 = form(&[("key", "k"), ("AWSAccessKeyId", "AKIA"), ("policy", "e30="), ("signature", "abc")], true);
-        assert_eq!(scan_form(&v2, "XyZ", true), FormScan::Done(Signature::V2PostForm));
+        assert_eq!(scan_form(&v2, "XyZ", true).signature(), Some(&Signature::V2PostForm));
         let v4 = form(&[("key", "k"), ("x-amz-algorithm", "AWS4-HMAC-SHA256"), ("x-amz-signature", "ff")], true);
-        assert_eq!(scan_form(&v4, "XyZ", true), FormScan::Done(Signature::V4PostForm));
-        assert_eq!(scan_form(&form(&[("key", "k")], true), "XyZ", true), FormScan::Done(Signature::Anonymous));
+        assert_eq!(scan_form(&v4, "XyZ", true).signature(), Some(&Signature::V4PostForm));
+        assert_eq!(scan_form(&form(&[("key", "k")], true), "XyZ", true).signature(), Some(&Signature::Anonymous));
         // Prefix by prefix: never a verdict before the file field, except at the end of the body.
         for cut in 0..v2.len() {
             match scan_form(&v2[..cut], "XyZ", false) {
                 FormScan::NeedMore => {}
-                other => assert_eq!(other, FormScan::Done(Signature::V2PostForm), "cut at {cut}"),
+                other => assert_eq!(other.signature(), Some(&Signature::V2PostForm), "cut at {cut}"),
             }
         }
     }
@@ -642,7 +822,14 @@ mod tests {
         assert!(is_multipart(b"MultiPart/form-data; boundary=x") && is_multipart(b"multipart/mixed"));
         assert!(!is_multipart(b"application/x-www-form-urlencoded"));
         let code = |ct: &str| form_boundary(ct).map_err(|e| e.code());
-        assert_eq!(code("multipart/form-data; x; boundary=XyZ"), Ok("XyZ".to_string()), "a parameter without = is skipped, not a reason to stop");
+        // One boundary and at most one charset, nothing else: each other parameter could make
+        // the endpoint read another boundary (RFC 2231's boundary*= is one such).
+        assert_eq!(code("multipart/form-data; x; boundary=XyZ"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=X; boundary*=utf-8''EVIL"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary*=utf-8''EVIL"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; boundary=X; name=y"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; charset=utf-8; boundary=X; charset=latin1"), Err("malformed_form"));
+        assert_eq!(code("multipart/form-data; charset=utf-8; boundary=X;"), Ok("X".to_string()), "an empty trailing parameter is none");
         assert_eq!(code("multipart/mixed; boundary=XyZ"), Err("malformed_form"));
         assert_eq!(code("multipart/form-data"), Err("malformed_form"));
         assert_eq!(code("multipart/form-data; boundary=a; boundary=b"), Err("malformed_form"));
@@ -659,7 +846,7 @@ mod tests {
                        --XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\ndata\r\n--XyZ--\r\n";
         // A fake "file" part inside a field value: a boundary counts only at the start of a line.
         let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_tail}");
-        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true), FormScan::Done(Signature::V2PostForm));
+        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true).signature(), Some(&Signature::V2PostForm));
         let malformed = |body: &str| match scan_form(body.as_bytes(), "XyZ", true) {
             FormScan::Malformed(_) => true,
             other => panic!("{body:?} gave {other:?}"),
@@ -680,24 +867,65 @@ mod tests {
         let go_escaped = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"say \\\"hi\\\".txt\"\r\n\r\nx";
         assert!(matches!(scan_form(go_escaped.as_bytes(), "XyZ", false), FormScan::Malformed(_)), "the literal reading ends the filename early and finds stray text");
         let raw_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\dir\\a.txt\"\r\n\r\nx";
-        assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false), FormScan::Done(Signature::Anonymous));
+        assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false).signature(), Some(&Signature::Anonymous));
         let escaped_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\\b.txt\"\r\n\r\nx";
-        assert_eq!(scan_form(escaped_backslash.as_bytes(), "XyZ", false), FormScan::Done(Signature::Anonymous));
+        assert_eq!(scan_form(escaped_backslash.as_bytes(), "XyZ", false).signature(), Some(&Signature::Anonymous));
         assert!(malformed("--XyZ\r\nContent-Disposition: attachment; name=\"file\"\r\n\r\nx"));
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nno closing boundary"));
         // Transport padding after a boundary, quoted parameters with ';' and unquoted names are fine.
         let latin1_name = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r\xe9sum\xe9.pdf\"\r\n\r\nx";
-        assert_eq!(scan_form(latin1_name, "XyZ", false), FormScan::Done(Signature::Anonymous));
+        assert_eq!(scan_form(latin1_name, "XyZ", false).signature(), Some(&Signature::Anonymous));
         let ok = "--XyZ \t\r\nContent-Disposition: form-data; name=key\r\n\r\nk\r\n\
                   --XyZ\r\ncontent-disposition: Form-Data; name=\"x-amz-signature\"\r\n\r\nff\r\n\
                   --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a;b.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
-        assert_eq!(scan_form(ok.as_bytes(), "XyZ", true), FormScan::Done(Signature::V4PostForm));
+        assert_eq!(scan_form(ok.as_bytes(), "XyZ", true).signature(), Some(&Signature::V4PostForm));
         for cut in 0..ok.len() {
             match scan_form(&ok.as_bytes()[..cut], "XyZ", false) {
                 FormScan::NeedMore => {}
-                other => assert_eq!(other, FormScan::Done(Signature::V4PostForm), "cut at {cut}"),
+                other => assert_eq!(other.signature(), Some(&Signature::V4PostForm), "cut at {cut}"),
             }
         }
+    }
+
+    #[test]
+    fn a_file_part_is_written_exactly_file_and_is_the_last_part() {
+        let v2_after = |file: &str| {
+            format!(
+                "--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nk\r\n\
+                 --XyZ\r\nContent-Disposition: form-data; name=\"{file}\"; filename=\"a\"\r\n\r\ndecoy\r\n\
+                 --XyZ\r\nContent-Disposition: form-data; name=\"AWSAccessKeyId\"\r\n\r\nAKIA\r\n\
+                 --XyZ\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\nabc\r\n--XyZ--\r\n"
+            )
+        };
+        for upper in ["FILE", "File", "fiLe"] {
+            assert_eq!(scan_form(v2_after(upper).as_bytes(), "XyZ", true), FormScan::Malformed("a file field not written exactly as file"), "{upper}");
+        }
+        // Exactly `file`: the fields before it are read, and the rest is the tail's to watch.
+        let body = v2_after("file");
+        let FormScan::File { sig, content_at } = scan_form(body.as_bytes(), "XyZ", true) else { panic!("a file part") };
+        assert_eq!(sig, Signature::Anonymous);
+        assert!(body[content_at..].starts_with("decoy"));
+        let mut tail = FormTail::new("XyZ");
+        assert!(tail.feed(&body.as_bytes()[content_at..]).is_err(), "parts after the file are refused");
+        // Byte by byte, the same answer: a delimiter split across frames is still seen.
+        let mut tail = FormTail::new("XyZ");
+        let fed: Result<Vec<()>, _> = body.as_bytes()[content_at..].iter().map(|b| tail.feed(std::slice::from_ref(b))).collect();
+        assert!(fed.is_err());
+        // A well-formed tail passes whole and byte by byte, and nothing may follow the close.
+        let good = b"hello\r\n-XyZ\r\n-- XyZ\r\n--XyZ--\r\nepilogue";
+        for step in [1, 2, 7, good.len()] {
+            let mut tail = FormTail::new("XyZ");
+            for chunk in good.chunks(step) {
+                assert!(tail.feed(chunk).is_ok(), "step {step}");
+            }
+            assert!(tail.carry.len() < "\r\n--XyZ".len() + 2, "bounded carry");
+        }
+        let mut tail = FormTail::new("XyZ");
+        assert!(tail.feed(b"x\r\n--XyZ--\r\n\r\n--XyZ\r\n").is_err(), "a boundary after the close");
+        // RFC 2046: the boundary never appears in the content; a reader that splits on it anyway
+        // would find another part.
+        let mut tail = FormTail::new("XyZ");
+        assert!(tail.feed(b"x\r\n--XyZ-more\r\n--XyZ--").is_err());
     }
 
     #[test]

@@ -82,6 +82,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Greedy<T> {
     }
 }
 
+/// Shows every plaintext byte the client sends, in order, to the tunnel's
+/// [`HeadTracker`](crate::policy::framing::HeadTracker) before hyper parses it, so that each
+/// request can be checked against its head as it arrived.
+pub struct HeadTap<T> {
+    inner: T,
+    heads: std::sync::Arc<std::sync::Mutex<crate::policy::framing::HeadTracker>>,
+}
+
+impl<T> HeadTap<T> {
+    pub fn new(inner: T, heads: std::sync::Arc<std::sync::Mutex<crate::policy::framing::HeadTracker>>) -> HeadTap<T> {
+        HeadTap { inner, heads }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadTap<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let start = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if buf.filled().len() > start {
+            me.heads.lock().expect("head tracker").feed(&buf.filled()[start..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadTap<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::policy::authority::Target;
 use crate::policy::request::{self, FormScan, RequestDeny, Signature};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
-use crate::proxy::upstream::{self, Pool, ReqBody, UpstreamConn};
+use crate::proxy::upstream::{self, Pool, UpstreamConn};
 use crate::proxy::State;
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::BoxBody;
@@ -71,6 +71,8 @@ struct Session {
     activity: AtomicU64,
     in_flight: AtomicU64,
     stale: tokio::sync::Notify,
+    /// The request heads as the client sent them, before hyper read (and changed) them.
+    heads: Arc<Mutex<crate::policy::framing::HeadTracker>>,
 }
 
 impl Session {
@@ -318,6 +320,7 @@ pub async fn inspect(
         activity: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         stale: tokio::sync::Notify::new(),
+        heads: Arc::default(),
     });
     let svc_session = session.clone();
     let svc_state = state.clone();
@@ -334,7 +337,10 @@ pub async fn inspect(
         // A client may shut down its sending side after its request (close_notify + FIN) and
         // still wait for the response: answer it, then close.
         .half_close(true)
-        .serve_connection(TokioIo::new(crate::proxy::greedy::Greedy::new(tls_stream)), service);
+        .serve_connection(
+            TokioIo::new(crate::proxy::greedy::HeadTap::new(crate::proxy::greedy::Greedy::new(tls_stream), session.heads.clone())),
+            service,
+        );
     let result = tokio::select! {
         r = served => Some(r),
         _ = watch_in_flight(&session, proxy.idle_timeout) => None,
@@ -399,10 +405,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
-}
-
-fn all_str<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
 }
 
 /// Per-request evidence, logged once when the response body is finished (or dropped).
@@ -612,12 +614,29 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         xml_response(&d, &log.path)
     };
 
-    // Framing, Host and signature: on every request of the tunnel.
-    if let Err(d) = request::check_framing(&all_str(&parts.headers, "content-length"), &all_str(&parts.headers, "transfer-encoding")) {
+    // Method, framing, Connection, Host and signature: on every request of the tunnel.
+    if parts.method == hyper::Method::CONNECT {
+        return deny(log, RequestDeny::MethodNotAllowed { method: parts.method.to_string() });
+    }
+    // The framing lines as they arrived: hyper has dropped a Content-Length that came with a
+    // Transfer-Encoding by now. A request that cannot be paired with the head it came in is refused.
+    let head = {
+        let mut t = session.heads.lock().expect("head tracker");
+        t.take().ok_or_else(|| t.lost().unwrap_or("a request vpcgate did not see arrive"))
+    };
+    let head = match head {
+        Ok(h) if h.method == parts.method.as_str() && same_target(&h.target, &parts.uri) => h,
+        Ok(_) => return deny(log, RequestDeny::HeadUnpaired { what: "a request that is not the next head in the tunnel" }),
+        Err(what) => return deny(log, RequestDeny::HeadUnpaired { what }),
+    };
+    let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
+    let chunked = !head.transfer_encodings.is_empty();
+    let framing = request::check_framing(&head.content_lengths, &head.transfer_encodings)
+        .and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION)));
+    if let Err(d) = framing {
         return deny(log, d);
     }
     // Headers the checks read must come once and as text, or the endpoint could read another.
-    let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
     let fields = request::one_header("Host", raw(&hyper::header::HOST)).and_then(|host| {
         Ok((host, request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?, request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?))
     });
@@ -632,67 +651,27 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     }
 
     // Browser POST forms carry their signature in the body: read the fields before the file,
-    // whatever the head carries (a form's fields are what S3 reads for a POST upload). S3 reads a
-    // form only on a POST without a query (POST ?uploads, ?uploadId=, ?delete… are API calls
-    // whose Content-Type may be the object's own, multipart/related say) and with a body.
-    let mut req_body: Option<ReqBody> = None;
-    let mut body = Some(body);
-    let form_post = parts.method == hyper::Method::POST
-        && parts.uri.query().is_none_or(str::is_empty)
-        && !body.as_ref().is_some_and(|b| b.is_end_stream())
-        && content_type.is_some_and(|ct| request::is_multipart(ct.as_bytes()));
-    if form_post {
-        let boundary = match request::form_boundary(content_type.unwrap_or("")) {
-            Ok(b) => b,
-            Err(d) => return deny(log, d),
-        };
-        let mut rest = body.take().expect("body present");
-        let mut prefix = BytesMut::new();
-        let mut frames = VecDeque::new();
-        // Rescan after every 4 KiB (not every frame), so a body sent a byte per chunk costs at
-        // most 16 scans of the 64 KiB prefix instead of one per byte.
-        let mut next_scan = 0;
-        let scan = loop {
-            match rest.frame().await {
-                Some(Ok(f)) => {
-                    session.touch();
-                    if let Some(d) = f.data_ref() {
-                        prefix.extend_from_slice(d);
-                    }
-                    frames.push_back(f);
-                    if prefix.len() >= next_scan || prefix.len() > FORM_PREFIX_LIMIT {
-                        match request::scan_form(&prefix, &boundary, false) {
-                            FormScan::NeedMore => next_scan = prefix.len() + 4096,
-                            done => break done,
-                        }
-                    }
-                    if prefix.len() > FORM_PREFIX_LIMIT {
-                        return deny(log, RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT });
-                    }
+    // whatever the head carries, on every multipart POST that is not a known S3 API call.
+    let cut: Arc<std::sync::OnceLock<&'static str>> = Arc::default();
+    let req_body = if request::reads_form(parts.method == hyper::Method::POST, parts.uri.query(), !body.is_end_stream(), content_type) {
+        match read_form(body, content_type.unwrap_or(""), &session, cut.clone()).await {
+            Ok((form_body, form_sig)) => {
+                if matches!(sig, Signature::Anonymous) {
+                    sig = form_sig;
+                    log.sig = sig.name();
                 }
-                Some(Err(e)) => return deny(log, RequestDeny::ClientBody { error: e.to_string() }),
-                None => break request::scan_form(&prefix, &boundary, true),
+                Counted::request_body(form_body, log.counts.clone(), &session).boxed()
             }
-        };
-        let form_sig = match scan {
-            FormScan::Done(s) => s,
-            FormScan::Malformed(what) => return deny(log, RequestDeny::MalformedForm { what }),
-            FormScan::NeedMore => return deny(log, RequestDeny::MalformedForm { what: "the body ended inside the form" }),
-        };
-        if form_sig.is_v2() {
-            log.sig = form_sig.name();
-            return deny(log, RequestDeny::SigV2 { sig: form_sig });
+            Err((d, form_sig)) => {
+                if let Some(s) = form_sig {
+                    log.sig = s.name();
+                }
+                return deny(log, d);
+            }
         }
-        if matches!(sig, Signature::Anonymous) {
-            sig = form_sig;
-            log.sig = sig.name();
-        }
-        let counted = Counted::request_body(Prefixed { prefix: frames, rest }, log.counts.clone(), &session);
-        req_body = Some(counted.boxed());
-    }
-    let req_body = req_body.unwrap_or_else(|| {
-        Counted::request_body(body.take().expect("body present"), log.counts.clone(), &session).boxed()
-    });
+    } else {
+        Counted::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), &session).boxed()
+    };
 
     // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
     let (mut conn, how) = match get_upstream(&session, &state, ins).await {
@@ -715,6 +694,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     parts.version = hyper::Version::HTTP_11;
     parts.extensions.clear();
     strip_hop_by_hop(&mut parts.headers);
+    // The upstream framing is vpcgate's own: the client's Transfer-Encoding lines never go on
+    // (hyper writes a Content-Length body as it came; a chunked one is re-chunked here).
+    if parts.headers.remove(hyper::header::TRANSFER_ENCODING).is_some() || chunked {
+        parts.headers.insert(hyper::header::TRANSFER_ENCODING, hyper::header::HeaderValue::from_static("chunked"));
+    }
     let up_req = Request::from_parts(parts, req_body);
     let sent = tokio::select! {
         r = conn.sender.send_request(up_req) => r,
@@ -733,6 +717,10 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     };
     let resp = match sent {
         Ok(r) => r,
+        Err(_) if cut.get().is_some() => {
+            let what = cut.get().copied().unwrap_or("the form changed shape");
+            return deny(log, RequestDeny::MalformedForm { what });
+        }
         Err(e) => {
             return deny(
                 log,
@@ -751,6 +739,109 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     rparts.extensions.clear();
     strip_hop_by_hop(&mut rparts.headers);
     Response::from_parts(rparts, Counted::response(rbody, log).boxed())
+}
+
+/// Whether hyper's URI is the request target as it arrived (no copy for the usual origin form).
+fn same_target(raw: &str, uri: &hyper::Uri) -> bool {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => pq.as_str() == raw,
+        _ => uri.to_string() == raw,
+    }
+}
+
+/// Reads a POST form's fields up to its file part (at most `FORM_PREFIX_LIMIT` bytes) and
+/// judges them; the body to forward then replays what was read and streams the rest through a
+/// [`request::FormTail`], which cuts it (and records why in `cut`) if a part follows the file.
+/// An error carries the form's signature when it was read that far.
+async fn read_form(
+    mut rest: Incoming,
+    content_type: &str,
+    session: &Session,
+    cut: Arc<std::sync::OnceLock<&'static str>>,
+) -> Result<(FormBody, Signature), (RequestDeny, Option<Signature>)> {
+    let boundary = request::form_boundary(content_type).map_err(|d| (d, None))?;
+    let mut prefix = BytesMut::new();
+    let mut frames = VecDeque::new();
+    // Rescan after every 4 KiB (not every frame), so a body sent a byte per chunk costs at
+    // most 16 scans of the 64 KiB prefix instead of one per byte.
+    let mut next_scan = 0;
+    let scan = loop {
+        match rest.frame().await {
+            Some(Ok(f)) => {
+                session.touch();
+                if let Some(d) = f.data_ref() {
+                    prefix.extend_from_slice(d);
+                }
+                frames.push_back(f);
+                if prefix.len() >= next_scan || prefix.len() > FORM_PREFIX_LIMIT {
+                    match request::scan_form(&prefix, &boundary, false) {
+                        FormScan::NeedMore => next_scan = prefix.len() + 4096,
+                        done => break done,
+                    }
+                }
+                if prefix.len() > FORM_PREFIX_LIMIT {
+                    return Err((RequestDeny::FormTooLarge { limit: FORM_PREFIX_LIMIT }, None));
+                }
+            }
+            Some(Err(e)) => return Err((RequestDeny::ClientBody { error: e.to_string() }, None)),
+            None => break request::scan_form(&prefix, &boundary, true),
+        }
+    };
+    let (sig, content_at) = match scan {
+        FormScan::Closed(s) => (s, None),
+        FormScan::File { sig, content_at } => (sig, Some(content_at)),
+        FormScan::Malformed(what) => return Err((RequestDeny::MalformedForm { what }, None)),
+        FormScan::NeedMore => return Err((RequestDeny::MalformedForm { what: "the body ended inside the form" }, None)),
+    };
+    if sig.is_v2() {
+        return Err((RequestDeny::SigV2 { sig: sig.clone() }, Some(sig)));
+    }
+    let tail = match content_at {
+        Some(at) => {
+            let mut tail = request::FormTail::new(&boundary);
+            if let Err(what) = tail.feed(&prefix[at..]) {
+                return Err((RequestDeny::MalformedForm { what }, Some(sig)));
+            }
+            Some(tail)
+        }
+        None => None,
+    };
+    Ok((FormBody { read: Prefixed { prefix: frames, rest }, tail, cut }, sig))
+}
+
+/// A form's body on its way upstream: what was read ahead, then the rest, watched after the file.
+struct FormBody {
+    read: Prefixed,
+    tail: Option<request::FormTail>,
+    cut: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl Body for FormBody {
+    type Data = Bytes;
+    type Error = upstream::BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, upstream::BodyError>>> {
+        let this = &mut *self;
+        // The frames read ahead were judged whole by `read_form`; the tail watches the rest.
+        let replayed = !this.read.prefix.is_empty();
+        let polled = std::task::ready!(Pin::new(&mut this.read).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(tail), false) = (&polled, this.tail.as_mut(), replayed) {
+            if let Some(Err(what)) = frame.data_ref().map(|d| tail.feed(d)) {
+                // The upstream gets a body cut short, which it discards, never a complete form.
+                let _ = this.cut.set(what);
+                return Poll::Ready(Some(Err(what.into())));
+            }
+        }
+        Poll::Ready(polled.map(|r| r.map_err(upstream::BodyError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.read.size_hint()
+    }
 }
 
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {

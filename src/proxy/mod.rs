@@ -286,7 +286,13 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
         log_refusal(&state, &decision, &deny);
         return deny_response(&deny);
     }
-    let raw = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    // Authority form only (RFC 9110 §9.3.6): `CONNECT http://host:443` reaches the parser whole,
+    // which refuses it, instead of being read as the authority inside it.
+    let uri = req.uri();
+    let raw = match (uri.scheme(), uri.path_and_query(), uri.authority()) {
+        (None, None, Some(a)) => a.as_str().to_string(),
+        _ => uri.to_string(),
+    };
     let started = Instant::now();
     match connect::establish(&state, &raw, &mut decision).await {
         Err(deny) => {

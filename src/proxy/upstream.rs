@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-pub type ReqBody = BoxBody<Bytes, hyper::Error>;
+/// A request body's error: the client's (hyper's) or vpcgate's own when it cuts a body that turned
+/// out to be refused mid-stream (a part after a form's file).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub type ReqBody = BoxBody<Bytes, BodyError>;
 
 /// A ready HTTP/1.1 connection to an upstream, with the TLS facts of its handshake.
 pub struct UpstreamConn {

@@ -1,0 +1,263 @@
+//! The request heads of an inspected tunnel as they arrived, before hyper reads them.
+//!
+//! hyper parses each head into a header map and, doing so, changes it: with both
+//! `Content-Length` and `Transfer-Encoding` it drops the length (RFC 9112 §6.3) before any check
+//! can see it. vpcgate promises to refuse that pair, so it follows the plaintext stream itself:
+//! it finds each head with the same parser hyper uses (httparse), records the raw framing lines,
+//! and skips the body by the framing hyper will use, to find the next head. The proxy pairs each
+//! recorded head with the request hyper hands it (same method and target) and refuses a request
+//! whose head it could not pair: it never guesses which head a request came from.
+//!
+//! Pure: bytes in, heads out.
+
+use std::collections::VecDeque;
+
+/// The most bytes a request head may take (S3 itself limits a request's headers to 8 KiB).
+pub const MAX_HEAD: usize = 32 * 1024;
+/// As many header lines as hyper reads by default.
+const MAX_HEADERS: usize = 100;
+
+/// One request head as it arrived: what hyper may change or drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawHead {
+    pub method: String,
+    pub target: String,
+    /// Every `Content-Length` line's value, in order (hyper keeps at most one).
+    pub content_lengths: Vec<Vec<u8>>,
+    /// Every `Transfer-Encoding` line's value, in order.
+    pub transfer_encodings: Vec<Vec<u8>>,
+}
+
+/// Where the stream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Between requests or inside a head (its bytes so far are in `pending`).
+    Head,
+    /// Inside a body of a known length: this many bytes to go.
+    Fixed(u64),
+    Chunked(Chunk),
+    /// The stream can no longer be followed (a head or chunk hyper refuses too, a head over
+    /// `MAX_HEAD`): no more heads are recorded, so any later request is unpaired and refused.
+    Lost(&'static str),
+}
+
+/// The chunked-body states (RFC 9112 §7.1), as lenient as hyper's decoder where it is lenient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chunk {
+    /// Hex digits of a chunk size; `digits` read so far.
+    Size { value: u64, digits: u8 },
+    /// Spaces or tabs after the size, then `;` extensions or CR.
+    SizeRest { value: u64, ext: bool },
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (after the last chunk).
+    TrailerStart,
+    TrailerLine,
+    EndLf,
+}
+
+/// Follows one tunnel's plaintext from the client.
+#[derive(Debug)]
+pub struct HeadTracker {
+    phase: Phase,
+    /// A head that has not ended yet (empty between requests: an idle tunnel holds nothing).
+    pending: Vec<u8>,
+    heads: VecDeque<RawHead>,
+}
+
+impl Default for HeadTracker {
+    fn default() -> Self {
+        HeadTracker { phase: Phase::Head, pending: Vec::new(), heads: VecDeque::new() }
+    }
+}
+
+impl HeadTracker {
+    /// The next bytes from the client, in order.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let used = match self.phase.clone() {
+                Phase::Lost(_) => return,
+                Phase::Head => self.head(data),
+                Phase::Fixed(left) => {
+                    let n = left.min(data.len() as u64);
+                    self.phase = if n == left { Phase::Head } else { Phase::Fixed(left - n) };
+                    n as usize
+                }
+                Phase::Chunked(c) => self.chunk(c, data),
+            };
+            data = &data[used..];
+        }
+    }
+
+    /// The oldest head not yet taken.
+    pub fn take(&mut self) -> Option<RawHead> {
+        self.heads.pop_front()
+    }
+
+    /// Why the stream could not be followed, once it could not.
+    pub fn lost(&self) -> Option<&'static str> {
+        match self.phase {
+            Phase::Lost(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Head bytes; returns how many of `data` were used.
+    fn head(&mut self, data: &[u8]) -> usize {
+        // Parse only once a blank line may have arrived, so a head sent a byte at a time costs
+        // one parse per line end, not one per byte.
+        let tail_start = self.pending.len().saturating_sub(2);
+        let before = self.pending.len();
+        let (buf, from_pending): (&[u8], bool) = if self.pending.is_empty() {
+            (data, false)
+        } else {
+            self.pending.extend_from_slice(data);
+            (&self.pending[..], true)
+        };
+        let scan = &buf[if from_pending { tail_start } else { 0 }..];
+        let may_end = memchr::memmem::find(scan, b"\n\n").is_some() || memchr::memmem::find(scan, b"\n\r\n").is_some();
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let parsed = if may_end { req.parse(buf) } else { Ok(httparse::Status::Partial) };
+        match parsed {
+            Ok(httparse::Status::Complete(len)) => {
+                let head = RawHead {
+                    method: req.method.unwrap_or("").to_string(),
+                    target: req.path.unwrap_or("").to_string(),
+                    content_lengths: lines(req.headers, "content-length"),
+                    transfer_encodings: lines(req.headers, "transfer-encoding"),
+                };
+                self.phase = body_phase(&head);
+                self.heads.push_back(head);
+                self.pending = Vec::new();
+                // Of `data`, the bytes up to the head's end were used.
+                len - before
+            }
+            Ok(httparse::Status::Partial) => {
+                if !from_pending {
+                    self.pending.extend_from_slice(data);
+                }
+                if self.pending.len() > MAX_HEAD {
+                    self.pending = Vec::new();
+                    self.phase = Phase::Lost("a request head over 32 KiB");
+                }
+                data.len()
+            }
+            Err(_) => {
+                self.pending = Vec::new();
+                self.phase = Phase::Lost("a request head that is not HTTP/1.1");
+                data.len()
+            }
+        }
+    }
+
+    /// Chunked-body bytes; returns how many of `data` were used.
+    fn chunk(&mut self, c: Chunk, data: &[u8]) -> usize {
+        if let Chunk::Data(left) = c {
+            let n = left.min(data.len() as u64);
+            self.phase = Phase::Chunked(if n == left { Chunk::DataCr } else { Chunk::Data(left - n) });
+            return n as usize;
+        }
+        let b = data[0];
+        let lost = |why| Phase::Lost(why);
+        self.phase = match c {
+            Chunk::Size { value, digits } => match (b as char).to_digit(16) {
+                Some(d) if digits < 16 => Phase::Chunked(Chunk::Size { value: value * 16 + u64::from(d), digits: digits + 1 }),
+                Some(_) => lost("a chunk size over 64 bits"),
+                None if digits == 0 => lost("a chunk without a size"),
+                None => return self.chunk(Chunk::SizeRest { value, ext: false }, data),
+            },
+            Chunk::SizeRest { value, ext } => match b {
+                b'\r' => Phase::Chunked(Chunk::SizeLf(value)),
+                b';' => Phase::Chunked(Chunk::SizeRest { value, ext: true }),
+                b'\n' => lost("a chunk size line without CR"),
+                b' ' | b'\t' => Phase::Chunked(Chunk::SizeRest { value, ext }),
+                _ if ext => Phase::Chunked(Chunk::SizeRest { value, ext }),
+                _ => lost("text after a chunk size"),
+            },
+            Chunk::SizeLf(0) if b == b'\n' => Phase::Chunked(Chunk::TrailerStart),
+            Chunk::SizeLf(n) if b == b'\n' => Phase::Chunked(Chunk::Data(n)),
+            Chunk::DataCr if b == b'\r' => Phase::Chunked(Chunk::DataLf),
+            Chunk::DataLf if b == b'\n' => Phase::Chunked(Chunk::Size { value: 0, digits: 0 }),
+            Chunk::TrailerStart if b == b'\r' => Phase::Chunked(Chunk::EndLf),
+            Chunk::TrailerStart | Chunk::TrailerLine if b != b'\n' => Phase::Chunked(Chunk::TrailerLine),
+            Chunk::TrailerLine => Phase::Chunked(Chunk::TrailerStart),
+            Chunk::EndLf if b == b'\n' => Phase::Head,
+            _ => lost("chunked framing that does not read as RFC 9112"),
+        };
+        1
+    }
+}
+
+fn lines(headers: &[httparse::Header<'_>], name: &str) -> Vec<Vec<u8>> {
+    headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec()).collect()
+}
+
+/// The body framing hyper reads for this head (RFC 9112 §6.3): any `Transfer-Encoding` means
+/// chunked (hyper refuses one that does not end in chunked, and the check refuses the rest),
+/// else the `Content-Length`, else none.
+fn body_phase(head: &RawHead) -> Phase {
+    if !head.transfer_encodings.is_empty() {
+        return Phase::Chunked(Chunk::Size { value: 0, digits: 0 });
+    }
+    let Some(first) = head.content_lengths.first() else { return Phase::Head };
+    match std::str::from_utf8(first).ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
+        Some(0) => Phase::Head,
+        Some(n) => Phase::Fixed(n),
+        None => Phase::Lost("a Content-Length that is not a number"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(t: &mut HeadTracker) -> Vec<RawHead> {
+        std::iter::from_fn(|| t.take()).collect()
+    }
+
+    const STREAM: &[u8] = b"PUT /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
+POST /b?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3;ext=1\r\nabc\r\n0\r\nx-amz-checksum-crc32: AAAA\r\n\r\n\
+\r\nGET /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \x80x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    #[test]
+    fn heads_are_found_through_bodies_whole_and_byte_by_byte() {
+        for step in [STREAM.len(), 1, 2, 3, 7, 64] {
+            let mut t = HeadTracker::default();
+            for chunk in STREAM.chunks(step) {
+                t.feed(chunk);
+            }
+            let heads = all(&mut t);
+            let seen: Vec<(&str, &str)> = heads.iter().map(|h| (h.method.as_str(), h.target.as_str())).collect();
+            assert_eq!(seen, [("PUT", "/a"), ("POST", "/b?x"), ("GET", "/c"), ("GET", "/d")], "step {step}");
+            // The pair hyper would drop the length of, and the unreadable coding it would skip.
+            assert_eq!(heads[1].content_lengths, [b"3".to_vec()]);
+            assert_eq!(heads[1].transfer_encodings, [b"chunked".to_vec()]);
+            assert_eq!(heads[2].transfer_encodings, [b"\x80x".to_vec(), b"chunked".to_vec()]);
+            assert_eq!(t.lost(), None);
+            assert!(t.pending.is_empty(), "an idle tunnel holds no head bytes");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_followed_stops_the_record() {
+        let mut t = HeadTracker::default();
+        t.feed(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+        assert_eq!(all(&mut t).len(), 1);
+        assert!(t.lost().is_some());
+        let mut t = HeadTracker::default();
+        t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+        assert!(t.lost().is_some());
+        let mut t = HeadTracker::default();
+        t.feed(b"GET / HTTP/1.1\r\nX: ");
+        t.feed(&vec![b'a'; MAX_HEAD]);
+        assert_eq!(t.lost(), Some("a request head over 32 KiB"));
+        assert!(t.pending.is_empty());
+        let mut t = HeadTracker::default();
+        t.feed(b"\x16\x03\x01 not http\r\n\r\n");
+        assert!(t.lost().is_some());
+    }
+}
