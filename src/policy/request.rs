@@ -410,20 +410,21 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
 pub enum FormScan {
     /// More body is needed to reach the end of the signature fields.
     NeedMore,
-    /// The form closed without a `file` part: every field was read.
-    Closed(Signature),
-    /// The fields before the `file` part were read; the file's content starts at `content_at`
-    /// in the body. What follows must be the file and the closing boundary only ([`FormTail`]).
-    File { sig: Signature, content_at: usize },
+    /// The form closed without a `file` part: `fields` are all its field names, as written.
+    Closed { fields: Vec<String> },
+    /// The field names before the `file` part were read (`fields`, as written); the file's
+    /// content starts at `content_at` in the body. What follows must be the file and the closing
+    /// boundary only ([`FormTail`]).
+    File { fields: Vec<String>, content_at: usize },
     /// The body is not a form this scan reads the same way S3 would: refused, not guessed.
     Malformed(&'static str),
 }
 
 impl FormScan {
     /// The signature of a form that was read to its file part or its end.
-    pub fn signature(&self) -> Option<&Signature> {
+    pub fn signature(&self) -> Option<Signature> {
         match self {
-            FormScan::Closed(s) | FormScan::File { sig: s, .. } => Some(s),
+            FormScan::Closed { fields } | FormScan::File { fields, .. } => Some(form_verdict(fields)),
             FormScan::NeedMore | FormScan::Malformed(_) => None,
         }
     }
@@ -455,7 +456,7 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
         // After a boundary: "--" closes the form; else optional padding, then CRLF.
         let rest = &body[at..];
         if rest.starts_with(b"--") {
-            return FormScan::Closed(form_verdict(&names));
+            return FormScan::Closed { fields: names };
         }
         let pad = rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
         if rest.len() < pad + 2 {
@@ -481,9 +482,9 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
                 // on past a `FILE` part where one that ignores case stops.
                 return FormScan::Malformed("a file field not written exactly as file");
             }
-            return FormScan::File { sig: form_verdict(&names), content_at: vstart };
+            return FormScan::File { fields: names, content_at: vstart };
         }
-        names.push(name.to_ascii_lowercase());
+        names.push(name);
         match finder.find(&body[vstart..]) {
             Some(p) => at = vstart + p + next.len(),
             None => return more("a field does not end with the boundary"),
@@ -491,8 +492,10 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
     }
 }
 
+/// A form's signature from its field names, compared without case (S3's own reading is not
+/// documented; either way the fields are found).
 fn form_verdict(names: &[String]) -> Signature {
-    let has = |k: &str| names.iter().any(|n| n == k);
+    let has = |k: &str| names.iter().any(|n| n.eq_ignore_ascii_case(k));
     if has("awsaccesskeyid") || has("signature") {
         Signature::V2PostForm
     } else if has("x-amz-signature") || has("x-amz-algorithm") {
@@ -581,7 +584,31 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
     if params.contains('\\') && disposition_name(params, true) != literal {
         return Err("a part header whose backslashes make it read two ways");
     }
+    // Readers that find `name` by searching the header (multer's does) would take one inside
+    // another parameter's value (`filename="a;name=signature"`): the text `name=` may start a
+    // parameter only once.
+    if name_starts(params) > 1 {
+        return Err("a part header with name= inside another parameter's value");
+    }
     literal?.ok_or("a part without a field name")
+}
+
+/// How many times `name`, in any case, starts a word (at the start, or after whitespace or `;`)
+/// and is followed by `=` (whitespace between allowed): each is a `name` parameter to a reader
+/// that searches rather than parses.
+fn name_starts(params: &str) -> usize {
+    let b = params.as_bytes();
+    (0..b.len().saturating_sub(3))
+        .filter(|&i| b[i..i + 4].eq_ignore_ascii_case(b"name"))
+        .filter(|&i| i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b';')
+        .filter(|&i| b[i + 4..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'='))
+        .count()
+}
+
+/// RFC 9110 token characters: an unquoted parameter value is one token, so that a reader that
+/// stops at a space or a separator reads the same value as one that stops at `;`.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 /// The `name` parameter (as written) of a `Content-Disposition: form-data` parameter list, with
@@ -613,7 +640,13 @@ fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &
             (value, &q[close + 1..])
         } else {
             let end = after.find(';').unwrap_or(after.len());
-            (after[..end].trim_end().to_string(), &after[end..])
+            // Spaces may end it (multer stops at the first space); a tab is read into the value
+            // by some readers and not by others, so it is no token character.
+            let value = after[..end].trim_end_matches(' ');
+            if value.is_empty() || !value.chars().all(is_tchar) {
+                return Err("an unquoted part parameter that is not one token");
+            }
+            (value.to_string(), &after[end..])
         };
         let rest = rest.trim_start_matches([' ', '\t']);
         if !rest.is_empty() && !rest.starts_with(';') {
@@ -804,15 +837,15 @@ mod tests {
         assert_eq!(form_boundary("multipart/form-data; boundary=XyZ").ok().as_deref(), Some("XyZ"));
         assert_eq!(form_boundary("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"").ok().as_deref(), Some("XyZ"));
         let v2 = form(&[("key", "k"), ("AWSAccessKeyId", "AKIA"), ("policy", "e30="), ("signature", "abc")], true);
-        assert_eq!(scan_form(&v2, "XyZ", true).signature(), Some(&Signature::V2PostForm));
+        assert_eq!(scan_form(&v2, "XyZ", true).signature(), Some(Signature::V2PostForm));
         let v4 = form(&[("key", "k"), ("x-amz-algorithm", "AWS4-HMAC-SHA256"), ("x-amz-signature", "ff")], true);
-        assert_eq!(scan_form(&v4, "XyZ", true).signature(), Some(&Signature::V4PostForm));
-        assert_eq!(scan_form(&form(&[("key", "k")], true), "XyZ", true).signature(), Some(&Signature::Anonymous));
+        assert_eq!(scan_form(&v4, "XyZ", true).signature(), Some(Signature::V4PostForm));
+        assert_eq!(scan_form(&form(&[("key", "k")], true), "XyZ", true).signature(), Some(Signature::Anonymous));
         // Prefix by prefix: never a verdict before the file field, except at the end of the body.
         for cut in 0..v2.len() {
             match scan_form(&v2[..cut], "XyZ", false) {
                 FormScan::NeedMore => {}
-                other => assert_eq!(other.signature(), Some(&Signature::V2PostForm), "cut at {cut}"),
+                other => assert_eq!(other.signature(), Some(Signature::V2PostForm), "cut at {cut}"),
             }
         }
     }
@@ -846,7 +879,7 @@ mod tests {
                        --XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\ndata\r\n--XyZ--\r\n";
         // A fake "file" part inside a field value: a boundary counts only at the start of a line.
         let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_tail}");
-        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true).signature(), Some(&Signature::V2PostForm));
+        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true).signature(), Some(Signature::V2PostForm));
         let malformed = |body: &str| match scan_form(body.as_bytes(), "XyZ", true) {
             FormScan::Malformed(_) => true,
             other => panic!("{body:?} gave {other:?}"),
@@ -867,22 +900,31 @@ mod tests {
         let go_escaped = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"say \\\"hi\\\".txt\"\r\n\r\nx";
         assert!(matches!(scan_form(go_escaped.as_bytes(), "XyZ", false), FormScan::Malformed(_)), "the literal reading ends the filename early and finds stray text");
         let raw_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\dir\\a.txt\"\r\n\r\nx";
-        assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false).signature(), Some(&Signature::Anonymous));
+        assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false).signature(), Some(Signature::Anonymous));
         let escaped_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\\b.txt\"\r\n\r\nx";
-        assert_eq!(scan_form(escaped_backslash.as_bytes(), "XyZ", false).signature(), Some(&Signature::Anonymous));
+        assert_eq!(scan_form(escaped_backslash.as_bytes(), "XyZ", false).signature(), Some(Signature::Anonymous));
         assert!(malformed("--XyZ\r\nContent-Disposition: attachment; name=\"file\"\r\n\r\nx"));
+        // Found by fuzzing against multer: an unquoted value with a space (multer stops at the
+        // space and reads `signature`), and a name= inside a filename (multer searches for it).
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=signature x\r\n\r\nv\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; filename=\"a;name=signature\"; name=\"key\"\r\n\r\nv\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"; filename=\"x NAME = y\"\r\n\r\nv\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\r\n\r\nv\r\n--XyZ--"));
+        assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=key\t; filename=\"a\"\r\n\r\nv\r\n--XyZ--"));
+        let fine = "--XyZ\r\nContent-Disposition: form-data; name=\"key\"; filename=\"my name.txt\"\r\n\r\nv\r\n--XyZ--";
+        assert_eq!(scan_form(fine.as_bytes(), "XyZ", true).signature(), Some(Signature::Anonymous), "a filename with the word name in it");
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nno closing boundary"));
         // Transport padding after a boundary, quoted parameters with ';' and unquoted names are fine.
         let latin1_name = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r\xe9sum\xe9.pdf\"\r\n\r\nx";
-        assert_eq!(scan_form(latin1_name, "XyZ", false).signature(), Some(&Signature::Anonymous));
+        assert_eq!(scan_form(latin1_name, "XyZ", false).signature(), Some(Signature::Anonymous));
         let ok = "--XyZ \t\r\nContent-Disposition: form-data; name=key\r\n\r\nk\r\n\
                   --XyZ\r\ncontent-disposition: Form-Data; name=\"x-amz-signature\"\r\n\r\nff\r\n\
                   --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a;b.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
-        assert_eq!(scan_form(ok.as_bytes(), "XyZ", true).signature(), Some(&Signature::V4PostForm));
+        assert_eq!(scan_form(ok.as_bytes(), "XyZ", true).signature(), Some(Signature::V4PostForm));
         for cut in 0..ok.len() {
             match scan_form(&ok.as_bytes()[..cut], "XyZ", false) {
                 FormScan::NeedMore => {}
-                other => assert_eq!(other.signature(), Some(&Signature::V4PostForm), "cut at {cut}"),
+                other => assert_eq!(other.signature(), Some(Signature::V4PostForm), "cut at {cut}"),
             }
         }
     }
@@ -902,8 +944,10 @@ mod tests {
         }
         // Exactly `file`: the fields before it are read, and the rest is the tail's to watch.
         let body = v2_after("file");
-        let FormScan::File { sig, content_at } = scan_form(body.as_bytes(), "XyZ", true) else { panic!("a file part") };
-        assert_eq!(sig, Signature::Anonymous);
+        let scan = scan_form(body.as_bytes(), "XyZ", true);
+        assert_eq!(scan.signature(), Some(Signature::Anonymous));
+        let FormScan::File { fields, content_at } = scan else { panic!("a file part") };
+        assert_eq!(fields, ["key"]);
         assert!(body[content_at..].starts_with("decoy"));
         let mut tail = FormTail::new("XyZ");
         assert!(tail.feed(&body.as_bytes()[content_at..]).is_err(), "parts after the file are refused");

@@ -787,11 +787,12 @@ async fn read_form(
             None => break request::scan_form(&prefix, &boundary, true),
         }
     };
-    let (sig, content_at) = match scan {
-        FormScan::Closed(s) => (s, None),
-        FormScan::File { sig, content_at } => (sig, Some(content_at)),
-        FormScan::Malformed(what) => return Err((RequestDeny::MalformedForm { what }, None)),
-        FormScan::NeedMore => return Err((RequestDeny::MalformedForm { what: "the body ended inside the form" }, None)),
+    let sig = scan.signature();
+    let (sig, content_at) = match (sig, scan) {
+        (Some(sig), FormScan::Closed { .. }) => (sig, None),
+        (Some(sig), FormScan::File { content_at, .. }) => (sig, Some(content_at)),
+        (_, FormScan::Malformed(what)) => return Err((RequestDeny::MalformedForm { what }, None)),
+        _ => return Err((RequestDeny::MalformedForm { what: "the body ended inside the form" }, None)),
     };
     if sig.is_v2() {
         return Err((RequestDeny::SigV2 { sig: sig.clone() }, Some(sig)));
