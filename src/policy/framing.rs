@@ -3,29 +3,33 @@
 //! hyper parses each head into a header map and, doing so, changes it: with both
 //! `Content-Length` and `Transfer-Encoding` it drops the length (RFC 9112 §6.3) before any check
 //! can see it. vpcgate promises to refuse that pair, so it follows the plaintext stream itself:
-//! it finds each head with the same parser hyper uses (httparse), records the raw framing lines,
-//! and skips the body by the framing hyper will use, to find the next head. The proxy pairs each
-//! recorded head with the request hyper hands it (same method and target) and refuses a request
-//! whose head it could not pair: it never guesses which head a request came from.
+//! it finds each head with the same parser hyper uses (httparse), judges its raw framing lines
+//! there ([`check_framing`]), and skips the body by the framing hyper will use, to find the next
+//! head. The proxy pairs each judged head with the request hyper hands it (same method and
+//! target) and refuses a request whose head it could not pair: it never guesses which head a
+//! request came from. Nothing is allocated per request: a head is kept as its verdict and a keyed
+//! hash of its method and target.
 //!
 //! Pure: bytes in, heads out.
 
+use crate::policy::request::{check_framing, RequestDeny};
 use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// The most bytes a request head may take (S3 itself limits a request's headers to 8 KiB).
 pub const MAX_HEAD: usize = 32 * 1024;
 /// As many header lines as hyper reads by default.
 const MAX_HEADERS: usize = 100;
 
-/// One request head as it arrived: what hyper may change or drop.
+/// One request head as it arrived, judged before hyper could change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawHead {
-    pub method: String,
-    pub target: String,
-    /// Every `Content-Length` line's value, in order (hyper keeps at most one).
-    pub content_lengths: Vec<Vec<u8>>,
-    /// Every `Transfer-Encoding` line's value, in order.
-    pub transfer_encodings: Vec<Vec<u8>>,
+    /// [`check_framing`] on the raw `Content-Length` and `Transfer-Encoding` lines.
+    pub framing: Result<(), RequestDeny>,
+    /// It had a `Transfer-Encoding` (so hyper reads a chunked body).
+    pub chunked: bool,
+    /// The keyed hash of its method and target, to pair it with hyper's request.
+    fingerprint: u64,
 }
 
 /// Where the stream is.
@@ -65,11 +69,14 @@ pub struct HeadTracker {
     /// A head that has not ended yet (empty between requests: an idle tunnel holds nothing).
     pending: Vec<u8>,
     heads: VecDeque<RawHead>,
+    /// Keys of this tunnel's fingerprints (random per tracker, so a client cannot aim for a
+    /// collision between two of its own heads).
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl Default for HeadTracker {
     fn default() -> Self {
-        HeadTracker { phase: Phase::Head, pending: Vec::new(), heads: VecDeque::new() }
+        HeadTracker { phase: Phase::Head, pending: Vec::new(), heads: VecDeque::new(), keys: Default::default() }
     }
 }
 
@@ -96,6 +103,18 @@ impl HeadTracker {
         self.heads.pop_front()
     }
 
+    /// Whether `head` is the head of the request hyper read as `method` and `target`.
+    pub fn pairs(&self, head: &RawHead, method: &str, target: &str) -> bool {
+        head.fingerprint == self.fingerprint(method.as_bytes(), target.as_bytes())
+    }
+
+    fn fingerprint(&self, method: &[u8], target: &[u8]) -> u64 {
+        let mut h = self.keys.build_hasher();
+        method.hash(&mut h);
+        target.hash(&mut h);
+        h.finish()
+    }
+
     /// Why the stream could not be followed, once it could not.
     pub fn lost(&self) -> Option<&'static str> {
         match self.phase {
@@ -118,19 +137,26 @@ impl HeadTracker {
         };
         let scan = &buf[if from_pending { tail_start } else { 0 }..];
         let may_end = memchr::memmem::find(scan, b"\n\n").is_some() || memchr::memmem::find(scan, b"\n\r\n").is_some();
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let parsed = if may_end { req.parse(buf) } else { Ok(httparse::Status::Partial) };
+        // Uninitialised slots, as hyper parses: no 3 KiB to clear per request.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = if may_end { req.parse_with_uninit_headers(buf, &mut headers) } else { Ok(httparse::Status::Partial) };
         match parsed {
             Ok(httparse::Status::Complete(len)) => {
-                let head = RawHead {
-                    method: req.method.unwrap_or("").to_string(),
-                    target: req.path.unwrap_or("").to_string(),
-                    content_lengths: lines(req.headers, "content-length"),
-                    transfer_encodings: lines(req.headers, "transfer-encoding"),
+                let headers: &[httparse::Header<'_>] = req.headers;
+                let lines = |name: &'static str| headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+                // At most a few of each, on the stack: more is refused by the check anyway.
+                let mut cl: [&[u8]; 4] = [&[]; 4];
+                let mut te: [&[u8]; 4] = [&[]; 4];
+                let (ncl, nte) = (fill(&mut cl, lines("content-length")), fill(&mut te, lines("transfer-encoding")));
+                let framing = if ncl > cl.len() || nte > te.len() {
+                    Err(RequestDeny::Smuggling { what: "more than four Content-Length or Transfer-Encoding lines" })
+                } else {
+                    check_framing(&cl[..ncl], &te[..nte])
                 };
-                self.phase = body_phase(&head);
-                self.heads.push_back(head);
+                let fingerprint = self.fingerprint(req.method.unwrap_or("").as_bytes(), req.path.unwrap_or("").as_bytes());
+                self.phase = body_phase(&cl[..ncl.min(cl.len())], nte > 0);
+                self.heads.push_back(RawHead { framing, chunked: nte > 0, fingerprint });
                 self.pending = Vec::new();
                 // Of `data`, the bytes up to the head's end were used.
                 len - before
@@ -191,18 +217,26 @@ impl HeadTracker {
     }
 }
 
-fn lines(headers: &[httparse::Header<'_>], name: &str) -> Vec<Vec<u8>> {
-    headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec()).collect()
+/// Puts the values into `slots` as far as they go; how many there were.
+fn fill<'a>(slots: &mut [&'a [u8]], values: impl Iterator<Item = &'a [u8]>) -> usize {
+    let mut n = 0;
+    for v in values {
+        if let Some(slot) = slots.get_mut(n) {
+            *slot = v;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// The body framing hyper reads for this head (RFC 9112 §6.3): any `Transfer-Encoding` means
 /// chunked (hyper refuses one that does not end in chunked, and the check refuses the rest),
 /// else the `Content-Length`, else none.
-fn body_phase(head: &RawHead) -> Phase {
-    if !head.transfer_encodings.is_empty() {
+fn body_phase(content_lengths: &[&[u8]], chunked: bool) -> Phase {
+    if chunked {
         return Phase::Chunked(Chunk::Size { value: 0, digits: 0 });
     }
-    let Some(first) = head.content_lengths.first() else { return Phase::Head };
+    let Some(first) = content_lengths.first() else { return Phase::Head };
     match std::str::from_utf8(first).ok().map(str::trim).and_then(|v| v.parse::<u64>().ok()) {
         Some(0) => Phase::Head,
         Some(n) => Phase::Fixed(n),
@@ -231,12 +265,13 @@ GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
                 t.feed(chunk);
             }
             let heads = all(&mut t);
-            let seen: Vec<(&str, &str)> = heads.iter().map(|h| (h.method.as_str(), h.target.as_str())).collect();
-            assert_eq!(seen, [("PUT", "/a"), ("POST", "/b?x"), ("GET", "/c"), ("GET", "/d")], "step {step}");
+            let paired: Vec<bool> = heads.iter().zip([("PUT", "/a"), ("POST", "/b?x"), ("GET", "/c"), ("GET", "/d")]).map(|(h, (m, p))| t.pairs(h, m, p)).collect();
+            assert_eq!(paired, [true; 4], "step {step}");
+            assert!(!t.pairs(&heads[0], "PUT", "/b?x") && !t.pairs(&heads[0], "GET", "/a"));
             // The pair hyper would drop the length of, and the unreadable coding it would skip.
-            assert_eq!(heads[1].content_lengths, [b"3".to_vec()]);
-            assert_eq!(heads[1].transfer_encodings, [b"chunked".to_vec()]);
-            assert_eq!(heads[2].transfer_encodings, [b"\x80x".to_vec(), b"chunked".to_vec()]);
+            let codes: Vec<Option<&str>> = heads.iter().map(|h| h.framing.as_ref().err().map(|e| e.code())).collect();
+            assert_eq!(codes, [None, Some("request_smuggling"), Some("request_smuggling"), None], "step {step}");
+            assert_eq!(heads.iter().map(|h| h.chunked).collect::<Vec<_>>(), [false, true, true, false]);
             assert_eq!(t.lost(), None);
             assert!(t.pending.is_empty(), "an idle tunnel holds no head bytes");
         }

@@ -494,7 +494,7 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
 
 /// A form's signature from its field names, compared without case (S3's own reading is not
 /// documented; either way the fields are found).
-fn form_verdict(names: &[String]) -> Signature {
+pub fn form_verdict(names: &[String]) -> Signature {
     let has = |k: &str| names.iter().any(|n| n.eq_ignore_ascii_case(k));
     if has("awsaccesskeyid") || has("signature") {
         Signature::V2PostForm

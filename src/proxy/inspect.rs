@@ -622,18 +622,19 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     // Transfer-Encoding by now. A request that cannot be paired with the head it came in is refused.
     let head = {
         let mut t = session.heads.lock().expect("head tracker");
-        t.take().ok_or_else(|| t.lost().unwrap_or("a request vpcgate did not see arrive"))
+        match t.take() {
+            Some(h) if t.pairs(&h, parts.method.as_str(), &target_text(&parts.uri)) => Ok(h),
+            Some(_) => Err("a request that is not the next head in the tunnel"),
+            None => Err(t.lost().unwrap_or("a request vpcgate did not see arrive")),
+        }
     };
     let head = match head {
-        Ok(h) if h.method == parts.method.as_str() && same_target(&h.target, &parts.uri) => h,
-        Ok(_) => return deny(log, RequestDeny::HeadUnpaired { what: "a request that is not the next head in the tunnel" }),
+        Ok(h) => h,
         Err(what) => return deny(log, RequestDeny::HeadUnpaired { what }),
     };
+    let chunked = head.chunked;
     let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
-    let chunked = !head.transfer_encodings.is_empty();
-    let framing = request::check_framing(&head.content_lengths, &head.transfer_encodings)
-        .and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION)));
-    if let Err(d) = framing {
+    if let Err(d) = head.framing.and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION))) {
         return deny(log, d);
     }
     // Headers the checks read must come once and as text, or the endpoint could read another.
@@ -652,9 +653,10 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
 
     // Browser POST forms carry their signature in the body: read the fields before the file,
     // whatever the head carries, on every multipart POST that is not a known S3 API call.
-    let cut: Arc<std::sync::OnceLock<&'static str>> = Arc::default();
+    let mut cut: Option<Arc<std::sync::OnceLock<&'static str>>> = None;
     let req_body = if request::reads_form(parts.method == hyper::Method::POST, parts.uri.query(), !body.is_end_stream(), content_type) {
-        match read_form(body, content_type.unwrap_or(""), &session, cut.clone()).await {
+        let form_cut = cut.insert(Arc::default()).clone();
+        match read_form(body, content_type.unwrap_or(""), &session, form_cut).await {
             Ok((form_body, form_sig)) => {
                 if matches!(sig, Signature::Anonymous) {
                     sig = form_sig;
@@ -717,11 +719,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     };
     let resp = match sent {
         Ok(r) => r,
-        Err(_) if cut.get().is_some() => {
-            let what = cut.get().copied().unwrap_or("the form changed shape");
-            return deny(log, RequestDeny::MalformedForm { what });
-        }
         Err(e) => {
+            // A form cut on its way for a part after its file: the client hears why.
+            if let Some(what) = cut.as_ref().and_then(|c| c.get()) {
+                return deny(log, RequestDeny::MalformedForm { what });
+            }
             return deny(
                 log,
                 RequestDeny::Upstream {
@@ -741,11 +743,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     Response::from_parts(rparts, Counted::response(rbody, log).boxed())
 }
 
-/// Whether hyper's URI is the request target as it arrived (no copy for the usual origin form).
-fn same_target(raw: &str, uri: &hyper::Uri) -> bool {
+/// hyper's URI as the request target it was read from (no copy for the usual origin form).
+fn target_text(uri: &hyper::Uri) -> std::borrow::Cow<'_, str> {
     match (uri.scheme(), uri.authority(), uri.path_and_query()) {
-        (None, None, Some(pq)) => pq.as_str() == raw,
-        _ => uri.to_string() == raw,
+        (None, None, Some(pq)) => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => std::borrow::Cow::Owned(uri.to_string()),
     }
 }
 
@@ -787,13 +789,13 @@ async fn read_form(
             None => break request::scan_form(&prefix, &boundary, true),
         }
     };
-    let sig = scan.signature();
-    let (sig, content_at) = match (sig, scan) {
-        (Some(sig), FormScan::Closed { .. }) => (sig, None),
-        (Some(sig), FormScan::File { content_at, .. }) => (sig, Some(content_at)),
-        (_, FormScan::Malformed(what)) => return Err((RequestDeny::MalformedForm { what }, None)),
-        _ => return Err((RequestDeny::MalformedForm { what: "the body ended inside the form" }, None)),
+    let (fields, content_at) = match scan {
+        FormScan::Closed { fields } => (fields, None),
+        FormScan::File { fields, content_at } => (fields, Some(content_at)),
+        FormScan::Malformed(what) => return Err((RequestDeny::MalformedForm { what }, None)),
+        FormScan::NeedMore => return Err((RequestDeny::MalformedForm { what: "the body ended inside the form" }, None)),
     };
+    let sig = request::form_verdict(&fields);
     if sig.is_v2() {
         return Err((RequestDeny::SigV2 { sig: sig.clone() }, Some(sig)));
     }
