@@ -24,6 +24,10 @@ use support::upstream::{NonFsUpstream, TestCa, TlsUpstream};
 const N: u8 = 30;
 const BUCKET: &str = "matrix-bucket";
 const REGIONAL: &str = "s3.us-east-1.amazonaws.com";
+/// What each refused name's sentence says, as the clients must show it.
+const DUALSTACK: &str = "set s3.use_dualstack_endpoint = false";
+const OTHER_REGION: &str = "is in region eu-west-1";
+const OUTSIDE: &str = "resolved to addresses outside every route";
 
 /// sha256 without another crate: shell out to sha256sum (coreutils).
 mod sha2_free {
@@ -150,8 +154,10 @@ impl Matrix {
         // Allowed: the client's last line (e.g. "upload: … to s3://…" after progress lines).
         let last = output.split(['\r', '\n']).rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
         let how = if ok { short(last) } else { refusal_text(output) };
-        let pass = observed == expected && (expected == Expect::Allow || output.contains(needle));
-        let how = if !pass && expected == Expect::Refuse && !ok && !output.contains(needle) {
+        // A needle may be several texts joined by "&&", all of which must be shown.
+        let shown = needle.split("&&").all(|n| output.contains(n));
+        let pass = observed == expected && (expected == Expect::Allow || shown);
+        let how = if !pass && expected == Expect::Refuse && !ok && !shown {
             format!("{how} [expected to mention {needle:?}]")
         } else {
             how
@@ -171,7 +177,11 @@ async fn boto3(ctx: &Ctx, m: &mut Matrix, case: &str, bucket: &str, expected: Ex
 }
 
 async fn aws(ctx: &Ctx, m: &mut Matrix, case: &str, args: &[&str], expected: Expect, needle: &str) -> Ran {
-    let r = run(ctx, &ctx.bin("aws"), args, &[], Duration::from_secs(120)).await;
+    aws_env(ctx, m, case, args, &[], expected, needle).await
+}
+
+async fn aws_env(ctx: &Ctx, m: &mut Matrix, case: &str, args: &[&str], env: &[(&str, &str)], expected: Expect, needle: &str) -> Ran {
+    let r = run(ctx, &ctx.bin("aws"), args, env, Duration::from_secs(120)).await;
     m.record("aws CLI v1", case, expected, r.code == 0, &format!("{}{}", r.stdout, r.stderr), needle);
     r
 }
@@ -218,9 +228,13 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     boto3(ctx, m, "presign-v4", BUCKET, Expect::Allow, "").await;
     boto3(ctx, m, "presign-default", BUCKET, Expect::Refuse, sigv2).await;
     boto3(ctx, m, "sigv2", BUCKET, Expect::Refuse, sigv2).await;
-    boto3(ctx, m, "dualstack", BUCKET, Expect::Refuse, "use_dualstack_endpoint = false").await;
-    boto3(ctx, m, "other-region", BUCKET, Expect::Refuse, "aws.regions").await;
-    boto3(ctx, m, "outside-answer", "outside-bucket", Expect::Refuse, "outside every route").await;
+    // Refused names arrive inside the tunnel as S3 errors (proxy.refuse_in_tunnel), which boto3
+    // raises as ClientError with vpcgate's sentence (a refused CONNECT was only a ProxyConnectionError).
+    let in_tunnel = |what: &str| format!("AccessDenied: vpcgate refused: &&{what}");
+    boto3(ctx, m, "dualstack", BUCKET, Expect::Refuse, &in_tunnel(DUALSTACK)).await;
+    boto3(ctx, m, "other-region", BUCKET, Expect::Refuse, &in_tunnel(OTHER_REGION)).await;
+    boto3(ctx, m, "outside-answer", "outside-bucket", Expect::Refuse, &in_tunnel(OUTSIDE)).await;
+    boto3(ctx, m, "legacy-global", "legacy-bucket", Expect::Refuse, &in_tunnel(OUTSIDE)).await;
     boto3(ctx, m, "untrusted-upstream", "untrusted-bucket", Expect::Refuse, "did not verify").await;
     boto3(ctx, m, "nonfs-upstream", "nonfs-bucket", Expect::Refuse, "forward").await;
 
@@ -244,17 +258,13 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     let r = run(ctx, &ctx.bin("aws"), &["s3", "presign", "s3://matrix-cli/big.bin"], &[], Duration::from_secs(60)).await;
     presigned(ctx, m, "aws CLI v1", "s3 presign (default: SigV2) + curl", r.stdout.trim(), Expect::Refuse, sigv2).await;
     aws(ctx, m, "s3 rm", &["s3", "rm", "s3://matrix-cli/big.bin"], Expect::Allow, "").await;
-    // The CLI prints only "Failed to connect to proxy URL" for a refused CONNECT; vpcgate's sentence
-    // (the 403 reason phrase) shows with --debug.
-    aws(
-        ctx,
-        m,
-        "s3 ls, dualstack endpoint (reason with --debug)",
-        &["s3", "ls", "s3://matrix-cli/", "--debug", "--endpoint-url", "https://s3.dualstack.us-east-1.amazonaws.com"],
-        Expect::Refuse,
-        "use_dualstack_endpoint = false",
-    )
-    .await;
+    // Refused names: the CLI prints the S3 error vpcgate answers inside the tunnel (for a refused
+    // CONNECT it printed only "Failed to connect to proxy URL").
+    let cli = |what: &str| format!("An error occurred (AccessDenied) when calling the ListObjectsV2 operation: vpcgate refused: &&{what}");
+    aws(ctx, m, "s3 ls, dualstack endpoint", &["s3", "ls", "s3://matrix-cli/", "--endpoint-url", "https://s3.dualstack.us-east-1.amazonaws.com"], Expect::Refuse, &cli(DUALSTACK)).await;
+    aws(ctx, m, "s3 ls, other region", &["s3", "ls", "s3://matrix-cli/", "--region", "eu-west-1"], Expect::Refuse, &cli(OTHER_REGION)).await;
+    aws(ctx, m, "s3 ls, answer outside the routes", &["s3", "ls", "s3://outside-bucket/"], Expect::Refuse, &cli(OUTSIDE)).await;
+    aws_env(ctx, m, "s3 ls, legacy global name", &["s3", "ls", "s3://legacy-bucket/"], &[("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "legacy")], Expect::Refuse, &cli(OUTSIDE)).await;
     aws(ctx, m, "s3 ls (untrusted upstream)", &["s3", "ls", "s3://untrusted-bucket/"], Expect::Refuse, "did not verify").await;
     aws(ctx, m, "s3 ls (non-FS upstream)", &["s3", "ls", "s3://nonfs-bucket/"], Expect::Refuse, "forward").await;
 
@@ -275,18 +285,24 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
         a.extend(args);
         a
     };
+    // `ls s3://BUCKET` through another endpoint (s3cmd's --host and --host-bucket).
+    let host_args = |host: &str, bucket: &str| vec![format!("--host={host}"), format!("--host-bucket=%(bucket)s.{host}"), "ls".to_string(), format!("s3://{bucket}")];
     let small = work.join("s3cmd.txt");
     std::fs::write(&small, "hello from s3cmd").unwrap();
     for (case, args, expected, needle) in [
-        ("ls (SigV4)", s3cmd(vec!["ls".into(), format!("s3://{BUCKET}")]), Expect::Allow, ""),
-        ("put", s3cmd(vec!["put".into(), small.display().to_string(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, ""),
-        ("get", s3cmd(vec!["get".into(), "--force".into(), format!("s3://{BUCKET}/s3cmd.txt"), work.join("s3cmd-back.txt").display().to_string()]), Expect::Allow, ""),
-        ("del", s3cmd(vec!["del".into(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, ""),
-        ("--signature-v2 ls", s3cmd(vec!["--signature-v2".into(), "ls".into(), format!("s3://{BUCKET}")]), Expect::Refuse, sigv2),
+        ("ls (SigV4)", s3cmd(vec!["ls".into(), format!("s3://{BUCKET}")]), Expect::Allow, String::new()),
+        ("put", s3cmd(vec!["put".into(), small.display().to_string(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, String::new()),
+        ("get", s3cmd(vec!["get".into(), "--force".into(), format!("s3://{BUCKET}/s3cmd.txt"), work.join("s3cmd-back.txt").display().to_string()]), Expect::Allow, String::new()),
+        ("del", s3cmd(vec!["del".into(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, String::new()),
+        ("--signature-v2 ls", s3cmd(vec!["--signature-v2".into(), "ls".into(), format!("s3://{BUCKET}")]), Expect::Refuse, sigv2.to_string()),
+        ("ls, dualstack host", s3cmd(host_args("s3.dualstack.us-east-1.amazonaws.com", BUCKET)), Expect::Refuse, format!("AccessDenied&&{DUALSTACK}")),
+        ("ls, other region", s3cmd([host_args("s3.eu-west-1.amazonaws.com", BUCKET), vec!["--region=eu-west-1".into()]].concat()), Expect::Refuse, format!("AccessDenied&&{OTHER_REGION}")),
+        ("ls, answer outside the routes", s3cmd(vec!["ls".into(), "s3://outside-bucket".into()]), Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
+        ("ls, legacy global name", s3cmd(host_args("s3.amazonaws.com", "legacy-bucket")), Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
     ] {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(ctx, &ctx.bin("s3cmd"), &argv, &[], Duration::from_secs(90)).await;
-        m.record("s3cmd", case, expected, r.code == 0, &format!("{}{}", r.stdout, r.stderr), needle);
+        m.record("s3cmd", case, expected, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &needle);
     }
     let back = std::fs::read_to_string(work.join("s3cmd-back.txt")).unwrap_or_default();
     m.record("s3cmd", "get returns what put stored", Expect::Allow, back == "hello from s3cmd", &format!("{back:?}"), "");
@@ -308,15 +324,20 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     std::fs::create_dir_all(&rsrc).unwrap();
     std::fs::write(rsrc.join("r.txt"), "hello from rclone").unwrap();
     for (case, args, expected, needle) in [
-        ("copy up", vec!["copy".to_string(), rsrc.display().to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, ""),
-        ("ls", vec!["ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, ""),
-        ("copy down", vec!["copy".to_string(), format!("vg:{BUCKET}/rclone"), rdst.display().to_string()], Expect::Allow, ""),
-        ("--s3-v2-auth ls", vec!["--s3-v2-auth".to_string(), "ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Refuse, "Signature Version 2"),
+        ("copy up", vec!["copy".to_string(), rsrc.display().to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, String::new()),
+        ("ls", vec!["ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, String::new()),
+        ("copy down", vec!["copy".to_string(), format!("vg:{BUCKET}/rclone"), rdst.display().to_string()], Expect::Allow, String::new()),
+        ("--s3-v2-auth ls", vec!["--s3-v2-auth".to_string(), "ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Refuse, "Signature Version 2".to_string()),
+        ("ls, dualstack endpoint", vec!["--s3-endpoint".into(), "https://s3.dualstack.us-east-1.amazonaws.com".into(), "ls".into(), format!("vg:{BUCKET}")], Expect::Refuse, format!("AccessDenied&&{DUALSTACK}")),
+        ("ls, other region", vec!["--s3-region".into(), "eu-west-1".into(), "--s3-endpoint".into(), "https://s3.eu-west-1.amazonaws.com".into(), "ls".into(), format!("vg:{BUCKET}")], Expect::Refuse, format!("AccessDenied&&{OTHER_REGION}")),
+        // rclone uses path style unless told otherwise; these names are the buckets' own.
+        ("ls, answer outside the routes", vec!["--s3-force-path-style=false".into(), "ls".into(), "vg:outside-bucket".into()], Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
+        ("ls, legacy global name", vec!["--s3-force-path-style=false".into(), "--s3-endpoint".into(), "https://s3.amazonaws.com".into(), "ls".into(), "vg:legacy-bucket".into()], Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
     ] {
         let mut argv: Vec<&str> = vec!["--ca-cert", &ca, "--retries", "1", "--low-level-retries", "1", "--contimeout", "10s", "--timeout", "30s"];
         argv.extend(args.iter().map(String::as_str));
         let r = run(ctx, Path::new("rclone"), &argv, &rclone_env, Duration::from_secs(90)).await;
-        m.record("rclone", case, expected, r.code == 0, &format!("{}{}", r.stdout, r.stderr), needle);
+        m.record("rclone", case, expected, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &needle);
     }
     let back = std::fs::read_to_string(rdst.join("r.txt")).unwrap_or_default();
     m.record("rclone", "copy down returns what copy up stored", Expect::Allow, back == "hello from rclone", &format!("{back:?}"), "");
@@ -343,12 +364,18 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
 
     // AWS SDK for JavaScript v3 (agent for the proxy, NODE_EXTRA_CA_CERTS for the CA)
     let js = ctx.clients.join("js/js_case.mjs");
-    for (case, expected, needle) in [("crud", Expect::Allow, ""), ("dualstack", Expect::Refuse, "use_dualstack_endpoint = false")] {
-        let r = run(ctx, Path::new("node"), &[js.to_str().unwrap(), case, BUCKET], &[], Duration::from_secs(60)).await;
+    for (case, bucket, expected, needle) in [
+        ("crud", BUCKET, Expect::Allow, String::new()),
+        ("dualstack", BUCKET, Expect::Refuse, format!("AccessDenied: vpcgate refused: &&{DUALSTACK}")),
+        ("other-region", BUCKET, Expect::Refuse, format!("AccessDenied: vpcgate refused: &&{OTHER_REGION}")),
+        ("outside-answer", "outside-bucket", Expect::Refuse, format!("AccessDenied: vpcgate refused: &&{OUTSIDE}")),
+        ("legacy-global", "legacy-bucket", Expect::Refuse, format!("AccessDenied: vpcgate refused: &&{OUTSIDE}")),
+    ] {
+        let r = run(ctx, Path::new("node"), &[js.to_str().unwrap(), case, bucket], &[], Duration::from_secs(60)).await;
         let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
         let ok = v["ok"].as_bool().unwrap_or(false);
         let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
-        m.record("JS SDK v3", case, expected, ok, &text, needle);
+        m.record("JS SDK v3", case, expected, ok, &text, &needle);
     }
 
     let _ = v4;
@@ -386,6 +413,7 @@ fn main() {
             (format!("{BUCKET}.s3.eu-west-1.amazonaws.com"), inside.clone()),
             ("s3.eu-west-1.amazonaws.com".into(), inside.clone()),
             (format!("outside-bucket.{REGIONAL}"), a(&[ip(N, 2, 1)])),
+            ("legacy-bucket.s3.amazonaws.com".into(), a(&[ip(N, 2, 1)])),
             (format!("untrusted-bucket.{REGIONAL}"), a(&[ip(N, 1, 2)])),
             (format!("nonfs-bucket.{REGIONAL}"), a(&[ip(N, 1, 3)])),
         ];

@@ -302,6 +302,62 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_aws_names_are_answered_inside_the_tunnel_where_sdks_print_it() {
+    // boto3 and the aws CLI print a refused CONNECT only as "Failed to connect to proxy URL"; in
+    // inspect mode the refusal comes inside the tunnel as an S3 error, which they print.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 53;
+    let w = world();
+    let outside_host = "outside-bucket.s3.us-east-1.amazonaws.com";
+    // Something listens at the outside address, to show that nothing connects to it.
+    let outside = TlsUpstream::start(sa(n, 2, 1), &w.ca, &[outside_host], "outside").await;
+    let dns = FakeDns::start(&[(outside_host, &a(&[ip(n, 2, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let roots = client_roots(&p, true, &w);
+    let cases = [
+        ("my-bucket.s3.dualstack.us-east-1.amazonaws.com", 403, "AccessDenied", "dualstack", "set s3.use_dualstack_endpoint = false"),
+        ("my-bucket.s3.eu-west-1.amazonaws.com", 403, "AccessDenied", "other_region", "is in region eu-west-1"),
+        ("my-bucket.s3-accelerate.amazonaws.com", 403, "AccessDenied", "accelerate", "use_accelerate_endpoint = false"),
+        (outside_host, 403, "AccessDenied", "outside_routes", "outside every route"),
+        ("missing-bucket.s3.us-east-1.amazonaws.com", 502, "BadGateway", "dns_failed", "DNS gave no usable IPv4 answer"),
+    ];
+    for (host, status, s3code, reason, needle) in cases {
+        let mut tls = tls_tunnel(p.port, host, roots.clone()).await;
+        tls.write_all(format!("GET /?list-type=2 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await.expect("the tunnel closes after the answer").ok();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{host}: {text}");
+        assert!(text.contains(&format!("<Code>{s3code}</Code>")) && text.contains("<Message>vpcgate refused: "), "{host}: {text}");
+        assert!(text.contains(needle), "{host}: {text}");
+        assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {reason}")), "{host}: {text}");
+        let c = p.wait_event("connect", host);
+        assert_eq!((c["decision"].as_str(), c["delivered"].as_str(), c["reason"].as_str()), (Some("deny"), Some("in_tunnel"), Some(reason)), "{c}");
+        let r = wait_request(&p, |v| v["host"] == host);
+        assert_eq!((r["decision"].as_str(), r["status"].as_u64()), (Some("deny"), Some(status as u64)), "{r}");
+    }
+    assert_eq!(outside.connections(), 0, "nothing was dialled for a refused name");
+    assert!(!dns.queried_names().iter().any(|q| q.contains("dualstack") || q.contains("eu-west-1") || q.contains("accelerate")), "refused by name, DNS never asked");
+    // A client that opens the tunnel and sends nothing is cut after handshake_timeout (5 s here).
+    let started = std::time::Instant::now();
+    let mut idle = tls_tunnel(p.port, "idle-bucket.s3.dualstack.us-east-1.amazonaws.com", roots.clone()).await;
+    let mut buf = [0u8; 64];
+    let n_read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await.expect("closed by vpcgate").unwrap_or(0);
+    assert_eq!(n_read, 0);
+    assert!((Duration::from_secs(4)..Duration::from_secs(9)).contains(&started.elapsed()), "{:?}", started.elapsed());
+    // Names the CA must not sign keep the CONNECT refusal.
+    let (status, text) = raw_request(p.port, &connect_req("example.com:443"));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("X-Vpcgate-Reason: not_aws"), "{text}");
+    // proxy.refuse_in_tunnel = false keeps the CONNECT status.
+    let q = Proxy::start_inspect(n, dns.addr, &w.ca_path, "[proxy]\nrefuse_in_tunnel = false\n");
+    let (status, text) = raw_request(q.port, &connect_req("my-bucket.s3.dualstack.us-east-1.amazonaws.com:443"));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("X-Vpcgate-Reason: dualstack") && text.contains("use_dualstack_endpoint = false"), "{text}");
+    assert_eq!(q.wait_event("connect", "my-bucket.s3.dualstack.us-east-1.amazonaws.com")["delivered"], "connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
     let n = 42;
     let w = world();

@@ -133,6 +133,43 @@ pub struct Ca {
     pub not_after: time::OffsetDateTime,
     /// What a leaked key of this CA could do beyond AWS names, for the start-up log.
     pub warnings: Vec<String>,
+    /// Its DNS name constraints, so that vpcgate never presents a leaf the client would reject.
+    dns_constraints: DnsConstraints,
+}
+
+/// The DNS subtrees a CA certificate permits and excludes (RFC 5280 §4.2.1.10); no permitted
+/// list means any name not excluded.
+#[derive(Debug, Clone, Default)]
+struct DnsConstraints {
+    permitted: Option<Vec<String>>,
+    excluded: Vec<String>,
+}
+
+impl DnsConstraints {
+    fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> DnsConstraints {
+        use x509_parser::extensions::GeneralName;
+        let dns = |subtrees: &Option<Vec<x509_parser::extensions::GeneralSubtree<'_>>>| -> Option<Vec<String>> {
+            let s = subtrees.as_ref()?;
+            let names: Vec<String> = s.iter().filter_map(|g| if let GeneralName::DNSName(n) = g.base { Some(n.to_ascii_lowercase()) } else { None }).collect();
+            // Constraints apply per name type: a list without DNS names leaves DNS names free.
+            Some(names).filter(|n| !n.is_empty())
+        };
+        match cert.name_constraints() {
+            Ok(Some(nc)) => DnsConstraints {
+                permitted: dns(&nc.value.permitted_subtrees),
+                excluded: dns(&nc.value.excluded_subtrees).unwrap_or_default(),
+            },
+            _ => DnsConstraints::default(),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let within = |base: &String| {
+            let base = base.trim_start_matches('.');
+            host == base || host.strip_suffix(base).is_some_and(|rest| rest.ends_with('.'))
+        };
+        self.permitted.as_ref().is_none_or(|p| p.iter().any(within)) && !self.excluded.iter().any(within)
+    }
 }
 
 /// Sentences about a CA certificate's name constraints: none at all, or none on IP addresses.
@@ -190,16 +227,21 @@ impl Ca {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, e.to_string()))?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| invalid(cert_path, e.to_string()))?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(cert_path, e.to_string()))?;
-        let (not_after, warnings) = {
+        let (not_after, warnings, dns_constraints) = {
             let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| invalid(cert_path, e.to_string()))?;
-            (parsed.validity().not_after.to_datetime(), constraint_warnings(&parsed, cert_path))
+            (parsed.validity().not_after.to_datetime(), constraint_warnings(&parsed, cert_path), DnsConstraints::of(&parsed))
         };
-        let ca = Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf(), not_after, warnings };
+        let ca = Ca { issuer, cert_der, cert_pem, cert_path: cert_path.to_path_buf(), not_after, warnings, dns_constraints };
         if ca.expired() {
             return Err(CaError::Expired { path: cert_path.display().to_string(), when: ca.not_after.date().to_string() });
         }
         ca.self_check(key_path)?;
         Ok((ca, created))
+    }
+
+    /// Whether a leaf for `host` from this CA verifies at a client: inside its DNS name constraints.
+    pub fn may_sign(&self, host: &str) -> bool {
+        self.dns_constraints.allows(host)
     }
 
     pub fn expired(&self) -> bool {
@@ -417,6 +459,10 @@ mod tests {
         assert!(verify(&ca, &aws, "b.s3.amazonaws.com").is_ok());
         let other = sign(vec![rcgen::SanType::DnsName("example.com".try_into().unwrap())]);
         assert!(verify(&ca, &other, "example.com").is_err());
+        // What the CA may sign, as the in-tunnel refusal asks before minting a leaf.
+        for (host, ok) in [("b.s3.dualstack.us-east-1.amazonaws.com", true), ("sts.api.aws", true), ("b.s3.cn-north-1.amazonaws.com.cn", true), ("example.com", false), ("notamazonaws.com", false), ("amazonaws.com.evil.io", false)] {
+            assert_eq!(ca.may_sign(host), ok, "{host}");
+        }
         // Name constraints on DNS names alone would leave IP SANs free (RFC 5280).
         for ip in ["10.0.0.5", "::1"] {
             let leaf = sign(vec![rcgen::SanType::IpAddress(ip.parse().unwrap())]);

@@ -74,6 +74,11 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
     /// Threads of the async runtime; 0 = one per CPU.
     pub worker_threads: usize,
+    /// Inspect mode: answer a policy refusal of an AWS name inside the tunnel (TLS, then an S3 XML
+    /// error per request) rather than as the CONNECT status, because boto3 and the aws CLI print
+    /// a refused CONNECT only as "Failed to connect to proxy URL". Passthrough mode has no CA and
+    /// always refuses at the CONNECT.
+    pub refuse_in_tunnel: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -118,7 +118,7 @@ impl Metrics {
         registry.register("handshake_refusals", "TLS handshakes refused by side and cause", m.handshake_refusals.clone());
         registry.register("requests", "Requests inside inspected tunnels by signature version and decision", m.requests.clone());
         registry.register("upstream_connections", "Upstream connections used by inspect mode: new or reused from the pool", m.upstream_connections.clone());
-        registry.register("leaf_cache", "Leaf certificate lookups: hit or mint", m.leaf_cache.clone());
+        registry.register("leaf_cache", "Leaf certificate lookups: hit, mint, or mint_uncached (a tunnel refused inside, whose leaf is never cached)", m.leaf_cache.clone());
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
         Metrics { registry, ..m }
     }

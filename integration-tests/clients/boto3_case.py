@@ -107,6 +107,10 @@ def run(case, bucket, work):
     if case == "other-region":
         client(region="eu-west-1").list_objects_v2(Bucket=bucket)
         return "listed in eu-west-1"
+    if case == "legacy-global":
+        # us-east-1 on the legacy global name (bucket.s3.amazonaws.com), which resolves outside.
+        client(s3={"us_east_1_regional_endpoint": "legacy", "addressing_style": "virtual"}).list_objects_v2(Bucket=bucket)
+        return "listed through the legacy global name"
     if case == "outside-answer":
         client().list_objects_v2(Bucket=bucket)
         return "listed a bucket whose name resolves outside every route"

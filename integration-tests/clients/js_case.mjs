@@ -32,6 +32,19 @@ async function run() {
     await client({ useDualstackEndpoint: true }).send(new ListObjectsV2Command({ Bucket: bucket }));
     return "listed over dualstack";
   }
+  if (kase === "other-region") {
+    await client({ region: "eu-west-1" }).send(new ListObjectsV2Command({ Bucket: bucket }));
+    return "listed in eu-west-1";
+  }
+  if (kase === "outside-answer") {
+    await client().send(new ListObjectsV2Command({ Bucket: bucket }));
+    return "listed a bucket whose name resolves outside every route";
+  }
+  if (kase === "legacy-global") {
+    // The v3 SDK never picks the legacy global name itself; an endpoint setting does.
+    await client({ endpoint: "https://s3.amazonaws.com" }).send(new ListObjectsV2Command({ Bucket: bucket }));
+    return "listed through the legacy global name";
+  }
   throw new Error(`unknown case ${kase}`);
 }
 

@@ -97,6 +97,81 @@ impl Deny {
     }
 }
 
+/// How a refusal reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// As the status of the proxy's answer to the CONNECT (or to another proxy request).
+    Connect,
+    /// Inside the tunnel (inspect mode, `proxy.refuse_in_tunnel`): the CONNECT is answered 200,
+    /// TLS completes with a leaf for the name, and each request gets an S3-style XML error, which
+    /// SDKs print where they print S3's own errors (boto3 and the aws CLI show a refused CONNECT
+    /// only as "Failed to connect to proxy URL").
+    InTunnel,
+}
+
+impl Delivery {
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Connect => "connect",
+            Delivery::InTunnel => "in_tunnel",
+        }
+    }
+}
+
+impl Deny {
+    /// Whether this refusal may be delivered inside the tunnel: a policy decision about a
+    /// well-formed AWS name (that vpcgate's CA may sign is checked by the caller). Malformed
+    /// requests, names vpcgate must not sign and a full proxy keep their CONNECT status.
+    pub fn deliverable_in_tunnel(&self) -> bool {
+        match self {
+            Deny::Dualstack { .. }
+            | Deny::Accelerate { .. }
+            | Deny::Website { .. }
+            | Deny::OtherRegion { .. }
+            | Deny::MultiRegionNeedsInterface { .. }
+            | Deny::NoRouteForClass { .. }
+            | Deny::OutsideRoutes { .. }
+            | Deny::Dns { .. }
+            | Deny::SelfConnect { .. } => true,
+            Deny::Authority(_)
+            | Deny::Plaintext { .. }
+            | Deny::BadRequest { .. }
+            | Deny::NotProxyRequest { .. }
+            | Deny::NotAws { .. }
+            | Deny::OverCapacity { .. }
+            // Passthrough only: inspect mode dials on the first request.
+            | Deny::ConnectTimeout { .. }
+            | Deny::ConnectFailed { .. } => false,
+        }
+    }
+}
+
+/// The S3 error `<Code>` for a refusal's HTTP status, so that SDKs classify it as S3 would.
+pub fn s3_code(status: u16) -> &'static str {
+    match status {
+        400 => "InvalidRequest",
+        403 => "AccessDenied",
+        503 => "ServiceUnavailable",
+        504 => "GatewayTimeout",
+        _ => "BadGateway",
+    }
+}
+
+/// The S3-style XML error body for a refusal, so that SDKs print the message.
+pub fn s3_error_xml(status: u16, reason: &str, message: &str, resource: &str, request_id: &str) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId><VpcgateReason>{}</VpcgateReason></Error>\n",
+        s3_code(status),
+        esc(message),
+        esc(resource),
+        esc(request_id),
+        reason
+    )
+}
+
 impl fmt::Display for Deny {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -192,6 +267,19 @@ mod tests {
         assert_eq!(Deny::OverCapacity { max: 3 }.status(), 503);
         assert_eq!(Deny::Authority(AuthorityError::MissingPort).status(), 400);
         assert_eq!(Deny::Authority(AuthorityError::IpLiteral("1.2.3.4".into())).status(), 403);
+    }
+
+    #[test]
+    fn policy_refusals_of_aws_names_may_be_delivered_in_the_tunnel() {
+        let h = || "b.s3.dualstack.us-east-1.amazonaws.com".to_string();
+        assert!(Deny::Dualstack { host: h() }.deliverable_in_tunnel());
+        assert!(Deny::Dns { host: h(), answers: vec![], servers: "x".into() }.deliverable_in_tunnel());
+        for d in [Deny::NotAws { host: "example.com".into() }, Deny::Authority(AuthorityError::Userinfo), Deny::OverCapacity { max: 1 }] {
+            assert!(!d.deliverable_in_tunnel(), "{d:?}");
+        }
+        let x = s3_error_xml(403, "dualstack", "vpcgate refused: <a & b>", "/k", "rid");
+        assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;a &amp; b&gt;") && x.contains("<VpcgateReason>dualstack<"), "{x}");
+        assert_eq!((s3_code(502), s3_code(504), s3_code(400)), ("BadGateway", "GatewayTimeout", "InvalidRequest"));
     }
 
     #[test]

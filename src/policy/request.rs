@@ -677,23 +677,9 @@ pub fn check(
     }
 }
 
-/// The S3-style XML error body for a refusal, so that SDKs print the message.
+/// The S3-style XML error body for a refusal inside a tunnel, so that SDKs print the message.
 pub fn s3_error_xml(deny: &RequestDeny, resource: &str, request_id: &str) -> String {
-    fn esc(s: &str) -> String {
-        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-    }
-    let code = match deny.status() {
-        403 => "AccessDenied",
-        504 => "GatewayTimeout",
-        _ => "BadGateway",
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId><VpcgateReason>{}</VpcgateReason></Error>\n",
-        esc(&deny.to_string()),
-        esc(resource),
-        esc(request_id),
-        deny.code()
-    )
+    crate::policy::deny::s3_error_xml(deny.status(), deny.code(), &deny.to_string(), resource, request_id)
 }
 
 #[cfg(test)]

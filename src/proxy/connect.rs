@@ -18,6 +18,8 @@ pub struct Decision {
     pub client: Option<SocketAddr>,
     pub target: String,
     pub host: String,
+    /// The CONNECT port, once the target parsed.
+    pub port: u16,
     pub class: &'static str,
     /// What DNS answered, `name -> a, b` or `name: error`, per name asked.
     pub answers: Vec<Answer>,
@@ -105,6 +107,7 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     decision.target = super::redact(raw_target);
     let target = parse_connect_target(raw_target, &settings.proxy.connect_ports).map_err(Deny::Authority)?;
     decision.host = target.host.clone();
+    decision.port = target.port;
     let class: HostClass = classify(&target.host);
     decision.class = class.name();
     let routes = &state.config.routes;

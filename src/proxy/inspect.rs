@@ -6,6 +6,7 @@
 
 use crate::certs::LeafCache;
 use crate::policy::authority::Target;
+use crate::policy::deny::{Delivery, Deny};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
@@ -207,11 +208,31 @@ impl rustls::server::ResolvesServerCert for BySni {
 }
 
 fn server_config(leaves: Arc<LeafCache>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    client_side_config(Arc::new(BySni(leaves)))
+}
+
+/// Presents one leaf, whatever the hello says (a refused tunnel's; the SNI was checked already).
+#[derive(Debug)]
+struct OneLeaf(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneLeaf {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn single_leaf_config(leaf: Arc<rustls::sign::CertifiedKey>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    client_side_config(Arc::new(OneLeaf(leaf)))
+}
+
+/// The client side of every inspected tunnel: TLS 1.3 and 1.2 with forward-secret suites only,
+/// ALPN http/1.1, no resumption.
+fn client_side_config(certs: Arc<dyn rustls::server::ResolvesServerCert>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(crate::proxy::upstream::preferred_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(leaves)));
+        .with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Our order (AES-128-GCM first), not the client's: all offered suites are forward-secret anyway.
     cfg.ignore_client_order = true;
@@ -226,21 +247,28 @@ fn refused(client: &str, host: &str, reason: &'static str, message: String) {
     tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "client", client = %client, host = %host, reason = reason, message = %message);
 }
 
-pub async fn inspect(
-    upgraded: Upgraded,
-    target: Target,
-    decision: Decision,
-    started: Instant,
-    state: Arc<State>,
-) {
-    let ins = state.inspect.as_ref().expect("inspect mode has inspect state");
-    let proxy = &state.config.settings.proxy;
-    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
-    let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
-    let addr = SocketAddr::from((chosen.addr, target.port));
-    let metrics = &state.metrics;
-    let _active = crate::telemetry::TunnelGuard::new(metrics);
+/// Where the client's leaf comes from.
+enum Leaf {
+    /// The leaf cache (minted once per host, shared by every tunnel to it).
+    Cached,
+    /// Minted for this tunnel alone and never cached: a refused tunnel, so that a client naming
+    /// many refused hosts cannot push the leaves of working ones out of the cache.
+    Once,
+}
 
+/// TLS with the client: its ClientHello must name the CONNECT host and offer forward secrecy;
+/// then the handshake with the leaf for the host. `None` when it failed, after logging why and
+/// the tunnel's close (all within `proxy.handshake_timeout`).
+async fn accept_client(
+    upgraded: Upgraded,
+    target: &Target,
+    leaf: Leaf,
+    decision: &Decision,
+    started: Instant,
+    state: &State,
+) -> Option<tokio_rustls::server::TlsStream<ClientIo>> {
+    let ins = state.inspect.as_ref()?;
+    let metrics = &state.metrics;
     let handshake = async {
         let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
@@ -269,28 +297,125 @@ pub async fn inspect(
             let r = tls::HelloRefusal::ClientNoForwardSecrecy;
             return Err((r.code(), r.to_string()));
         }
-        let (_, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
-        crate::telemetry::Metrics::kind(&metrics.leaf_cache, if minted { "mint" } else { "hit" });
+        let config = match leaf {
+            Leaf::Cached => {
+                let (_, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+                crate::telemetry::Metrics::kind(&metrics.leaf_cache, if minted { "mint" } else { "hit" });
+                ins.server.clone()
+            }
+            Leaf::Once => {
+                let key = ins.leaves.ca().mint(&target.host).map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+                crate::telemetry::Metrics::kind(&metrics.leaf_cache, "mint_uncached");
+                single_leaf_config(Arc::new(key)).map_err(|e| ("leaf_mint_failed", e.to_string()))?
+            }
+        };
         start
-            .into_stream(ins.server.clone())
+            .into_stream(config)
             .await
             .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
     };
-    let mut tls_stream = match tokio::time::timeout(proxy.handshake_timeout, handshake).await {
-        Ok(Ok(s)) => s,
-        Ok(Err((reason, message))) => {
-            metrics.refusal("client", reason);
-            refused(&client, &target.host, reason, message.clone());
-            log_close(&state, &decision, started, CloseFacts { mode: "inspect", end: reason, detail: message, ..Default::default() });
-            return;
-        }
-        Err(_) => {
-            metrics.refusal("client", "handshake_timeout");
-            refused(&client, &target.host, "handshake_timeout", "the client TLS handshake did not complete in time".into());
-            log_close(&state, &decision, started, CloseFacts { mode: "inspect", end: "handshake_timeout", ..Default::default() });
-            return;
-        }
+    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
+    let (reason, message) = match tokio::time::timeout(state.config.settings.proxy.handshake_timeout, handshake).await {
+        Ok(Ok(s)) => return Some(s),
+        Ok(Err(refusal)) => refusal,
+        Err(_) => ("handshake_timeout", "the client TLS handshake did not complete in time".to_string()),
     };
+    metrics.refusal("client", reason);
+    refused(&client, &target.host, reason, message.clone());
+    log_close(state, decision, started, CloseFacts { mode: "inspect", end: reason, detail: message, ..Default::default() });
+    None
+}
+
+/// Answers a refused AWS name inside the tunnel (`proxy.refuse_in_tunnel`): TLS with a leaf for
+/// the name, then every request, read up to its head, gets the S3-style XML error with the
+/// refusal's sentence, and the tunnel closes. Nothing is dialled: the route check already said no.
+/// A client that sends no request is cut after `proxy.handshake_timeout`.
+pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: Decision, started: Instant, state: Arc<State>) {
+    let _active = crate::telemetry::TunnelGuard::new(&state.metrics);
+    let Some(tls_stream) = accept_client(upgraded, &target, Leaf::Once, &decision, started, &state).await else { return };
+    let (client_version, client_cipher) = {
+        let c = tls_stream.get_ref().1;
+        (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))
+    };
+    let answered = Arc::new(AtomicU64::new(0));
+    let service = {
+        let (deny, state, answered) = (deny.clone(), state.clone(), answered.clone());
+        let (client, host): (Arc<str>, Arc<str>) = (Arc::from(decision.client.map(|c| c.to_string()).unwrap_or_default()), Arc::from(target.host.as_str()));
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            answered.fetch_add(1, Ordering::Relaxed);
+            let message = format!("vpcgate refused: {deny}");
+            let path = req.uri().path().to_string();
+            state.metrics.request("none", "deny");
+            tracing::info!(
+                target: "vpcgate::decision",
+                event = "request",
+                decision = "deny",
+                delivered = Delivery::InTunnel.name(),
+                client = %client,
+                host = %host,
+                method = %req.method(),
+                path = %crate::telemetry::printable(&path),
+                signature = "",
+                status = deny.status(),
+                reason = deny.code(),
+                upstream = "none",
+                upstream_tls = "",
+                bytes_up = 0u64,
+                bytes_down = 0u64,
+                duration_ms = 0u64,
+            );
+            let response = xml_error(deny.status(), deny.code(), &message, &path);
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        })
+    };
+    let proxy = &state.config.settings.proxy;
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.handshake_timeout)
+        // One answer, then close: the body of the refused request is never read.
+        .keep_alive(false)
+        .half_close(true)
+        .serve_connection(TokioIo::new(tls_stream), service);
+    let end = match tokio::time::timeout(proxy.handshake_timeout + proxy.idle_timeout, served).await {
+        Ok(Ok(())) if answered.load(Ordering::Relaxed) > 0 => "refused_in_tunnel",
+        Ok(Err(e)) if e.is_timeout() => "handshake_timeout",
+        Ok(_) => "closed",
+        Err(_) => "idle_timeout",
+    };
+    log_close(
+        &state,
+        &decision,
+        started,
+        CloseFacts {
+            mode: "inspect",
+            tls_version: client_version,
+            cipher: client_cipher,
+            sni: target.host.clone(),
+            alpn: "http/1.1".into(),
+            requests: Some(answered.load(Ordering::Relaxed)),
+            end,
+            detail: deny.code().to_string(),
+            ..Default::default()
+        },
+    );
+}
+
+pub async fn inspect(
+    upgraded: Upgraded,
+    target: Target,
+    decision: Decision,
+    started: Instant,
+    state: Arc<State>,
+) {
+    let ins = state.inspect.as_ref().expect("inspect mode has inspect state");
+    let proxy = &state.config.settings.proxy;
+    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
+    let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
+    let addr = SocketAddr::from((chosen.addr, target.port));
+    let metrics = &state.metrics;
+    let _active = crate::telemetry::TunnelGuard::new(metrics);
+
+    let Some(mut tls_stream) = accept_client(upgraded, &target, Leaf::Cached, &decision, started, &state).await else { return };
     tls_stream.get_mut().1.set_buffer_limit(Some(upstream::TLS_SEND_BUF));
     let (client_version, client_cipher) = {
         let c = tls_stream.get_ref().1;
@@ -579,12 +704,17 @@ impl Body for Prefixed {
 }
 
 fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
+    xml_error(deny.status(), deny.code(), &deny.to_string(), path)
+}
+
+/// An S3-style XML error response: what SDKs parse and print for a refusal inside a tunnel.
+fn xml_error(status: u16, reason: &'static str, message: &str, path: &str) -> Response<RespBody> {
     let rid = format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    let body = request::s3_error_xml(deny, path, &rid);
+    let body = crate::policy::deny::s3_error_xml(status, reason, message, path, &rid);
     Response::builder()
-        .status(StatusCode::from_u16(deny.status()).unwrap_or(StatusCode::FORBIDDEN))
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN))
         .header("Content-Type", "application/xml")
-        .header("X-Vpcgate-Reason", deny.code())
+        .header("X-Vpcgate-Reason", reason)
         .header("x-amz-request-id", rid)
         .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
         .expect("static response parts are valid")

@@ -9,7 +9,7 @@ pub mod upstream;
 
 use crate::config::Loaded;
 use crate::dns::Dns;
-use crate::policy::deny::Deny;
+use crate::policy::deny::{Delivery, Deny};
 use bytes::Bytes;
 use connect::Decision;
 use http_body_util::Full;
@@ -153,15 +153,11 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     }
     let pending = slot.lock().expect("tunnel slot").take();
     if let Some(p) = pending {
-        match p.on_upgrade.await {
-            Ok(upgraded) if state.inspect.is_some() => {
-                inspect::inspect(upgraded, p.target, p.decision, p.started, state).await
-            }
-            Ok(upgraded) => match p.upstream {
-                Some(upstream) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
-                None => tracing::error!("passthrough tunnel without an upstream connection"),
-            },
-            Err(e) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
+        match (p.on_upgrade.await, p.then) {
+            (Ok(upgraded), Then::Inspect) => inspect::inspect(upgraded, p.target, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Refuse(deny)) => inspect::refuse(upgraded, p.target, deny, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Relay(upstream)) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
+            (Err(e), _) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }
     }
 }
@@ -214,10 +210,27 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
     })
 }
 
+/// Whether `deny` goes inside the tunnel: inspect mode with `proxy.refuse_in_tunnel`, a policy
+/// refusal of a name the CA may sign (so the client's handshake verifies).
+fn refuse_in_tunnel(state: &State, deny: &Deny, decision: &Decision) -> bool {
+    let Some(ins) = &state.inspect else { return false };
+    state.config.settings.proxy.refuse_in_tunnel && deny.deliverable_in_tunnel() && !decision.host.is_empty() && ins.leaves.ca().may_sign(&decision.host)
+}
+
+/// What an answered CONNECT turns into once hyper hands over the client's socket.
+enum Then {
+    /// Passthrough: relay to this connection, dialled before the 200.
+    Relay(TcpStream),
+    /// Inspect: check every request, dialling on the first.
+    Inspect,
+    /// Inspect: answer every request with this refusal, dialling nothing.
+    Refuse(Deny),
+}
+
 /// A CONNECT that was answered 200 and waits for hyper to hand over the client's socket.
 struct PendingTunnel {
     on_upgrade: hyper::upgrade::OnUpgrade,
-    upstream: Option<TcpStream>,
+    then: Then,
     target: crate::policy::authority::Target,
     decision: Decision,
     started: Instant,
@@ -258,11 +271,16 @@ pub fn deny_response(deny: &Deny) -> Response<Body> {
 }
 
 fn log_refusal(state: &State, d: &Decision, deny: &Deny) {
+    log_refusal_as(state, d, deny, Delivery::Connect)
+}
+
+fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery) {
     state.metrics.connection("deny", deny.code());
     tracing::info!(
         target: "vpcgate::decision",
         event = "connect",
         decision = "deny",
+        delivered = delivered.name(),
         client = %d.client.map(|c| c.to_string()).unwrap_or_default(),
         target_authority = %d.target,
         host = %d.host,
@@ -295,6 +313,14 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
     };
     let started = Instant::now();
     match connect::establish(&state, &raw, &mut decision).await {
+        Err(deny) if refuse_in_tunnel(&state, &deny, &decision) => {
+            // The reason goes inside the tunnel, where SDKs print it; nothing is dialled.
+            log_refusal_as(&state, &decision, &deny, Delivery::InTunnel);
+            let target = crate::policy::authority::Target { host: decision.host.clone(), port: decision.port };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then: Then::Refuse(deny), target, decision, started });
+            Response::new(Full::new(Bytes::new()))
+        }
         Err(deny) => {
             log_refusal(&state, &decision, &deny);
             deny_response(&deny)
@@ -325,7 +351,11 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                 },
             );
             let on_upgrade = hyper::upgrade::on(&mut req);
-            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, upstream, target, decision, started });
+            let then = match upstream {
+                Some(stream) => Then::Relay(stream),
+                None => Then::Inspect,
+            };
+            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then, target, decision, started });
             Response::new(Full::new(Bytes::new()))
         }
     }
