@@ -358,6 +358,63 @@ async fn refused_aws_names_are_answered_inside_the_tunnel_where_sdks_print_it() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_the_endpoint_closed_is_retried_and_a_tls_timeout_is_a_504() {
+    use tokio::io::AsyncWriteExt;
+    let n = 54;
+    let w = world();
+    let up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    // An endpoint that takes the TCP connection and never answers the TLS hello.
+    let mute_host = "mute-bucket.s3.us-east-1.amazonaws.com";
+    let mute = tokio::net::TcpListener::bind(sa(n, 1, 2)).await.unwrap();
+    let _mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)])), (mute_host, &a(&[ip(n, 1, 2)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let roots = client_roots(&p, true, &w);
+    // Two GETs on one tunnel: the upstream answers the first and closes on the second without a
+    // byte; vpcgate sends the second again on a fresh connection, and the client sees only a 200.
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    for path in ["/once-a", "/after"] {
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+        let text = read_text_until(&mut tls, |t| t.contains("sni=")).await;
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains(&format!("saw GET {path}")), "{path}: {text}");
+    }
+    let r = wait_request(&p, |v| v["path"] == "/after");
+    assert_eq!(r["upstream"], "retried", "{r}");
+    assert_eq!(up.connections(), 2);
+    assert!(p.events("upstream_retry").len() == 1, "{}", p.log_text());
+    // A request with a body that was already sent is not sent twice: the client gets the reason.
+    let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+    tls.write_all(format!("GET /once-b HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    read_text_until(&mut tls, |t| t.contains("sni=")).await;
+    tls.write_all(format!("PUT /k HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello").as_bytes()).await.unwrap();
+    let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
+    assert!(text.starts_with("HTTP/1.1 502") && text.contains("<Code>BadGateway</Code>") && text.contains("closed the exchange"), "{text}");
+    // A TLS handshake with the endpoint that never completes is a timeout (504), not a refusal.
+    let started = std::time::Instant::now();
+    let mut tls = tls_tunnel(p.port, mute_host, roots.clone()).await;
+    tls.write_all(format!("GET /k HTTP/1.1\r\nHost: {mute_host}\r\n\r\n").as_bytes()).await.unwrap();
+    // Nothing arrives for the 5 s of the timeout, longer than read_text_until waits.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("</Error>") {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 504") && text.contains("<Code>GatewayTimeout</Code>"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-vpcgate-reason: upstream_handshake_timeout") && text.contains("proxy.handshake_timeout"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "after handshake_timeout (5 s here)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
     let n = 42;
     let w = world();

@@ -268,6 +268,9 @@ async fn serve_http1<S>(mut stream: BufReader<S>, label: &str, sni: &str) -> std
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // After a request for /once…, the next request on the connection is read and not answered:
+    // the connection closes, as an endpoint that ends idle or used connections on its own does.
+    let mut drop_next = false;
     loop {
         // Request line, skipping stray empty lines between requests.
         let mut line = String::new();
@@ -312,6 +315,10 @@ where
                 .map(|(_, v)| v.as_str())
         };
 
+        if drop_next {
+            return Ok(());
+        }
+        drop_next = path.starts_with("/once");
         if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             stream.flush().await?;

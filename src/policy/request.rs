@@ -74,14 +74,9 @@ pub enum RequestDeny {
     /// The request body failed while its form fields were being read (bad chunked framing, the
     /// client went away).
     ClientBody { error: String },
-    /// The upstream did not verify or offered no forward secrecy (a refusal, `policy`), or could
-    /// not be reached (a failure). Set by the proxy, not by `check`.
-    Upstream { message: String, policy: bool },
-    /// No TCP connection to the checked address within `proxy.connect_timeout` (504, like the
-    /// passthrough CONNECT). Set by the proxy.
-    ConnectTimeout { message: String },
-    /// A request in flight with nothing moving either way for `proxy.idle_timeout` (504).
-    UpstreamTimeout { message: String },
+    /// The upstream could not carry the request: one typed failure, mapped to its code, status
+    /// and sentence in [`UpstreamFailure`]. Set by the proxy, not by `check`.
+    Upstream { host: String, addr: std::net::SocketAddr, failure: UpstreamFailure },
 }
 
 impl RequestDeny {
@@ -100,19 +95,91 @@ impl RequestDeny {
             RequestDeny::HeadUnpaired { .. } => "unreadable_head",
             RequestDeny::MethodNotAllowed { .. } => "method_not_allowed",
             RequestDeny::ClientBody { .. } => "client_body_error",
-            RequestDeny::Upstream { policy: true, .. } => "upstream_refused",
-            RequestDeny::Upstream { policy: false, .. } => "upstream_failed",
-            RequestDeny::ConnectTimeout { .. } => "connect_timeout",
-            RequestDeny::UpstreamTimeout { .. } => "upstream_timeout",
+            RequestDeny::Upstream { failure, .. } => failure.code(),
         }
     }
 
     /// HTTP status of the S3-style XML error. Never an empty 400: s3cmd retries those with SigV2.
     pub fn status(&self) -> u16 {
         match self {
-            RequestDeny::Upstream { policy: false, .. } => 502,
-            RequestDeny::ConnectTimeout { .. } | RequestDeny::UpstreamTimeout { .. } => 504,
-            _ => 403,
+            RequestDeny::Upstream { failure, .. } => failure.status(),
+            RequestDeny::HostMissing { .. }
+            | RequestDeny::HostMismatch { .. }
+            | RequestDeny::SigV2 { .. }
+            | RequestDeny::UnknownScheme { .. }
+            | RequestDeny::FormTooLarge { .. }
+            | RequestDeny::Smuggling { .. }
+            | RequestDeny::DuplicateHeader { .. }
+            | RequestDeny::UnreadableHeader { .. }
+            | RequestDeny::MalformedForm { .. }
+            | RequestDeny::HeadUnpaired { .. }
+            | RequestDeny::ConnectionNamesChecked { .. }
+            | RequestDeny::MethodNotAllowed { .. }
+            | RequestDeny::ClientBody { .. } => 403,
+        }
+    }
+}
+
+/// Why the upstream could not carry a request, as the proxy saw it: each knows its code, status
+/// and sentence, so that nothing is classified by the text of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The TCP connection to the checked address was refused or reset.
+    ConnectFailed { error: String },
+    /// No TCP connection within `proxy.connect_timeout`.
+    ConnectTimeout { after: std::time::Duration },
+    /// No TLS handshake within `proxy.handshake_timeout`.
+    HandshakeTimeout { after: std::time::Duration },
+    /// The certificate did not verify (vpcgate never falls back to an unverified connection).
+    Untrusted { detail: String },
+    /// No TLS 1.2+ handshake with forward secrecy was possible.
+    NoForwardSecrecy { detail: String },
+    /// The upstream ended the handshake with an alert (usually: no forward-secret suite).
+    Alert { alert: String },
+    /// Another TLS error.
+    Tls { detail: String },
+    /// HTTP/1.1 could not start, or the request could not be written as parsed.
+    Http { detail: String },
+    /// The upstream closed the exchange before a complete response.
+    Closed { detail: String },
+    /// A request in flight with nothing moving either way for `proxy.idle_timeout`.
+    Stalled { after: std::time::Duration },
+}
+
+impl UpstreamFailure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamFailure::ConnectTimeout { .. } => "connect_timeout",
+            UpstreamFailure::HandshakeTimeout { .. } => "upstream_handshake_timeout",
+            UpstreamFailure::Untrusted { .. } | UpstreamFailure::NoForwardSecrecy { .. } | UpstreamFailure::Alert { .. } => "upstream_refused",
+            UpstreamFailure::ConnectFailed { .. } | UpstreamFailure::Tls { .. } | UpstreamFailure::Http { .. } | UpstreamFailure::Closed { .. } => "upstream_failed",
+            UpstreamFailure::Stalled { .. } => "upstream_timeout",
+        }
+    }
+
+    /// Timeouts 504, vpcgate's own refusals 403, the rest 502.
+    pub fn status(&self) -> u16 {
+        match self {
+            UpstreamFailure::ConnectTimeout { .. } | UpstreamFailure::HandshakeTimeout { .. } | UpstreamFailure::Stalled { .. } => 504,
+            UpstreamFailure::Untrusted { .. } | UpstreamFailure::NoForwardSecrecy { .. } | UpstreamFailure::Alert { .. } => 403,
+            UpstreamFailure::ConnectFailed { .. } | UpstreamFailure::Tls { .. } | UpstreamFailure::Http { .. } | UpstreamFailure::Closed { .. } => 502,
+        }
+    }
+
+    /// The sentence for `host` at `addr`: what happened and what to do.
+    pub fn sentence(&self, host: &str, addr: std::net::SocketAddr) -> String {
+        let d = |t: &std::time::Duration| humantime::format_duration(*t).to_string();
+        match self {
+            UpstreamFailure::ConnectFailed { error } => format!("vpcgate could not connect to {host} at {addr} ({error}); check the route to the endpoint (security group, route table, VPN)"),
+            UpstreamFailure::ConnectTimeout { after } => format!("no TCP connection to {host} at {addr} within {} (proxy.connect_timeout); check the route to the endpoint (security group, route table, VPN)", d(after)),
+            UpstreamFailure::HandshakeTimeout { after } => format!("no TLS handshake with {host} at {addr} within {} (proxy.handshake_timeout); retry, and check the endpoint if it persists", d(after)),
+            UpstreamFailure::Untrusted { detail } => format!("vpcgate refused the request: the certificate of {host} at {addr} did not verify ({detail}), and vpcgate never falls back to an unverified connection; if the upstream uses your own CA, add it to tls.extra_roots"),
+            UpstreamFailure::NoForwardSecrecy { detail } => format!("vpcgate refused the request: {host} at {addr} offered no TLS 1.2+ handshake with forward secrecy ({detail}); the endpoint must offer an ECDHE cipher suite or TLS 1.3"),
+            UpstreamFailure::Alert { alert } => format!("vpcgate refused the request: {host} at {addr} ended the TLS handshake with alert {alert}, usually because it offers no forward-secret cipher suite or TLS 1.2+; the endpoint must offer an ECDHE cipher suite or TLS 1.3"),
+            UpstreamFailure::Tls { detail } => format!("the TLS handshake with {host} at {addr} failed ({detail}); check that the endpoint speaks TLS 1.2 or 1.3"),
+            UpstreamFailure::Http { detail } => format!("vpcgate could not send the request to {host} at {addr} ({detail}); retry"),
+            UpstreamFailure::Closed { detail } => format!("the upstream {host} at {addr} closed the exchange ({detail}); retry"),
+            UpstreamFailure::Stalled { after } => format!("no response from {host} at {addr} while nothing moved for {} (proxy.idle_timeout); retry, and check the endpoint if it persists", d(after)),
         }
     }
 }
@@ -179,9 +246,7 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate could not read the request body from the client ({error}), so the form's signature could not be checked; check the client's Content-Length or chunked encoding"
             ),
-            RequestDeny::Upstream { message, .. } | RequestDeny::ConnectTimeout { message } | RequestDeny::UpstreamTimeout { message } => {
-                write!(f, "{message}")
-            }
+            RequestDeny::Upstream { host, addr, failure } => f.write_str(&failure.sentence(host, *addr)),
         }
     }
 }
@@ -963,10 +1028,36 @@ mod tests {
         let d = RequestDeny::HostMismatch { host: "<x>".into(), connect_host: "b.s3.amazonaws.com".into() };
         let x = s3_error_xml(&d, "/k?a&b", "rid");
         assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;x&gt;") && x.contains("/k?a&amp;b"), "{x}");
-        let t = RequestDeny::ConnectTimeout { message: "no TCP connection within 1s".into() };
+        let up = |failure| RequestDeny::Upstream { host: "b.s3.amazonaws.com".into(), addr: "127.0.0.1:443".parse().unwrap(), failure };
+        let t = up(UpstreamFailure::ConnectTimeout { after: std::time::Duration::from_secs(1) });
         assert_eq!((t.status(), t.code()), (504, "connect_timeout"));
         assert!(s3_error_xml(&t, "/k", "rid").contains("<Code>GatewayTimeout</Code>"));
-        let f = RequestDeny::Upstream { message: "refused".into(), policy: false };
+        let f = up(UpstreamFailure::ConnectFailed { error: "refused".into() });
         assert!(s3_error_xml(&f, "/k", "rid").contains("<Code>BadGateway</Code>"));
+    }
+
+    #[test]
+    fn upstream_failures_map_to_one_status_each() {
+        use std::time::Duration;
+        let s = Duration::from_secs(2);
+        // A TLS handshake that times out is a timeout (it was once worded as a refusal and
+        // answered 403 upstream_refused).
+        let cases = [
+            (UpstreamFailure::HandshakeTimeout { after: s }, 504, "upstream_handshake_timeout"),
+            (UpstreamFailure::ConnectTimeout { after: s }, 504, "connect_timeout"),
+            (UpstreamFailure::Stalled { after: s }, 504, "upstream_timeout"),
+            (UpstreamFailure::Untrusted { detail: "x".into() }, 403, "upstream_refused"),
+            (UpstreamFailure::NoForwardSecrecy { detail: "x".into() }, 403, "upstream_refused"),
+            (UpstreamFailure::Alert { alert: "HandshakeFailure".into() }, 403, "upstream_refused"),
+            (UpstreamFailure::ConnectFailed { error: "x".into() }, 502, "upstream_failed"),
+            (UpstreamFailure::Tls { detail: "x".into() }, 502, "upstream_failed"),
+            (UpstreamFailure::Closed { detail: "x".into() }, 502, "upstream_failed"),
+        ];
+        for (f, status, code) in cases {
+            assert_eq!((f.status(), f.code()), (status, code), "{f:?}");
+            let sentence = f.sentence("b.s3.amazonaws.com", "127.0.0.1:443".parse().unwrap());
+            assert!(sentence.contains("b.s3.amazonaws.com at 127.0.0.1:443") && sentence.contains(';'), "{sentence}");
+            assert_eq!(sentence.starts_with("vpcgate refused"), status == 403, "{sentence}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 use crate::certs::LeafCache;
 use crate::policy::authority::Target;
 use crate::policy::deny::{Delivery, Deny};
-use crate::policy::request::{self, FormScan, RequestDeny, Signature};
+use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
 use crate::proxy::upstream::{self, Pool, UpstreamConn};
@@ -72,6 +72,9 @@ struct Session {
     activity: AtomicU64,
     in_flight: AtomicU64,
     stale: tokio::sync::Notify,
+    /// Set with `stale` and kept until something moves again, for a request that begins waiting
+    /// after the signal.
+    stale_told: std::sync::atomic::AtomicBool,
     /// The request heads as the client sent them, before hyper read (and changed) them.
     heads: Arc<Mutex<crate::policy::framing::HeadTracker>>,
 }
@@ -96,7 +99,9 @@ async fn watch_in_flight(session: &Session, idle: Duration) {
         if now != seen || session.in_flight.load(Ordering::Relaxed) == 0 {
             seen = now;
             told = false;
+            session.stale_told.store(false, Ordering::Relaxed);
         } else if !told {
+            session.stale_told.store(true, Ordering::Relaxed);
             session.stale.notify_waiters();
             told = true;
         } else {
@@ -445,6 +450,7 @@ pub async fn inspect(
         activity: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         stale: tokio::sync::Notify::new(),
+        stale_told: std::sync::atomic::AtomicBool::new(false),
         heads: Arc::default(),
     });
     let svc_session = session.clone();
@@ -819,9 +825,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     target.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
     parts.uri = match hyper::Uri::from_parts(target) {
         Ok(u) => u,
-        Err(e) => {
-            return deny(log, RequestDeny::Upstream { message: format!("vpcgate could not forward the request ({e})"), policy: false })
-        }
+        Err(e) => return deny(log, upstream_deny(&session, UpstreamFailure::Http { detail: format!("the target does not form a URI: {e}") })),
     };
     parts.version = hyper::Version::HTTP_11;
     parts.extensions.clear();
@@ -831,36 +835,48 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     if parts.headers.remove(hyper::header::TRANSFER_ENCODING).is_some() || chunked {
         parts.headers.insert(hyper::header::TRANSFER_ENCODING, hyper::header::HeaderValue::from_static("chunked"));
     }
-    let up_req = Request::from_parts(parts, req_body);
-    let sent = tokio::select! {
-        r = conn.sender.send_request(up_req) => r,
-        _ = session.stale.notified() => {
-            let idle = humantime::format_duration(state.config.settings.proxy.idle_timeout);
-            return deny(
-                log,
-                RequestDeny::UpstreamTimeout {
-                    message: format!(
-                        "no response from {} at {} while nothing moved for {idle} (proxy.idle_timeout); retry, and check the endpoint if it persists",
-                        session.target.host, session.addr
-                    ),
-                },
-            );
+    // A reused connection may have been closed by the endpoint just as it was taken. A request
+    // without a body can then be sent once more on a fresh connection, so keep what rebuilds it
+    // (a request with a body is sent again only if hyper hands it back unsent).
+    let replay = (how == "reused" && req_body.is_end_stream()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let mut up_req = Request::from_parts(parts, req_body);
+    let mut retried = false;
+    let resp = loop {
+        let stale = session.stale.notified();
+        tokio::pin!(stale);
+        // Registered before the flag is read: a watchdog that fired before this request began
+        // waiting still gets it its 504 (notify_waiters keeps no permit).
+        stale.as_mut().enable();
+        if session.stale_told.load(Ordering::Relaxed) {
+            return deny(log, upstream_deny(&session, UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout }));
         }
-    };
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            // A form cut on its way for a part after its file: the client hears why.
-            if let Some(what) = cut.as_ref().and_then(|c| c.get()) {
-                return deny(log, RequestDeny::MalformedForm { what });
+        let sent = tokio::select! {
+            r = conn.sender.try_send_request(up_req) => r,
+            _ = stale => return deny(log, upstream_deny(&session, UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout })),
+        };
+        let mut failed = match sent {
+            Ok(r) => break r,
+            Err(e) => e,
+        };
+        // A form cut on its way for a part after its file: the client hears why.
+        if let Some(what) = cut.as_ref().and_then(|c| c.get()) {
+            return deny(log, RequestDeny::MalformedForm { what });
+        }
+        let again = failed.take_message().or_else(|| replay.as_ref().map(|(m, u, h)| rebuild(m, u, h)));
+        match again {
+            Some(req) if how == "reused" && !retried => {
+                retried = true;
+                tracing::info!(target: "vpcgate::decision", event = "upstream_retry", client = %session.client, host = %session.host, addr = %session.addr, error = %failed.error());
+                conn = match dial(&session, &state, ins).await {
+                    Ok(c) => c,
+                    Err(d) => return deny(log, d),
+                };
+                log.upstream = "retried";
+                log.upstream_tls = Some(conn.tls.clone());
+                crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, "retried");
+                up_req = req;
             }
-            return deny(
-                log,
-                RequestDeny::Upstream {
-                    message: format!("the upstream {} at {} closed the exchange ({e}); retry", session.target.host, session.addr),
-                    policy: false,
-                },
-            )
+            _ => return deny(log, upstream_deny(&session, UpstreamFailure::Closed { detail: failed.into_error().to_string() })),
         }
     };
     *session.held.lock().expect("held") = Some(conn);
@@ -977,6 +993,15 @@ impl Body for FormBody {
     }
 }
 
+/// A request without a body, rebuilt for a second try (its headers are the checked ones).
+fn rebuild(method: &hyper::Method, uri: &hyper::Uri, headers: &HeaderMap) -> Request<upstream::ReqBody> {
+    let mut r = Request::new(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = uri.clone();
+    *r.headers_mut() = headers.clone();
+    r
+}
+
 async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result<(UpstreamConn, &'static str), RequestDeny> {
     let host = &session.target.host;
     let held = session.held.lock().expect("held").take();
@@ -989,6 +1014,12 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
     if let Some(c) = ins.pool.take(host, session.addr) {
         return Ok((c, "reused"));
     }
+    Ok((dial(session, state, ins).await?, "new"))
+}
+
+/// A new verified connection to the checked address.
+async fn dial(session: &Session, state: &State, ins: &Inspect) -> Result<UpstreamConn, RequestDeny> {
+    let host = &session.target.host;
     let timeout = state.config.settings.proxy.connect_timeout;
     let started = Instant::now();
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(session.addr)).await {
@@ -999,36 +1030,31 @@ async fn get_upstream(session: &Session, state: &State, ins: &Inspect) -> Result
         }
         Ok(Err(e)) => {
             tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = %e);
-            return Err(RequestDeny::Upstream {
-                message: format!("vpcgate could not connect to {host} at {} ({e}); check the route to the endpoint (security group, route table, VPN)", session.addr),
-                policy: false,
-            });
+            return Err(upstream_deny(session, UpstreamFailure::ConnectFailed { error: e.to_string() }));
         }
         Err(_) => {
             tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = "timeout");
-            return Err(RequestDeny::ConnectTimeout {
-                message: format!(
-                    "no TCP connection to {host} at {} within {} (proxy.connect_timeout); check the route to the endpoint (security group, route table, VPN)",
-                    session.addr,
-                    humantime::format_duration(timeout)
-                ),
-            });
+            return Err(upstream_deny(session, UpstreamFailure::ConnectTimeout { after: timeout }));
         }
     };
     let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
     let handshake_timeout = state.config.settings.proxy.handshake_timeout;
-    match ins.pool.open(host, session.addr, tcp, handshake_timeout).await {
+    match ins.pool.open(host, tcp, handshake_timeout).await {
         Ok(c) => {
             tracing::info!(target: "vpcgate::decision", event = "upstream_connect", host = %host, addr = %session.addr, connect_ms = (connect_ms * 100.0).round() / 100.0, tls_version = c.tls_version, cipher = %c.cipher);
-            Ok((c, "new"))
+            Ok(c)
         }
-        Err(message) => {
-            let policy = message.starts_with("vpcgate refused");
-            state.metrics.refusal("upstream", if policy { "upstream_refused" } else { "upstream_failed" });
-            tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", host = %host, addr = %session.addr, reason = if policy { "upstream_refused" } else { "upstream_failed" }, message = %message);
-            Err(RequestDeny::Upstream { message, policy })
+        Err(failure) => {
+            let d = upstream_deny(session, failure);
+            state.metrics.refusal("upstream", d.code());
+            tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", client = %session.client, host = %host, addr = %session.addr, reason = d.code(), message = %d);
+            Err(d)
         }
     }
+}
+
+fn upstream_deny(session: &Session, failure: UpstreamFailure) -> RequestDeny {
+    RequestDeny::Upstream { host: session.target.host.clone(), addr: session.addr, failure }
 }
 
 #[cfg(test)]

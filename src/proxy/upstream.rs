@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use crate::policy::request::UpstreamFailure;
 
 /// A request body's error: the client's (hyper's) or vpcgate's own when it cuts a body that turned
 /// out to be refused mid-stream (a part after a form's file).
@@ -102,22 +103,20 @@ pub fn suite_name(s: Option<rustls::SupportedCipherSuite>) -> String {
     s.map(|s| crate::policy::tls::suite_name(u16::from(s.suite()))).unwrap_or_default()
 }
 
+/// What a failed TLS handshake with an upstream was, typed.
+pub fn tls_failure(e: &std::io::Error) -> UpstreamFailure {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(c)) => UpstreamFailure::Untrusted { detail: format!("{c:?}") },
+        Some(rustls::Error::PeerIncompatible(p)) => UpstreamFailure::NoForwardSecrecy { detail: format!("{p:?}") },
+        Some(rustls::Error::AlertReceived(a)) => UpstreamFailure::Alert { alert: format!("{a:?}") },
+        Some(other) => UpstreamFailure::Tls { detail: other.to_string() },
+        None => UpstreamFailure::ConnectFailed { error: e.to_string() },
+    }
+}
+
 /// Why an upstream connection could not be made, as the sentence the client sees.
 pub fn explain_tls_error(host: &str, addr: SocketAddr, e: &std::io::Error) -> String {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(rustls::Error::InvalidCertificate(c)) => format!(
-            "vpcgate refused the request: the certificate of {host} at {addr} did not verify ({c:?}), and vpcgate never falls back to an unverified connection; if the upstream uses your own CA, add it to tls.extra_roots"
-        ),
-        Some(rustls::Error::PeerIncompatible(p)) => format!(
-            "vpcgate refused the request: {host} at {addr} offered no TLS 1.2+ handshake with forward secrecy ({p:?}); the endpoint must offer an ECDHE cipher suite or TLS 1.3"
-        ),
-        Some(rustls::Error::AlertReceived(a)) => format!(
-            "vpcgate refused the request: {host} at {addr} ended the TLS handshake with alert {a:?}, usually because it offers no forward-secret cipher suite or TLS 1.2+"
-        ),
-        Some(other) => format!("vpcgate refused the request: the TLS handshake with {host} at {addr} failed ({other})"),
-        None => format!("vpcgate could not reach {host} at {addr} ({e}); check the route to the endpoint"),
-    }
+    tls_failure(e).sentence(host, addr)
 }
 
 impl Pool {
@@ -219,13 +218,13 @@ impl Pool {
     }
 
     /// Handshake TLS and HTTP/1.1 on `tcp`, which is connected to the checked address.
-    pub async fn open(&self, host: &str, addr: SocketAddr, tcp: TcpStream, timeout: Duration) -> Result<UpstreamConn, String> {
-        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a TLS server name ({e})"))?;
+    pub async fn open(&self, host: &str, tcp: TcpStream, timeout: Duration) -> Result<UpstreamConn, UpstreamFailure> {
+        let name = ServerName::try_from(host.to_string()).map_err(|e| UpstreamFailure::Tls { detail: format!("{host} is not a TLS server name ({e})") })?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let tcp = tokio::io::BufReader::with_capacity(UPSTREAM_READ_BUF, tcp);
         let tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-            Err(_) => return Err(format!("vpcgate refused the request: no TLS handshake with {host} at {addr} within {}", humantime::format_duration(timeout))),
-            Ok(Err(e)) => return Err(explain_tls_error(host, addr, &e)),
+            Err(_) => return Err(UpstreamFailure::HandshakeTimeout { after: timeout }),
+            Ok(Err(e)) => return Err(tls_failure(&e)),
             Ok(Ok(t)) => t,
         };
         let (tls_version, cipher) = {
@@ -237,7 +236,7 @@ impl Pool {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(crate::proxy::greedy::Greedy::new(tls)))
             .await
-            .map_err(|e| format!("vpcgate could not start HTTP/1.1 with {host} at {addr} ({e})"))?;
+            .map_err(|e| UpstreamFailure::Http { detail: format!("HTTP/1.1 did not start: {e}") })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
