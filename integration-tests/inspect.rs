@@ -293,6 +293,20 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
         let text = read_text_until(&mut tls, |t| t.contains("sni=")).await;
         assert!(text.starts_with("HTTP/1.1 200") && text.contains(saw), "{what}: {text}");
     }
+    // Heads hyper cannot read get vpcgate's S3 error, not hyper's bare 400 or 431, after the
+    // answers to the requests before them.
+    let huge = format!("GET /k HTTP/1.1\r\nHost: {HOST}\r\nx-amz-meta-a: {}\r\n\r\n", "a".repeat(40 * 1024));
+    let good_then_garbage = format!("GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\n\x01\x02 not a request\r\n\r\n");
+    for (what, request, before) in [("a head over 32 KiB", huge, None), ("a good request, then bytes that are no HTTP", good_then_garbage, Some("saw GET /first"))] {
+        let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
+        if let Some(saw) = before {
+            assert!(text.starts_with("HTTP/1.1 200") && text.contains(saw), "{what}: {text}");
+        }
+        let error = &text[text.find("HTTP/1.1 403").unwrap_or_else(|| panic!("{what}: {text}"))..];
+        assert!(error.contains("<Code>AccessDenied</Code>") && error.contains("X-Vpcgate-Reason: unreadable_head") && error.contains("could not read this request's head"), "{what}: {text}");
+    }
     // At the CONNECT: a strict reader's authority, port without leading zeros, no URL.
     for target in [format!("{HOST}:0443"), format!("http://{HOST}:443")] {
         let (status, text) = raw_request(p.port, &connect_req(&target));

@@ -12,6 +12,8 @@
 //!   -> plan: which routes may carry this class, or Deny ................. policy::connect::plan
 //!   -> resolve, A records only, configured servers ....................... dns
 //!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
+//!   -> inspect mode, a policy Deny of a name the CA may sign: 200, TLS, an
+//!      S3 XML error per request, nothing dialled (proxy.refuse_in_tunnel)  proxy::inspect::refuse
 //!   -> passthrough: dial exactly that address, then answer 200; inspect:
 //!      answer 200, dial that address on the first request (or reuse a
 //!      pooled connection to it) ............................................ proxy::connect
@@ -19,8 +21,10 @@
 //!      offered), ServerHello (forward secrecy), then copy bytes ............ proxy::tunnel, policy::tls
 //!   -> tls.mode = "inspect": TLS to the client with a leaf minted for the
 //!      host (FS suites only) .............................................. certs, proxy::inspect
-//!      every request: Host = CONNECT host, no SigV2 (header, query, POST
-//!      form), no smuggling shapes ........................................... policy::request
+//!      every request: paired with its head as it arrived (framing lines
+//!      judged before hyper changes them) .................................. policy::framing
+//!      Host = CONNECT host, no SigV2 (header, query, POST form), no
+//!      smuggling shapes, Connection names no checked header ................ policy::request
 //!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
 //!      (both TLS legs read every buffered record at once) .................. proxy::greedy
 //!   -> evidence: one `connect` event per CONNECT, one `request` per request
@@ -30,7 +34,10 @@
 //! Around it: `config` (layers, validation), `admin` (/healthz, /readyz, /metrics), `explain` (the
 //! decision as a dry run), `check` (a doctor for the host and the client setup).
 //!
-//! Every refusal is a [`policy::deny::Deny`]: its code, HTTP status and the sentence the client sees.
+//! Refusals have three types today: [`policy::deny::Deny`] at the CONNECT, [`policy::request::RequestDeny`]
+//! inside a tunnel (with [`policy::request::UpstreamFailure`] for the upstream), and the hello
+//! refusals of [`policy::tls`]; each knows its code, HTTP status and the sentence the client sees,
+//! and both S3 XML errors come from [`policy::deny::s3_error_xml`].
 //!
 //! Rule of the house: `policy` and `routes` are pure (no I/O, no tokio) and never import from
 //! `proxy` or `dns`; the network modules call the pure ones, never the other way round.

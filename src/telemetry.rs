@@ -2,7 +2,12 @@
 //! `log.level` unless `RUST_LOG` is set.
 //!
 //! Decision events use the target `vpcgate::decision` and an `event` field: `connect` (one per
-//! CONNECT, allow or deny), `handshake_refused`, and `close` (one per tunnel, with bytes and TLS facts).
+//! CONNECT, allow or deny; a deny says `delivered` = `connect` or `in_tunnel`), `request` (one per
+//! request in an inspected tunnel, and per request answered in a tunnel refused inside),
+//! `upstream_connect`, `upstream_connect_failed`, `upstream_retry` (a request sent again on a fresh
+//! connection after a reused one closed), `handshake_refused`, and `close` (one per tunnel, with
+//! bytes and TLS facts). The field sets are not yet written from one place (the refusal and event
+//! redesign, issue 12, is open).
 
 use crate::config::{LogFormat, LogSettings};
 use tracing_subscriber::EnvFilter;

@@ -32,6 +32,18 @@ pub struct RawHead {
     fingerprint: u64,
 }
 
+/// What one [`HeadTracker::feed`] found in its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fed {
+    /// A head hyper could not read either (not HTTP, over `MAX_HEAD`) begins here (0 when it
+    /// began in an earlier feed): the bytes from here on are not for hyper, which would answer
+    /// them with a bare 400 or 431; the proxy answers that head itself ([`HeadTracker::unreadable`]).
+    pub cut_at: Option<usize>,
+    /// A head that has not ended yet begins here (0 when it began in an earlier feed): held back
+    /// from hyper until it ends, so that a head cut later was never partly read by hyper.
+    pub incomplete_from: Option<usize>,
+}
+
 /// Where the stream is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -69,6 +81,8 @@ pub struct HeadTracker {
     /// A head that has not ended yet (empty between requests: an idle tunnel holds nothing).
     pending: Vec<u8>,
     heads: VecDeque<RawHead>,
+    /// Set when the stream was cut at a head that is not HTTP or too large.
+    unreadable: Option<&'static str>,
     /// Keys of this tunnel's fingerprints (random per tracker, so a client cannot aim for a
     /// collision between two of its own heads).
     keys: std::collections::hash_map::RandomState,
@@ -76,26 +90,44 @@ pub struct HeadTracker {
 
 impl Default for HeadTracker {
     fn default() -> Self {
-        HeadTracker { phase: Phase::Head, pending: Vec::new(), heads: VecDeque::new(), keys: Default::default() }
+        HeadTracker { phase: Phase::Head, pending: Vec::new(), heads: VecDeque::new(), unreadable: None, keys: Default::default() }
     }
 }
 
 impl HeadTracker {
     /// The next bytes from the client, in order.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
+    pub fn feed(&mut self, data: &[u8]) -> Fed {
+        let mut at = 0;
+        let mut began = 0;
+        while at < data.len() {
+            let rest = &data[at..];
             let used = match self.phase.clone() {
-                Phase::Lost(_) => return,
-                Phase::Head => self.head(data),
+                Phase::Lost(_) => return Fed::default(),
+                Phase::Head => {
+                    began = if self.pending.is_empty() { at } else { 0 };
+                    let used = self.head(rest);
+                    if let Phase::Lost(why) = self.phase {
+                        self.unreadable = Some(why);
+                        return Fed { cut_at: Some(began), incomplete_from: None };
+                    }
+                    used
+                }
                 Phase::Fixed(left) => {
-                    let n = left.min(data.len() as u64);
+                    let n = left.min(rest.len() as u64);
                     self.phase = if n == left { Phase::Head } else { Phase::Fixed(left - n) };
                     n as usize
                 }
-                Phase::Chunked(c) => self.chunk(c, data),
+                Phase::Chunked(c) => self.chunk(c, rest),
             };
-            data = &data[used..];
+            at += used;
         }
+        let incomplete = self.phase == Phase::Head && !self.pending.is_empty();
+        Fed { cut_at: None, incomplete_from: incomplete.then_some(began) }
+    }
+
+    /// Why a head could not be read, once one could not (the stream is cut there).
+    pub fn unreadable(&self) -> Option<&'static str> {
+        self.unreadable
     }
 
     /// The oldest head not yet taken.
@@ -142,6 +174,11 @@ impl HeadTracker {
         let mut req = httparse::Request::new(&mut []);
         let parsed = if may_end { req.parse_with_uninit_headers(buf, &mut headers) } else { Ok(httparse::Status::Partial) };
         match parsed {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                self.pending = Vec::new();
+                self.phase = Phase::Lost("a request head over 32 KiB");
+                data.len()
+            }
             Ok(httparse::Status::Complete(len)) => {
                 let headers: &[httparse::Header<'_>] = req.headers;
                 let lines = |name: &'static str| headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
@@ -287,12 +324,22 @@ GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
         t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
         assert!(t.lost().is_some());
         let mut t = HeadTracker::default();
-        t.feed(b"GET / HTTP/1.1\r\nX: ");
-        t.feed(&vec![b'a'; MAX_HEAD]);
+        assert_eq!(t.feed(b"GET /ok HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nX: "), Fed { cut_at: None, incomplete_from: Some(20) });
+        assert_eq!(t.feed(b"aaa"), Fed { cut_at: None, incomplete_from: Some(0) });
+        assert_eq!(t.feed(&vec![b'a'; MAX_HEAD]).cut_at, Some(0), "cut where this read's part of the head begins");
         assert_eq!(t.lost(), Some("a request head over 32 KiB"));
+        assert_eq!(t.unreadable(), Some("a request head over 32 KiB"));
+        // Also when the whole head comes in one read.
+        let mut t = HeadTracker::default();
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(t.feed(big.as_bytes()).cut_at, Some(0));
         assert!(t.pending.is_empty());
         let mut t = HeadTracker::default();
-        t.feed(b"\x16\x03\x01 not http\r\n\r\n");
-        assert!(t.lost().is_some());
+        assert_eq!(t.feed(b"GET /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\x16\x03\x01 not http\r\n\r\n").cut_at, Some(40), "cut after the first request's body");
+        assert!(t.lost().is_some() && t.unreadable().is_some());
+        // A body that cannot be followed is hyper's to refuse (the request's body fails): no cut.
+        let mut t = HeadTracker::default();
+        assert_eq!(t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), Fed::default());
+        assert!(t.lost().is_some() && t.unreadable().is_none());
     }
 }

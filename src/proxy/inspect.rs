@@ -471,13 +471,25 @@ pub async fn inspect(
         .serve_connection(
             TokioIo::new(crate::proxy::greedy::HeadTap::new(crate::proxy::greedy::Greedy::new(tls_stream), session.heads.clone())),
             service,
-        );
+        )
+        // The stream back when hyper is done: vpcgate may still owe an answer (below).
+        .without_shutdown();
     let result = tokio::select! {
         r = served => Some(r),
         _ = watch_in_flight(&session, proxy.idle_timeout) => None,
     };
     let held = session.held.lock().expect("held").take();
     let finished = result.is_some();
+    let result = match result {
+        Some(Ok(parts)) => {
+            let tls = parts.io.into_inner().into_inner().into_inner();
+            let unreadable = session.heads.lock().expect("head tracker").unreadable();
+            finish_client(tls, unreadable, &session, &state).await;
+            Some(Ok(()))
+        }
+        Some(Err(e)) => Some(Err(e)),
+        None => None,
+    };
     let end = match result {
         Some(Ok(())) => "closed",
         Some(Err(e)) if e.is_timeout() => "idle_timeout",
@@ -505,6 +517,30 @@ pub async fn inspect(
             detail: String::new(),
         },
     );
+}
+
+/// The end of an inspected tunnel on the client side, once hyper has answered every request it
+/// read: a head hyper could not have read (not HTTP, over 32 KiB) was held back from it, and
+/// gets vpcgate's S3 XML error here instead of hyper's bare 400 or 431; then close_notify.
+async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientIo>, unreadable: Option<&'static str>, session: &Session, state: &State) {
+    use tokio::io::AsyncWriteExt;
+    let quick = std::time::Duration::from_secs(1);
+    if let Some(what) = unreadable {
+        let d = RequestDeny::HeadUnpaired { what };
+        let rid = format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0));
+        let body = request::s3_error_xml(&d, "", &rid);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/xml\r\nX-Vpcgate-Reason: {}\r\nx-amz-request-id: {rid}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            d.status(),
+            StatusCode::from_u16(d.status()).ok().and_then(|c| c.canonical_reason()).unwrap_or(""),
+            d.code(),
+            body.len()
+        );
+        state.metrics.request("none", "deny");
+        tracing::info!(target: "vpcgate::decision", event = "request", decision = "deny", client = %session.client, host = %session.host, method = "", path = "", signature = "", status = d.status(), reason = d.code(), message = %d);
+        let _ = tokio::time::timeout(quick, tls.write_all(format!("{head}{body}").as_bytes())).await;
+    }
+    let _ = tokio::time::timeout(quick, tls.shutdown()).await;
 }
 
 /// Hop-by-hop headers never forwarded either way.
