@@ -344,6 +344,24 @@ async fn authority_tricks_plaintext_and_ports_are_refused() {
         assert_eq!(got, 400, "{bad:?}: {text}");
         assert!(text.contains("X-Vpcgate-Reason: bad_request") && text.contains("send `CONNECT host:443 HTTP/1.1`"), "{bad:?}: {text}");
     }
+    // The same, trickled in a few bytes at a time past what a first look sees: still a sentence,
+    // not hyper's bare 400; and a head over 16 KiB, not hyper's bare 431.
+    let huge = format!("CONNECT {HOST}:443 HTTP/1.1\r\nx-pad: {}\r\n\r\n", "a".repeat(20 * 1024));
+    for (what, pieces) in [
+        ("a bad header line, trickled", vec![format!("CONNECT {HOST}:443 HTTP/1.1\r\nHo"), "st: x\r\n".into(), "Bad Header Line\r\n\r\n".into()]),
+        ("a head over 16 KiB", vec![huge]),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for piece in &pieces {
+            let _ = s.write_all(piece.as_bytes());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400") && text.contains("X-Vpcgate-Reason: bad_request") && text.contains("send `CONNECT host:443 HTTP/1.1`"), "{what}: {text}");
+    }
     let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}/still-serving")).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
 }

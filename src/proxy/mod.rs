@@ -188,26 +188,51 @@ async fn refuse_raw(mut stream: TcpStream, deny: &Deny) {
     .await;
 }
 
-/// Look at the first bytes of a new connection without consuming them: a request line or headers
-/// that cannot be parsed, or a target that is no URI, is refused here with a sentence. Anything
-/// else (including a head that is not complete yet) goes to hyper untouched.
+/// Largest proxy request head vpcgate reads (a CONNECT head is a few hundred bytes).
+const PRECHECK_MAX: usize = 16 * 1024;
+
+/// Look at the first bytes of a new connection without consuming them, until the head has ended
+/// (a head trickled in a byte at a time is waited for, within `timeout`): a request line or
+/// headers that cannot be parsed, a head over 16 KiB, or a target that is no URI, is refused here
+/// with a sentence, where hyper would answer a bare 400 or 431. A head that parses goes to hyper
+/// untouched.
 async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Option<Deny>, ()> {
-    let mut buf = [0u8; 4096];
-    let n = match tokio::time::timeout(timeout, stream.peek(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => n,
-        _ => return Err(()),
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut headers);
-    Ok(match req.parse(&buf[..n]) {
-        Err(e) => Some(Deny::BadRequest { what: format!("{e}") }),
-        Ok(_) => match req.path {
-            Some(t) if t.parse::<hyper::Uri>().is_err() => {
-                Some(Deny::BadRequest { what: format!("the request target {:?} is neither host:port nor a URI", redact(t).chars().take(100).collect::<String>()) })
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; PRECHECK_MAX];
+    let mut seen = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Err(()),
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 100];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..n]) {
+            Err(e) => return Ok(Some(Deny::BadRequest { what: format!("{e}") })),
+            Ok(httparse::Status::Complete(_)) => {
+                return Ok(match req.path {
+                    Some(t) if t.parse::<hyper::Uri>().is_err() => Some(Deny::BadRequest {
+                        what: format!("the request target {:?} is neither host:port nor a URI", redact(t).chars().take(100).collect::<String>()),
+                    }),
+                    _ => None,
+                })
             }
-            _ => None,
-        },
-    })
+            Ok(httparse::Status::Partial) if n == buf.len() => {
+                return Ok(Some(Deny::BadRequest { what: "a request head over 16 KiB".into() }))
+            }
+            Ok(httparse::Status::Partial) => {
+                // Not all here yet: a peek returns at once while bytes wait, so look again a
+                // little later (or sooner, when more arrived), until the deadline.
+                if n == seen {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                seen = n;
+            }
+        }
+    }
 }
 
 /// Whether `deny` goes inside the tunnel: inspect mode with `proxy.refuse_in_tunnel`, a policy
