@@ -78,8 +78,10 @@ impl Proxy {
         } else {
             format!("[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n")
         };
+        // 5 s unless the test sets its own.
+        let handshake = if proxy_extra.contains("handshake_timeout") { "" } else { "handshake_timeout = \"5s\"\n" };
         let toml = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout = \"5s\"\nshutdown_grace = \"5s\"\n{proxy_extra}\
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\n{handshake}shutdown_grace = \"5s\"\n{proxy_extra}\
              [dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[tls]\n{tls}{tls_extra}{routes}{extra}"
         );
         let mut p = Self::start_with(port, &toml);

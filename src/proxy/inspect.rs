@@ -72,9 +72,9 @@ struct Session {
     activity: AtomicU64,
     in_flight: AtomicU64,
     stale: tokio::sync::Notify,
-    /// Set with `stale` and kept until something moves again, for a request that begins waiting
-    /// after the signal.
-    stale_told: std::sync::atomic::AtomicBool,
+    /// The activity count when `stale` was signalled (`u64::MAX`: not signalled), so that a
+    /// request that begins waiting after the signal, with nothing moved since, still gets its 504.
+    stale_at: AtomicU64,
     /// The request heads as the client sent them, before hyper read (and changed) them.
     heads: Arc<Mutex<crate::policy::framing::HeadTracker>>,
 }
@@ -99,9 +99,9 @@ async fn watch_in_flight(session: &Session, idle: Duration) {
         if now != seen || session.in_flight.load(Ordering::Relaxed) == 0 {
             seen = now;
             told = false;
-            session.stale_told.store(false, Ordering::Relaxed);
+            session.stale_at.store(u64::MAX, Ordering::Relaxed);
         } else if !told {
-            session.stale_told.store(true, Ordering::Relaxed);
+            session.stale_at.store(now, Ordering::Relaxed);
             session.stale.notify_waiters();
             told = true;
         } else {
@@ -450,7 +450,7 @@ pub async fn inspect(
         activity: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         stale: tokio::sync::Notify::new(),
-        stale_told: std::sync::atomic::AtomicBool::new(false),
+        stale_at: AtomicU64::new(u64::MAX),
         heads: Arc::default(),
     });
     let svc_session = session.clone();
@@ -883,7 +883,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         // Registered before the flag is read: a watchdog that fired before this request began
         // waiting still gets it its 504 (notify_waiters keeps no permit).
         stale.as_mut().enable();
-        if session.stale_told.load(Ordering::Relaxed) {
+        if session.stale_at.load(Ordering::Relaxed) == session.activity.load(Ordering::Relaxed) {
             return deny(log, upstream_deny(&session, UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout }));
         }
         let sent = tokio::select! {
