@@ -350,6 +350,22 @@ async fn refused_aws_names_are_answered_inside_the_tunnel_where_sdks_print_it() 
         let r = wait_request(&p, |v| v["host"] == host);
         assert_eq!((r["decision"].as_str(), r["status"].as_u64()), (Some("deny"), Some(status as u64)), "{r}");
     }
+    // An upload sent whole without Expect: 100-continue still gets its answer, not a reset.
+    let dual = "my-bucket.s3.dualstack.us-east-1.amazonaws.com";
+    let mut tls = tls_tunnel(p.port, dual, roots.clone()).await;
+    let body = vec![b'x'; 4 << 20];
+    let mut put = format!("PUT /big HTTP/1.1\r\nHost: {dual}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    put.extend_from_slice(&body);
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&put).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+    let _ = writer.await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 403") && text.contains("use_dualstack_endpoint = false"), "{text}");
     assert_eq!(outside.connections(), 0, "nothing was dialled for a refused name");
     assert!(!dns.queried_names().iter().any(|q| q.contains("dualstack") || q.contains("eu-west-1") || q.contains("accelerate")), "refused by name, DNS never asked");
     // A client that opens the tunnel and sends nothing is cut after handshake_timeout (5 s here).
