@@ -56,7 +56,8 @@ struct Ctx {
     proxy: Proxy,
     clients: PathBuf,
     work: tempfile::TempDir,
-    s3: FakeS3,
+    /// The S3 stand-in (owned by the first context; a second proxy's context borrows nothing).
+    s3: Option<FakeS3>,
 }
 
 impl Ctx {
@@ -167,13 +168,7 @@ impl Matrix {
 }
 
 async fn boto3(ctx: &Ctx, m: &mut Matrix, case: &str, bucket: &str, expected: Expect, needle: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/boto3_case.py");
-    let work = ctx.work.path().display().to_string();
-    let r = run(ctx, &ctx.python(), &[script.to_str().unwrap(), case, bucket, &work], &[], Duration::from_secs(120)).await;
-    let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
-    let ok = v["ok"].as_bool().unwrap_or(false);
-    let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
-    m.record("boto3", case, expected, ok, &text, needle);
+    boto3_case_named(ctx, m, case, case, bucket, expected, needle).await
 }
 
 async fn aws(ctx: &Ctx, m: &mut Matrix, case: &str, args: &[&str], expected: Expect, needle: &str) -> Ran {
@@ -381,6 +376,70 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     let _ = v4;
 }
 
+/// Through a vpcgate with `s3.buckets = ["matrix-*"]`: the listed bucket works, another one is
+/// refused in every form, each client printing vpcgate's sentence.
+async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
+    let not_listed = "not in s3.buckets";
+    // "vpcgate refused: a request for …" when the name itself was refused (inside the tunnel),
+    // "vpcgate refused a request for …" when a request named the bucket in its path.
+    let in_tunnel = |what: &str| format!("AccessDenied: vpcgate refused&&{what}");
+    boto3_case_named(ctx, m, "perimeter: crud-virtual (listed bucket)", "crud-virtual", BUCKET, Expect::Allow, "").await;
+    for (case, bucket, needle) in [
+        ("list", "other-bucket", in_tunnel(not_listed)),
+        ("list-path", "other-bucket", in_tunnel(not_listed)),
+        ("copy-from", "other-bucket", in_tunnel("a copy from other-bucket")),
+        ("presign-get", "other-bucket", format!("HTTP 403&&{not_listed}")),
+    ] {
+        boto3_case_named(ctx, m, &format!("perimeter: {case} other-bucket"), case, bucket, Expect::Refuse, &needle).await;
+    }
+    let cli = |what: &str| format!("An error occurred (AccessDenied)&&{what}");
+    aws(ctx, m, "perimeter: s3 ls s3://other-bucket", &["s3", "ls", "s3://other-bucket/"], Expect::Refuse, &cli(not_listed)).await;
+    // (`aws s3 cp` between buckets first sends a HEAD to the source, whose 403 has no body to
+    // carry the sentence; CopyObject itself does.)
+    aws(ctx, m, "perimeter: s3api copy-object from other-bucket", &["s3api", "copy-object", "--bucket", "matrix-cli", "--key", "k.txt", "--copy-source", "other-bucket/k.txt"], Expect::Refuse, &cli("a copy from other-bucket")).await;
+    let port = ctx.proxy.port.to_string();
+    let s3cfg = ctx.work.path().join("s3cfg");
+    std::fs::write(
+        &s3cfg,
+        format!(
+            "[default]\naccess_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\nhost_base = {REGIONAL}\nhost_bucket = %(bucket)s.{REGIONAL}\n\
+             bucket_location = us-east-1\nuse_https = True\nproxy_host = 127.0.0.1\nproxy_port = {port}\nca_certs_file = {}\nsignature_v2 = False\n",
+            ctx.ca().display()
+        ),
+    )
+    .unwrap();
+    let r = run(ctx, &ctx.bin("s3cmd"), &["-c", s3cfg.to_str().unwrap(), "ls", "s3://other-bucket"], &[], Duration::from_secs(90)).await;
+    m.record("s3cmd", "perimeter: ls s3://other-bucket", Expect::Refuse, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &format!("AccessDenied&&{not_listed}"));
+    let ca = ctx.ca().display().to_string();
+    let rclone_env = [
+        ("RCLONE_CONFIG_VG_TYPE", "s3"),
+        ("RCLONE_CONFIG_VG_PROVIDER", "AWS"),
+        ("RCLONE_CONFIG_VG_ACCESS_KEY_ID", ACCESS_KEY),
+        ("RCLONE_CONFIG_VG_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("RCLONE_CONFIG_VG_REGION", "us-east-1"),
+        ("RCLONE_CONFIG_VG_ENDPOINT", "https://s3.us-east-1.amazonaws.com"),
+        ("RCLONE_CONFIG", "/dev/null"),
+        ("AWS_CA_BUNDLE", ""),
+    ];
+    let r = run(ctx, Path::new("rclone"), &["--ca-cert", &ca, "--retries", "1", "--low-level-retries", "1", "ls", "vg:other-bucket"], &rclone_env, Duration::from_secs(90)).await;
+    m.record("rclone", "perimeter: ls vg:other-bucket (path-style)", Expect::Refuse, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &format!("AccessDenied&&{not_listed}"));
+    let js = ctx.clients.join("js/js_case.mjs");
+    let r = run(ctx, Path::new("node"), &[js.to_str().unwrap(), "outside-answer", "other-bucket"], &[], Duration::from_secs(60)).await;
+    let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
+    let text = format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr);
+    m.record("JS SDK v3", "perimeter: list other-bucket", Expect::Refuse, v["ok"].as_bool().unwrap_or(false), &text, &in_tunnel(not_listed));
+}
+
+async fn boto3_case_named(ctx: &Ctx, m: &mut Matrix, label: &str, case: &str, bucket: &str, expected: Expect, needle: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/boto3_case.py");
+    let work = ctx.work.path().display().to_string();
+    let r = run(ctx, &ctx.python(), &[script.to_str().unwrap(), case, bucket, &work], &[], Duration::from_secs(120)).await;
+    let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
+    let ok = v["ok"].as_bool().unwrap_or(false);
+    let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
+    m.record("boto3", label, expected, ok, &text, needle);
+}
+
 fn ensure_clients(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/setup-clients.sh");
     let st = std::process::Command::new("bash").arg(script).arg(dir).status().expect("bash runs");
@@ -420,11 +479,17 @@ fn main() {
         let records: Vec<(&str, &[std::net::IpAddr])> = names.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
         let dns = FakeDns::start(&records).await;
         let proxy = Proxy::start_inspect(N, dns.addr, &w.ca_path, "");
-        let ctx = Ctx { proxy, clients, work: tempfile::tempdir().unwrap(), s3 };
+        let ctx = Ctx { proxy, clients: clients.clone(), work: tempfile::tempdir().unwrap(), s3: Some(s3) };
         let mut m = Matrix { rows: Vec::new() };
         cases(&ctx, &mut m).await;
+        // The same clients through a second vpcgate with a bucket perimeter.
+        let perim = Proxy::start_inspect(N, dns.addr, &w.ca_path, "[s3]\nbuckets = [\"matrix-*\"]\n");
+        let pctx = Ctx { proxy: perim, clients, work: tempfile::tempdir().unwrap(), s3: None };
+        perimeter_cases(&pctx, &mut m).await;
         let sigv2: Vec<String> = ctx
             .s3
+            .as_ref()
+            .expect("the first context owns the S3 stand-in")
             .requests()
             .iter()
             .filter(|r| r.auth.starts_with("sigv2"))

@@ -352,7 +352,7 @@ async fn refused_aws_names_are_answered_inside_the_tunnel_where_sdks_print_it() 
     }
     // An upload sent whole without Expect: 100-continue still gets its answer, not a reset.
     let dual = "my-bucket.s3.dualstack.us-east-1.amazonaws.com";
-    let mut tls = tls_tunnel(p.port, dual, roots.clone()).await;
+    let tls = tls_tunnel(p.port, dual, roots.clone()).await;
     let body = vec![b'x'; 4 << 20];
     let mut put = format!("PUT /big HTTP/1.1\r\nHost: {dual}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     put.extend_from_slice(&body);
@@ -442,6 +442,65 @@ async fn a_reused_connection_the_endpoint_closed_is_retried_and_a_tls_timeout_is
     assert!(text.starts_with("HTTP/1.1 504") && text.contains("<Code>GatewayTimeout</Code>"), "{text}");
     assert!(text.to_ascii_lowercase().contains("x-vpcgate-reason: upstream_handshake_timeout") && text.contains("proxy.handshake_timeout"), "{text}");
     assert!(started.elapsed() >= Duration::from_secs(4), "after handshake_timeout (5 s here)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_perimeter_refuses_other_buckets_in_every_form() {
+    use tokio::io::AsyncWriteExt;
+    let n = 56;
+    let w = world();
+    let regional = "s3.us-east-1.amazonaws.com";
+    let (ok_host, other_host) = ("harness-a.s3.us-east-1.amazonaws.com", "other-b.s3.us-east-1.amazonaws.com");
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[regional, ok_host, other_host], "inside").await;
+    let dns = FakeDns::start(&[(regional, &a(&[ip(n, 1, 1)])), (ok_host, &a(&[ip(n, 1, 1)])), (other_host, &a(&[ip(n, 1, 1)]))]).await;
+    let perimeter = "[s3]\nbuckets = [\"harness-*\"]\nallow_list_buckets = false\n";
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, perimeter);
+    let roots = client_roots(&p, true, &w);
+    let v4 = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261127/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=ab\r\n";
+    let ask = |host: &'static str, head: String| {
+        let roots = roots.clone();
+        let port = p.port;
+        async move {
+            let mut tls = tls_tunnel(port, host, roots).await;
+            tls.write_all(head.as_bytes()).await.unwrap();
+            read_text_until(&mut tls, |t| t.contains("</Error>") || t.contains("sni=")).await
+        }
+    };
+    let get = |host: &str, path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{v4}{extra}\r\n");
+    let cases: Vec<(&str, &'static str, String, Result<&str, (&str, &str)>)> = vec![
+        ("a listed bucket, virtual-hosted", ok_host, get(ok_host, "/k", ""), Ok("saw GET /k")),
+        ("a listed bucket, path-style", regional, get(regional, "/harness-a/k", ""), Ok("saw GET /harness-a/k")),
+        ("another bucket, path-style", regional, get(regional, "/other-b/k", ""), Err(("bucket_not_allowed", "a request for other-b, which is not in s3.buckets"))),
+        ("another bucket, presigned path-style", regional, get(regional, "/other-b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=ff", ""), Err(("bucket_not_allowed", "other-b"))),
+        ("ListBuckets with allow_list_buckets = false", regional, get(regional, "/", ""), Err(("list_buckets_not_allowed", "s3.allow_list_buckets"))),
+        ("an empty first segment", regional, get(regional, "//harness-a/k", ""), Err(("bucket_unknown", "no bucket name"))),
+        ("an encoded slash in the bucket", regional, get(regional, "/harness-a%2F..%2Fother-b/k", ""), Err(("bucket_unknown", "no bucket name"))),
+        ("a copy from another bucket into a listed one", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: /other-b/k%20x?versionId=1\r\nContent-Length: 0\r\n\r\n"), Err(("bucket_not_allowed", "a copy from other-b"))),
+        ("a copy between listed buckets", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nContent-Length: 0\r\n\r\n"), Ok("saw PUT /copy")),
+        ("two copy sources", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nx-amz-copy-source: other-b/k\r\nContent-Length: 0\r\n\r\n"), Err(("duplicate_header", "more than one x-amz-copy-source"))),
+        ("another bucket, virtual-hosted (refused by name, inside the tunnel)", other_host, get(other_host, "/k", ""), Err(("bucket_not_allowed", "other-b"))),
+    ];
+    for (what, host, head, want) in cases {
+        let text = ask(host, head).await;
+        match want {
+            Ok(saw) => assert!(text.starts_with("HTTP/1.1 200") && text.contains(saw), "{what}: {text}"),
+            Err((code, needle)) => {
+                assert!(text.starts_with("HTTP/1.1 403") && text.contains("<Code>AccessDenied</Code>"), "{what}: {text}");
+                assert!(text.to_ascii_lowercase().contains(&format!("x-vpcgate-reason: {code}")) && text.contains(needle), "{what}: {text}");
+            }
+        }
+    }
+    assert!(!dns.queried_names().iter().any(|q| q.contains("other-b")), "a refused bucket name is never resolved");
+    let refused: Vec<serde_json::Value> = p.events("request").into_iter().filter(|v| v["decision"] == "deny").collect();
+    assert!(refused.iter().all(|v| v["upstream"] == "" || v["upstream"] == "none"), "nothing went upstream for a refusal: {refused:?}");
+    assert!(refused.iter().any(|v| v["bucket"] == "other-b"), "{refused:?}");
+    // Passthrough sees only the name: a path-style service name cannot be checked, so it is refused.
+    let q = Proxy::start(n, dns.addr, perimeter);
+    for (target, status, code) in [(format!("{regional}:443"), 403, "bucket_hidden"), (format!("{other_host}:443"), 403, "bucket_not_allowed"), (format!("{ok_host}:443"), 200, "")] {
+        let (got, text) = raw_request(q.port, &connect_req(&target));
+        assert_eq!(got, status, "{target}: {text}");
+        assert!(code.is_empty() || text.contains(&format!("X-Vpcgate-Reason: {code}")), "{target}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

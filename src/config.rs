@@ -22,8 +22,20 @@ pub struct Settings {
     #[serde(default)]
     pub routes: Vec<RouteSettings>,
     pub tls: TlsSettings,
+    /// The bucket perimeter (`policy::bucket`).
+    pub s3: S3Settings,
     pub log: LogSettings,
     pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Bucket patterns a request may name (`*` within a name; `accesspoint/NAME-ACCOUNT`,
+    /// `mrap/ALIAS`); empty: any bucket.
+    pub buckets: Vec<String>,
+    /// Whether `GET /` on a service name (ListBuckets) passes while `buckets` is set.
+    pub allow_list_buckets: bool,
 }
 
 impl Settings {
@@ -176,6 +188,8 @@ pub struct Loaded {
     pub regions: Vec<String>,
     pub routes: Vec<Route>,
     pub dns: DnsServers,
+    /// `[s3]` as the perimeter checks it.
+    pub buckets: crate::policy::bucket::BucketRules,
     /// Which layers were read, for the banner.
     pub sources: Vec<String>,
 }
@@ -212,7 +226,7 @@ impl Sources {
 /// The largest proxy.max_connections accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
-const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots", "tls.ca_extra_names"];
+const LIST_KEYS: &[&str] = &["proxy.connect_ports", "dns.servers", "aws.regions", "tls.extra_roots", "tls.ca_extra_names", "s3.buckets"];
 
 fn builder_with(sources: &Sources, with_file: bool, with_env: bool) -> Result<config::Config, ConfigError> {
     let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
@@ -356,6 +370,7 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
             err(format!("tls.ca_extra_names has {n:?}, which is not a DNS name; write names like \"example.internal\""))
         })?;
     }
+    validate_bucket_patterns(&settings.s3.buckets)?;
     let routes = if settings.routes.is_empty() {
         vec![routes::default_route(&regions).map_err(|e| {
             err(format!(
@@ -373,7 +388,22 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         }
         out
     };
-    Ok(Loaded { settings, regions, routes, dns, sources })
+    let buckets = crate::policy::bucket::BucketRules { patterns: settings.s3.buckets.clone(), allow_list_buckets: settings.s3.allow_list_buckets };
+    Ok(Loaded { settings, regions, routes, dns, buckets, sources })
+}
+
+/// `s3.buckets`: bucket names with `*`, or `accesspoint/…` and `mrap/…` keys (`policy::bucket`).
+fn validate_bucket_patterns(patterns: &[String]) -> Result<(), ConfigError> {
+    for p in patterns {
+        let name = p.strip_prefix("accesspoint/").or_else(|| p.strip_prefix("mrap/")).unwrap_or(p);
+        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b));
+        if !ok {
+            return Err(err(format!(
+                "s3.buckets has {p:?}, which is no bucket pattern; write bucket names with * for any run of characters (\"logs-*\"), or \"accesspoint/NAME-ACCOUNT\" and \"mrap/ALIAS\""
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigError> {
@@ -489,6 +519,20 @@ mod tests {
         assert!(changes[0].starts_with("proxy.max_connections changed from 10000 to 7,"), "{changes:?}");
         assert!(changes.iter().any(|c| c.starts_with("log.format changed from text to json")), "{changes:?}");
         assert!(old.restart_only_changes(&old.clone()).is_empty());
+    }
+
+    #[test]
+    fn bucket_patterns_are_checked_and_become_the_perimeter() {
+        let (_f, s) = with_file("[s3]\nbuckets = [\"harness-*\", \"accesspoint/ingest-123456789012\"]\nallow_list_buckets = false\n");
+        let l = load(&s, &[]).unwrap();
+        assert_eq!(l.buckets.patterns, ["harness-*", "accesspoint/ingest-123456789012"]);
+        assert!(l.buckets.active() && !l.buckets.allow_list_buckets);
+        assert!(!load(&Sources::default(), &[]).unwrap().buckets.active(), "no perimeter by default");
+        for bad in ["\"a/b\"", "\"\"", "\"accesspoint/\"", "\"s3://x\""] {
+            let (_f, s) = with_file(&format!("[s3]\nbuckets = [{bad}]\n"));
+            let e = load(&s, &[]).unwrap_err().to_string();
+            assert!(e.contains("s3.buckets") && e.contains("no bucket pattern"), "{bad}: {e}");
+        }
     }
 
     #[test]

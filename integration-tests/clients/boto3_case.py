@@ -107,6 +107,22 @@ def run(case, bucket, work):
     if case == "other-region":
         client(region="eu-west-1").list_objects_v2(Bucket=bucket)
         return "listed in eu-west-1"
+    if case == "list":
+        client().list_objects_v2(Bucket=bucket)
+        return "listed"
+    if case == "list-path":
+        client(s3={"addressing_style": "path"}).list_objects_v2(Bucket=bucket)
+        return "listed path-style"
+    if case == "copy-from":
+        # Copy from BUCKET into matrix-bucket (which the perimeter allows).
+        client().copy_object(Bucket="matrix-bucket", Key="copied.txt", CopySource={"Bucket": bucket, "Key": "k.txt"})
+        return "copied"
+    if case == "presign-get":
+        url = client(signature_version="s3v4").generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k.txt"}, ExpiresIn=300)
+        code, body, err = curl(url)
+        if code == 200:
+            return "presigned GET fetched"
+        raise RuntimeError(f"curl got HTTP {code}: {body[:400]}")
     if case == "legacy-global":
         # us-east-1 on the legacy global name (bucket.s3.amazonaws.com), which resolves outside.
         client(s3={"us_east_1_regional_endpoint": "legacy", "addressing_style": "virtual"}).list_objects_v2(Bucket=bucket)

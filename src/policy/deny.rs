@@ -40,6 +40,11 @@ pub enum Deny {
     ConnectTimeout { addr: SocketAddr, after: Duration },
     ConnectFailed { addr: SocketAddr, error: String },
     OverCapacity { max: usize },
+    /// The bucket perimeter (`s3.buckets`) refused the name.
+    Bucket { host: String, refusal: crate::policy::bucket::BucketRefusal },
+    /// Passthrough mode with `s3.buckets` set: a service name whose requests name their bucket in
+    /// the path, which passthrough cannot see.
+    BucketHidden { host: String },
 }
 
 fn list_answers(answers: &[Answer]) -> String {
@@ -79,6 +84,8 @@ impl Deny {
             Deny::ConnectTimeout { .. } => "connect_timeout",
             Deny::ConnectFailed { .. } => "connect_failed",
             Deny::OverCapacity { .. } => "over_capacity",
+            Deny::Bucket { refusal, .. } => refusal.code(),
+            Deny::BucketHidden { .. } => "bucket_hidden",
         }
     }
 
@@ -132,14 +139,16 @@ impl Deny {
             | Deny::NoRouteForClass { .. }
             | Deny::OutsideRoutes { .. }
             | Deny::Dns { .. }
-            | Deny::SelfConnect { .. } => true,
+            | Deny::SelfConnect { .. }
+            | Deny::Bucket { .. } => true,
             Deny::Authority(_)
             | Deny::Plaintext { .. }
             | Deny::BadRequest { .. }
             | Deny::NotProxyRequest { .. }
             | Deny::NotAws { .. }
             | Deny::OverCapacity { .. }
-            // Passthrough only: inspect mode dials on the first request.
+            // Passthrough only: inspect mode dials on the first request, and sees the bucket.
+            | Deny::BucketHidden { .. }
             | Deny::ConnectTimeout { .. }
             | Deny::ConnectFailed { .. } => false,
         }
@@ -241,6 +250,12 @@ impl fmt::Display for Deny {
             Deny::ConnectFailed { addr, error } => write!(
                 f,
                 "the TCP connection to {addr} failed ({error}); check that the VPC endpoint route is reachable from this host"
+            ),
+            // The sentence without its "vpcgate refused " (the response adds "vpcgate refused: ").
+            Deny::Bucket { refusal, .. } => f.write_str(refusal.sentence(false).trim_start_matches("vpcgate refused ")),
+            Deny::BucketHidden { host } => write!(
+                f,
+                "{host} takes the bucket in the request path, which passthrough mode cannot see, and s3.buckets is set; use virtual-hosted addressing (s3.addressing_style = virtual) or tls.mode = \"inspect\""
             ),
             Deny::OverCapacity { max } => write!(
                 f,

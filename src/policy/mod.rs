@@ -2,6 +2,7 @@
 //! that every rule is unit-tested without sockets.
 
 pub mod authority;
+pub mod bucket;
 pub mod connect;
 pub mod deny;
 pub mod framing;

@@ -65,6 +65,8 @@ pub enum RequestDeny {
     UnreadableHeader { name: &'static str },
     /// A multipart POST whose form could not be read unambiguously.
     MalformedForm { what: &'static str },
+    /// The bucket perimeter (`s3.buckets`) refused what the request (or its copy source) names.
+    Bucket { refusal: crate::policy::bucket::BucketRefusal, copy: bool },
     /// A request vpcgate could not pair with its head as it arrived (see `policy::framing`).
     HeadUnpaired { what: &'static str },
     /// `Connection` names a header vpcgate checked (the hop-by-hop filter would drop it).
@@ -93,6 +95,7 @@ impl RequestDeny {
             RequestDeny::MalformedForm { .. } => "malformed_form",
             RequestDeny::ConnectionNamesChecked { .. } => "connection_names_checked_header",
             RequestDeny::HeadUnpaired { .. } => "unreadable_head",
+            RequestDeny::Bucket { refusal, .. } => refusal.code(),
             RequestDeny::MethodNotAllowed { .. } => "method_not_allowed",
             RequestDeny::ClientBody { .. } => "client_body_error",
             RequestDeny::Upstream { failure, .. } => failure.code(),
@@ -113,6 +116,7 @@ impl RequestDeny {
             | RequestDeny::UnreadableHeader { .. }
             | RequestDeny::MalformedForm { .. }
             | RequestDeny::HeadUnpaired { .. }
+            | RequestDeny::Bucket { .. }
             | RequestDeny::ConnectionNamesChecked { .. }
             | RequestDeny::MethodNotAllowed { .. }
             | RequestDeny::ClientBody { .. } => 403,
@@ -230,6 +234,7 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate refused a multipart POST whose form it could not read ({what}), so its signature could not be checked; send multipart/form-data as browsers and SDKs do (CRLF lines, one form-data name per part)"
             ),
+            RequestDeny::Bucket { refusal, copy } => f.write_str(&refusal.sentence(*copy)),
             RequestDeny::HeadUnpaired { what } => write!(
                 f,
                 "vpcgate could not read this request's head as it arrived ({what}), so it could not check its framing; send plain HTTP/1.1 requests with heads under 32 KiB on a new connection"

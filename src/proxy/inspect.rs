@@ -6,6 +6,7 @@
 
 use crate::certs::LeafCache;
 use crate::policy::authority::Target;
+use crate::policy::bucket::{self, Named};
 use crate::policy::deny::{Delivery, Deny};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
@@ -77,6 +78,9 @@ struct Session {
     stale_at: AtomicU64,
     /// The request heads as the client sent them, before hyper read (and changed) them.
     heads: Arc<Mutex<crate::policy::framing::HeadTracker>>,
+    /// With `s3.buckets` set: what the tunnel's name itself names (`Service` when each request
+    /// names its bucket in the path); `None` without a perimeter.
+    named_by_host: Option<Named>,
 }
 
 impl Session {
@@ -452,6 +456,7 @@ pub async fn inspect(
         stale: tokio::sync::Notify::new(),
         stale_at: AtomicU64::new(u64::MAX),
         heads: Arc::default(),
+        named_by_host: state.config.buckets.active().then(|| bucket::named_by(&target.host, &crate::policy::host::classify(&target.host), "")),
     });
     let svc_session = session.clone();
     let svc_state = state.clone();
@@ -578,6 +583,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 struct RequestLog {
     method: hyper::Method,
     path: String,
+    /// What the request names under `s3.buckets` (empty without a perimeter).
+    bucket: String,
     sig: &'static str,
     status: u16,
     upstream: &'static str,
@@ -639,6 +646,7 @@ impl Drop for RequestLog {
             host = %s.host,
             method = %self.method,
             path = %crate::telemetry::printable(&self.path),
+            bucket = %crate::telemetry::printable(&self.bucket),
             signature = self.sig,
             status = self.status,
             reason = self.reason,
@@ -769,6 +777,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     let mut log = RequestLog {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
+        bucket: String::new(),
         sig: "",
         status: 0,
         upstream: "",
@@ -821,6 +830,33 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     log.sig = sig.name();
     if let Err(d) = request::check(&session.target.host, session.target.port, host, &sig) {
         return deny(log, d);
+    }
+
+    // The bucket perimeter: what the request names (its Host, else its path) and what a copy
+    // reads from; nothing goes upstream for a bucket outside s3.buckets.
+    if let Some(by_host) = &session.named_by_host {
+        let rules = &state.config.buckets;
+        let by_path;
+        let named = match by_host {
+            Named::Service => {
+                by_path = bucket::path_style(parts.uri.path());
+                &by_path
+            }
+            other => other,
+        };
+        log.bucket = named.log_name();
+        if let Err(refusal) = rules.check(named) {
+            return deny(log, RequestDeny::Bucket { refusal, copy: false });
+        }
+        match request::one_header("x-amz-copy-source", raw(&hyper::header::HeaderName::from_static("x-amz-copy-source"))) {
+            Ok(Some(source)) => {
+                if let Err(refusal) = rules.check(&bucket::named_by_copy_source(source)) {
+                    return deny(log, RequestDeny::Bucket { refusal, copy: true });
+                }
+            }
+            Ok(None) => {}
+            Err(d) => return deny(log, d),
+        }
     }
 
     // Browser POST forms carry their signature in the body: read the fields before the file,
