@@ -73,6 +73,18 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     assert!(out.contains("deny (dualstack, HTTP 403)") && out.contains("use_dualstack_endpoint = false"), "{out}");
     assert_eq!(dns.count("AAAA"), 0);
 
+    // The bucket perimeter: explain says what the proxy does (the same function decides both).
+    let q = Proxy::start(n, dns.addr, "[s3]\nbuckets = [\"my-*\"]\n");
+    let qcfg = q.config.to_str().unwrap();
+    let (code, out, _, _) = vpcgate(&["--config", qcfg, "explain", outside], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deny (bucket_not_allowed, HTTP 403)") && out.contains("not in s3.buckets"), "{out}");
+    let (code, out, _, _) = vpcgate(&["--config", qcfg, "explain", "s3.us-east-1.amazonaws.com"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bucket_hidden"), "passthrough cannot see path-style buckets: {out}");
+    let (status, text) = raw_request(q.port, &connect_req(&format!("{outside}:443")));
+    assert!(status == 403 && text.contains("X-Vpcgate-Reason: bucket_not_allowed"), "{text}");
+
     // An unreachable DNS server: a bounded refusal, not a hang.
     let silent = unreachable_dns_addr().await;
     let dir = tempfile::tempdir().unwrap();

@@ -90,7 +90,10 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Ex
     let class = classify(&target.host);
     ex.class = Some(class.name().to_string());
     ex.region = class.region().map(str::to_string);
-    let candidates = match plan(&target.host, &class, &l.regions, &l.routes) {
+    let inspect = l.settings.tls.mode == crate::config::TlsMode::Inspect;
+    let candidates = match plan(&target.host, &class, &l.regions, &l.routes)
+        .and_then(|c| crate::policy::bucket::connect_decision(&l.buckets, &target.host, &class, inspect).map(|()| c))
+    {
         Ok(c) => c,
         Err(d) => {
             deny(&mut ex, d);

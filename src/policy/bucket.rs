@@ -235,6 +235,17 @@ pub fn at_connect(rules: &BucketRules, host: &str, class: &HostClass, inspect: b
     }
 }
 
+/// [`at_connect`] as the CONNECT refusal the proxy answers and `explain` reports (one function,
+/// so that the two cannot drift).
+pub fn connect_decision(rules: &BucketRules, host: &str, class: &HostClass, inspect: bool) -> Result<(), crate::policy::deny::Deny> {
+    use crate::policy::deny::Deny;
+    match at_connect(rules, host, class, inspect) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Deny::BucketHidden { host: host.to_string() }),
+        Err(refusal) => Err(Deny::Bucket { host: host.to_string(), refusal }),
+    }
+}
+
 impl BucketRules {
     pub fn active(&self) -> bool {
         !self.patterns.is_empty()

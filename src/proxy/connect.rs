@@ -113,11 +113,7 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     let routes = &state.config.routes;
     let candidates = plan(&target.host, &class, &state.config.regions, routes)?;
     // The bucket perimeter, from the name alone (before any DNS question).
-    match crate::policy::bucket::at_connect(&state.config.buckets, &target.host, &class, state.inspect.is_some()) {
-        Ok(true) => {}
-        Ok(false) => return Err(Deny::BucketHidden { host: target.host.clone() }),
-        Err(refusal) => return Err(Deny::Bucket { host: target.host.clone(), refusal }),
-    }
+    crate::policy::bucket::connect_decision(&state.config.buckets, &target.host, &class, state.inspect.is_some())?;
 
     let started = Instant::now();
     let chosen = resolve_and_choose(state, &target, &candidates, decision).await;
