@@ -42,6 +42,7 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     let outside = "outside.s3.us-east-1.amazonaws.com";
     let dns = FakeDns::start(&[
         (BUCKET_HOST, &a(&[ip(n, 1, 1)])),
+        (HOST, &a(&[ip(n, 1, 1)])),
         (mixed, &a(&[ip(n, 2, 1), ip(n, 1, 1)])),
         (outside, &a(&[ip(n, 2, 1)])),
     ])
@@ -84,6 +85,18 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     assert!(out.contains("bucket_hidden"), "passthrough cannot see path-style buckets: {out}");
     let (status, text) = raw_request(q.port, &connect_req(&format!("{outside}:443")));
     assert!(status == 403 && text.contains("X-Vpcgate-Reason: bucket_not_allowed"), "{text}");
+    // A URL: the CONNECT and, in inspect mode, the request's own decision.
+    let dir = tempfile::tempdir().unwrap();
+    let icfg = dir.path().join("i.toml");
+    std::fs::write(&icfg, format!("[dns]\nservers = [\"{}\"]\n[s3]\nbuckets = [\"my-*\"]\n[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n", dns.addr)).unwrap();
+    let icfg = icfg.to_str().unwrap();
+    let (code, out, _, _) = vpcgate(&["--config", icfg, "explain", "s3://my-bucket/a/b.txt"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("target     {BUCKET_HOST}:443")) && out.contains("request    /a/b.txt (bucket my-bucket): allow"), "{out}");
+    let (code, out, _, _) = vpcgate(&["--config", icfg, "explain", &format!("https://{HOST}/other/k")], &[]);
+    eprintln!("$ vpcgate explain https://{HOST}/other/k\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("request    /other/k (bucket other): deny (bucket_not_allowed, HTTP 403)"), "{out}");
 
     // An unreachable DNS server: a bounded refusal, not a hang.
     let silent = unreachable_dns_addr().await;

@@ -1,4 +1,6 @@
-//! `vpcgate explain HOST[:PORT]`: the whole CONNECT decision as a dry run, without connecting.
+//! `vpcgate explain HOST[:PORT]`, `s3://BUCKET/KEY` or `https://HOST/PATH`: the whole CONNECT
+//! decision (and, for a URL, the request's bucket perimeter decision) as a dry run, without
+//! connecting.
 //! Same pure steps as the proxy (parse, class, plan, choose), with every candidate name resolved
 //! through the configured DNS servers so that each answer can be shown with the route it falls in.
 
@@ -52,11 +54,42 @@ pub struct Explanation {
     pub status: Option<u16>,
     pub message: Option<String>,
     pub chosen: Option<Chosen>,
+    /// For `s3://…` and `https://…`: the request's path and what the perimeter decides for it.
+    pub request: Option<RequestFact>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestFact {
+    pub path: String,
+    pub bucket: String,
+    pub decision: &'static str,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// `s3://BUCKET/KEY` as the name and path an SDK uses in the first carried region (virtual-hosted,
+/// or path-style for a bucket with dots, as botocore does), `https://HOST[:PORT]/PATH` as given;
+/// anything else is a CONNECT target without a request.
+fn split_target(raw: &str, region: &str) -> (String, Option<String>) {
+    if let Some(rest) = raw.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        return if bucket.contains('.') {
+            (format!("s3.{region}.amazonaws.com:443"), Some(format!("/{bucket}/{key}")))
+        } else {
+            (format!("{bucket}.s3.{region}.amazonaws.com:443"), Some(format!("/{key}")))
+        };
+    }
+    if let Some(rest) = raw.strip_prefix("https://") {
+        let (authority, path) = rest.find('/').map(|i| (&rest[..i], &rest[i..])).unwrap_or((rest, "/"));
+        let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:443") };
+        return (authority, Some(path.split('?').next().unwrap_or("/").to_string()));
+    }
+    (if raw.contains(':') { raw.to_string() } else { format!("{raw}:443") }, None)
 }
 
 /// Explain a target such as `my-bucket.s3.us-east-1.amazonaws.com` or `…:443`.
 pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Explanation {
-    let target_s = if raw.contains(':') { raw.to_string() } else { format!("{raw}:443") };
+    let (target_s, path) = split_target(raw, l.regions.first().map(String::as_str).unwrap_or("us-east-1"));
     let mut ex = Explanation {
         target: target_s.clone(),
         host: None,
@@ -72,6 +105,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Ex
         status: None,
         message: None,
         chosen: None,
+        request: None,
     };
     let deny = |ex: &mut Explanation, d: Deny| {
         ex.reason = Some(d.code().to_string());
@@ -146,6 +180,22 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Ex
         }
         Err(d) => deny(&mut ex, d),
     }
+    if let (Some(path), "allow") = (path, ex.decision) {
+        // What inspect mode decides for the request itself (passthrough sees no request).
+        let named = crate::policy::bucket::named_by(&target.host, &class, &path);
+        let verdict = l.buckets.check(&named);
+        let d = verdict.as_ref().err().map(|r| crate::policy::request::RequestDeny::Bucket { refusal: r.clone(), copy: false });
+        ex.request = Some(RequestFact {
+            path,
+            bucket: named.log_name(),
+            decision: if d.is_some() { "deny" } else { "allow" },
+            reason: d.as_ref().map(|d| d.code().to_string()),
+            message: d.as_ref().map(|d| d.to_string()),
+        });
+        if d.is_some() {
+            ex.decision = "deny";
+        }
+    }
     ex
 }
 
@@ -188,6 +238,13 @@ impl Explanation {
                 format!("deny ({}, HTTP {}): {m}", self.reason.as_deref().unwrap_or(""), self.status.unwrap_or(403)),
             ),
             _ => {}
+        }
+        if let Some(r) = &self.request {
+            let verdict = match (&r.reason, &r.message) {
+                (Some(code), Some(m)) => format!("deny ({code}, HTTP 403): {m}"),
+                _ => "allow".to_string(),
+            };
+            line("request", format!("{} (bucket {}): {verdict}", r.path, r.bucket));
         }
         out
     }
