@@ -503,6 +503,64 @@ async fn the_bucket_perimeter_refuses_other_buckets_in_every_form() {
     }
 }
 
+/// A `[[clients]]` entry from `vpcgate client add NAME --password-stdin`, as a user makes one.
+fn client_entry(name: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+        .args(["client", "add", name, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(password), "the password is never printed back");
+    text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n") + "\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_auth_names_the_client_and_each_client_has_its_own_buckets() {
+    let n = 57;
+    let w = world();
+    let (etl_host, web_host) = ("etl-a.s3.us-east-1.amazonaws.com", "web-b.s3.us-east-1.amazonaws.com");
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[etl_host, web_host], "inside").await;
+    let dns = FakeDns::start(&[(etl_host, &a(&[ip(n, 1, 1)])), (web_host, &a(&[ip(n, 1, 1)]))]).await;
+    let clients = format!("{}buckets = [\"etl-*\"]\n{}", client_entry("etl", "etl-pass:1"), client_entry("web", "web-pass"));
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, &format!("[proxy]\nauth = \"basic\"\n{clients}"));
+    // No credentials, wrong ones, an unknown name: 407 with the challenge and a sentence.
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for (what, header, code) in [
+        ("no credentials", String::new(), "proxy_auth_required"),
+        ("a wrong password", format!("Proxy-Authorization: Basic {}\r\n", b64("etl:nope")), "proxy_auth_failed"),
+        ("an unknown name", format!("Proxy-Authorization: Basic {}\r\n", b64("eve:etl-pass:1")), "proxy_auth_failed"),
+    ] {
+        let (status, text) = raw_request(p.port, &format!("CONNECT {etl_host}:443 HTTP/1.1\r\nHost: {etl_host}:443\r\n{header}\r\n"));
+        assert_eq!(status, 407, "{what}: {text}");
+        assert!(text.contains("Proxy-Authenticate: Basic realm=\"vpcgate\"") && text.contains(&format!("X-Vpcgate-Reason: {code}")), "{what}: {text}");
+        assert!(text.contains("HTTPS_PROXY"), "{what}: {text}");
+    }
+    // The right ones: each client within its own list.
+    let ca = p.ca_path();
+    for (user, host, status) in [("etl:etl-pass:1", etl_host, 200), ("etl:etl-pass:1", web_host, 403), ("web:web-pass", web_host, 200)] {
+        let out = curl(&["--proxy", &p.url(), "--proxy-user", user, "--cacert", ca.to_str().unwrap(), &format!("https://{host}/k")]).await;
+        assert_eq!(out.status, status, "{user} {host}: {} {}", out.body, out.stderr);
+        if status == 403 {
+            assert!(out.body.contains("a request for web-b, which is not in s3.buckets"), "{}", out.body);
+        }
+    }
+    let c = p.wait_event("connect", etl_host);
+    assert_eq!(c["client"], "etl", "the connect line names the client: {c}");
+    let r = wait_request(&p, |v| v["host"] == etl_host);
+    assert_eq!(r["client"], "etl", "{r}");
+    let log = p.log_text();
+    assert!(!log.contains("etl-pass") && !log.contains("web-pass") && !log.contains(&b64("etl:etl-pass:1")), "no secret in the log");
+    let (_, metrics) = http_get(p.admin_port, "/metrics");
+    assert!(metrics.contains("vpcgate_auth_failures_total{kind=\"missing\"} 1") && metrics.contains("vpcgate_auth_failures_total{kind=\"wrong\"} 2"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
     let n = 42;

@@ -24,8 +24,30 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The bucket perimeter (`policy::bucket`).
     pub s3: S3Settings,
+    /// Who may use the proxy when `proxy.auth = "basic"` (`proxy::auth`).
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
     pub log: LogSettings,
     pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The user name in `Proxy-Authorization: Basic` (and in `HTTPS_PROXY=http://NAME:PASSWORD@…`).
+    pub name: String,
+    /// The password as an Argon2id PHC string (`vpcgate client add NAME` prints one).
+    pub password_hash: String,
+    /// Buckets this client may reach, within `s3.buckets` (same patterns); absent: `s3.buckets`.
+    pub buckets: Option<Vec<String>>,
+}
+
+/// `proxy.auth`: whether clients must authenticate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    Basic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +113,8 @@ pub struct ProxySettings {
     /// a refused CONNECT only as "Failed to connect to proxy URL". Passthrough mode has no CA and
     /// always refuses at the CONNECT.
     pub refuse_in_tunnel: bool,
+    /// `"basic"`: every proxy request needs `Proxy-Authorization: Basic` of a `[[clients]]` entry.
+    pub auth: AuthMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +395,7 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         })?;
     }
     validate_bucket_patterns(&settings.s3.buckets)?;
+    validate_clients(&settings)?;
     let routes = if settings.routes.is_empty() {
         vec![routes::default_route(&regions).map_err(|e| {
             err(format!(
@@ -401,6 +426,39 @@ fn validate_bucket_patterns(patterns: &[String]) -> Result<(), ConfigError> {
             return Err(err(format!(
                 "s3.buckets has {p:?}, which is no bucket pattern; write bucket names with * for any run of characters (\"logs-*\"), or \"accesspoint/NAME-ACCOUNT\" and \"mrap/ALIAS\""
             )));
+        }
+    }
+    Ok(())
+}
+
+/// `[[clients]]` with `proxy.auth`: unique plain names, Argon2 PHC hashes, valid bucket patterns.
+fn validate_clients(settings: &Settings) -> Result<(), ConfigError> {
+    let basic = settings.proxy.auth == AuthMode::Basic;
+    if basic && settings.clients.is_empty() {
+        return Err(err("proxy.auth = \"basic\" but no [[clients]] are configured, so every request would be refused; add a client with `vpcgate client add NAME`"));
+    }
+    if !basic && !settings.clients.is_empty() {
+        return Err(err("[[clients]] are configured but proxy.auth is not \"basic\", so they would not be asked for; set proxy.auth = \"basic\" or remove them"));
+    }
+    for (i, c) in settings.clients.iter().enumerate() {
+        let plain = !c.name.is_empty() && c.name.len() <= 64 && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !plain {
+            return Err(err(format!("[[clients]] name {:?} is not a plain name; use letters, digits, '.', '_' and '-' (no ':', which ends the name in Basic credentials)", c.name)));
+        }
+        if settings.clients[..i].iter().any(|o| o.name == c.name) {
+            return Err(err(format!("two [[clients]] are named {:?}; give each its own name", c.name)));
+        }
+        match argon2::password_hash::PasswordHash::new(&c.password_hash) {
+            Ok(h) if h.algorithm.as_str().starts_with("argon2") => {}
+            _ => {
+                return Err(err(format!(
+                    "[[clients]] {:?} has a password_hash that is no Argon2 PHC string; paste the line `vpcgate client add {}` prints",
+                    c.name, c.name
+                )))
+            }
+        }
+        if let Some(b) = &c.buckets {
+            validate_bucket_patterns(b)?;
         }
     }
     Ok(())

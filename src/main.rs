@@ -48,6 +48,21 @@ enum Command {
     /// Manage the certificate authority used by inspect mode.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Proxy clients (`proxy.auth = "basic"`).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Print a `[[clients]]` entry for NAME with a new random password (or one read from
+    /// standard input), hashed with Argon2id, to paste into the config file.
+    Add {
+        name: String,
+        /// Read the password from the first line of standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +116,7 @@ fn main() -> ExitCode {
             eprintln!("vpcgate: unhealthy: {e}");
             String::new()
         }),
+        Command::Client(ClientCommand::Add { name, password_stdin }) => client_add(name, *password_stdin),
         Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)),
         Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)),
     };
@@ -129,6 +145,32 @@ fn explain(l: &Loaded, target: &str, json: bool) -> Result<(), String> {
     } else {
         Err(String::new())
     }
+}
+
+fn client_add(name: &str, password_stdin: bool) -> Result<(), String> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!("{name:?} is not a plain client name; use letters, digits, '.', '_' and '-'"));
+    }
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password from standard input ({e})"))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        use base64::Engine;
+        let mut bytes = [0u8; 18];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| "cannot read random bytes".to_string())?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    if password.is_empty() {
+        return Err("the password is empty; give one on standard input, or leave out --password-stdin for a random one".into());
+    }
+    let hash = vpcgate::proxy::auth::hash_password(&password)?;
+    println!("# paste into the config file (proxy.auth = \"basic\"); the password is not stored anywhere");
+    println!("[[clients]]\nname = \"{name}\"\npassword_hash = \"{hash}\"");
+    if !password_stdin {
+        println!("# the client sets HTTPS_PROXY=http://{name}:{password}@127.0.0.1:3128");
+    }
+    Ok(())
 }
 
 fn check(l: &Loaded, buckets: &[String]) -> Result<(), String> {
@@ -255,7 +297,11 @@ fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics
     };
     let mut own_addrs = vec![listen];
     own_addrs.extend(admin);
-    Ok(State { own_addrs, config: l, dns, inspect, metrics })
+    let clients = match l.settings.proxy.auth {
+        vpcgate::config::AuthMode::Basic => Some(Arc::new(vpcgate::proxy::auth::Clients::new(&l.settings.clients, l.settings.s3.allow_list_buckets)?)),
+        vpcgate::config::AuthMode::None => None,
+    };
+    Ok(State { own_addrs, config: l, dns, inspect, clients, metrics })
 }
 
 fn run(loaded: Loaded) -> Result<(), String> {

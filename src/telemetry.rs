@@ -91,6 +91,8 @@ pub struct Metrics {
     pub upstream_connections: Family<KindLabels, Counter>,
     pub leaf_cache: Family<KindLabels, Counter>,
     pub reloads: Family<KindLabels, Counter>,
+    /// Proxy requests refused for their credentials (`proxy.auth = "basic"`): missing or wrong.
+    pub auth_failures: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             upstream_connections: Family::default(),
             leaf_cache: Family::default(),
             reloads: Family::default(),
+            auth_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "CONNECT requests by decision and refusal reason", m.connections.clone());
@@ -125,6 +128,7 @@ impl Metrics {
         registry.register("upstream_connections", "Upstream connections used by inspect mode: new or reused from the pool", m.upstream_connections.clone());
         registry.register("leaf_cache", "Leaf certificate lookups: hit, mint, or mint_uncached (a tunnel refused inside, whose leaf is never cached)", m.leaf_cache.clone());
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
+        registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }
     }
 
@@ -144,6 +148,10 @@ impl Metrics {
 
     pub fn request(&self, signature: &'static str, decision: &'static str) {
         self.requests.get_or_create(&RequestLabels { signature, decision }).inc();
+    }
+
+    pub fn auth_failure(&self, missing: bool) {
+        Self::kind(&self.auth_failures, if missing { "missing" } else { "wrong" });
     }
 
     pub fn kind(family: &Family<KindLabels, Counter>, kind: &'static str) {

@@ -40,6 +40,8 @@ pub enum Deny {
     ConnectTimeout { addr: SocketAddr, after: Duration },
     ConnectFailed { addr: SocketAddr, error: String },
     OverCapacity { max: usize },
+    /// `proxy.auth = "basic"`: no Basic credentials (`missing`), or none that a client has.
+    ProxyAuth { missing: bool },
     /// The bucket perimeter (`s3.buckets`) refused the name.
     Bucket { host: String, refusal: crate::policy::bucket::BucketRefusal },
     /// Passthrough mode with `s3.buckets` set: a service name whose requests name their bucket in
@@ -85,6 +87,8 @@ impl Deny {
             Deny::ConnectFailed { .. } => "connect_failed",
             Deny::OverCapacity { .. } => "over_capacity",
             Deny::Bucket { refusal, .. } => refusal.code(),
+            Deny::ProxyAuth { missing: true } => "proxy_auth_required",
+            Deny::ProxyAuth { missing: false } => "proxy_auth_failed",
             Deny::BucketHidden { .. } => "bucket_hidden",
         }
     }
@@ -99,6 +103,7 @@ impl Deny {
             Deny::Dns { .. } | Deny::ConnectFailed { .. } => 502,
             Deny::ConnectTimeout { .. } => 504,
             Deny::OverCapacity { .. } => 503,
+            Deny::ProxyAuth { .. } => 407,
             _ => 403,
         }
     }
@@ -147,6 +152,7 @@ impl Deny {
             | Deny::NotProxyRequest { .. }
             | Deny::NotAws { .. }
             | Deny::OverCapacity { .. }
+            | Deny::ProxyAuth { .. }
             // Passthrough only: inspect mode dials on the first request, and sees the bucket.
             | Deny::BucketHidden { .. }
             | Deny::ConnectTimeout { .. }
@@ -253,6 +259,14 @@ impl fmt::Display for Deny {
             ),
             // The sentence without its "vpcgate refused " (the response adds "vpcgate refused: ").
             Deny::Bucket { refusal, .. } => f.write_str(refusal.sentence(false).trim_start_matches("vpcgate refused ")),
+            Deny::ProxyAuth { missing: true } => write!(
+                f,
+                "this proxy needs credentials (proxy.auth = \"basic\"); put the client's name and password in the proxy URL: HTTPS_PROXY=http://NAME:PASSWORD@HOST:PORT"
+            ),
+            Deny::ProxyAuth { missing: false } => write!(
+                f,
+                "the proxy credentials match no configured client; check the name and password in HTTPS_PROXY (vpcgate client add NAME makes a new one)"
+            ),
             Deny::BucketHidden { host } => write!(
                 f,
                 "{host} takes the bucket in the request path, which passthrough mode cannot see, and s3.buckets is set; use virtual-hosted addressing (s3.addressing_style = virtual) or tls.mode = \"inspect\""

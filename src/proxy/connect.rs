@@ -9,6 +9,7 @@ use crate::policy::deny::{Answer, Deny};
 use crate::policy::host::{classify, HostClass};
 use crate::proxy::State;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -16,6 +17,9 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, Default)]
 pub struct Decision {
     pub client: Option<SocketAddr>,
+    /// The authenticated `[[clients]]` entry (`proxy.auth = "basic"`): its name, and its index
+    /// for its own bucket list.
+    pub who: Option<(Arc<str>, usize)>,
     pub target: String,
     pub host: String,
     /// The CONNECT port, once the target parsed.
@@ -32,6 +36,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The `client` of every event: the authenticated name, else the address.
+    pub fn client_text(&self) -> String {
+        match (&self.who, self.client) {
+            (Some((name, _)), _) => name.to_string(),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
     pub fn resolved_text(&self) -> String {
         self.answers
             .iter()
@@ -72,7 +85,7 @@ pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseF
         target: "vpcgate::decision",
         event = "close",
         mode = f.mode,
-        client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+        client = %decision.client_text(),
         host = %decision.host,
         chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
         route = %decision.route,
@@ -88,6 +101,12 @@ pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseF
         end = f.end,
         detail = %f.detail,
     );
+}
+
+/// The authenticated client's own bucket list, if it has one.
+pub fn client_buckets<'a>(state: &'a State, decision: &Decision) -> Option<&'a crate::policy::bucket::BucketRules> {
+    let (_, i) = decision.who.as_ref()?;
+    state.clients.as_ref()?.get(*i).buckets.as_ref()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -114,6 +133,9 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     let candidates = plan(&target.host, &class, &state.config.regions, routes)?;
     // The bucket perimeter, from the name alone (before any DNS question).
     crate::policy::bucket::connect_decision(&state.config.buckets, &target.host, &class, state.inspect.is_some())?;
+    if let Some(own) = client_buckets(state, decision) {
+        crate::policy::bucket::connect_decision(own, &target.host, &class, state.inspect.is_some())?;
+    }
 
     let started = Instant::now();
     let chosen = resolve_and_choose(state, &target, &candidates, decision).await;

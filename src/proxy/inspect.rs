@@ -78,7 +78,9 @@ struct Session {
     stale_at: AtomicU64,
     /// The request heads as the client sent them, before hyper read (and changed) them.
     heads: Arc<Mutex<crate::policy::framing::HeadTracker>>,
-    /// With `s3.buckets` set: what the tunnel's name itself names (`Service` when each request
+    /// The authenticated client's own bucket list (within `s3.buckets`).
+    own_buckets: Option<bucket::BucketRules>,
+    /// With `s3.buckets` (or a client's list) set: what the tunnel's name itself names (`Service` when each request
     /// names its bucket in the path); `None` without a perimeter.
     named_by_host: Option<Named>,
 }
@@ -323,7 +325,7 @@ async fn accept_client(
             .await
             .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
     };
-    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
+    let client = decision.client_text();
     let (reason, message) = match tokio::time::timeout(state.config.settings.proxy.handshake_timeout, handshake).await {
         Ok(Ok(s)) => return Some(s),
         Ok(Err(refusal)) => refusal,
@@ -349,7 +351,7 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: De
     let answered = Arc::new(AtomicU64::new(0));
     let service = {
         let (deny, state, answered) = (deny.clone(), state.clone(), answered.clone());
-        let (client, host): (Arc<str>, Arc<str>) = (Arc::from(decision.client.map(|c| c.to_string()).unwrap_or_default()), Arc::from(target.host.as_str()));
+        let (client, host): (Arc<str>, Arc<str>) = (Arc::from(decision.client_text()), Arc::from(target.host.as_str()));
         hyper::service::service_fn(move |req: Request<Incoming>| {
             answered.fetch_add(1, Ordering::Relaxed);
             let message = format!("vpcgate refused: {deny}");
@@ -418,7 +420,7 @@ pub async fn inspect(
 ) {
     let ins = state.inspect.as_ref().expect("inspect mode has inspect state");
     let proxy = &state.config.settings.proxy;
-    let client = decision.client.map(|c| c.to_string()).unwrap_or_default();
+    let client = decision.client_text();
     let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
     let addr = SocketAddr::from((chosen.addr, target.port));
     let metrics = &state.metrics;
@@ -456,7 +458,9 @@ pub async fn inspect(
         stale: tokio::sync::Notify::new(),
         stale_at: AtomicU64::new(u64::MAX),
         heads: Arc::default(),
-        named_by_host: state.config.buckets.active().then(|| bucket::named_by(&target.host, &crate::policy::host::classify(&target.host), "")),
+        own_buckets: crate::proxy::connect::client_buckets(&state, &decision).cloned(),
+        named_by_host: (state.config.buckets.active() || crate::proxy::connect::client_buckets(&state, &decision).is_some())
+            .then(|| bucket::named_by(&target.host, &crate::policy::host::classify(&target.host), "")),
     });
     let svc_session = session.clone();
     let svc_state = state.clone();
@@ -845,12 +849,13 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
             other => other,
         };
         log.bucket = named.log_name();
-        if let Err(refusal) = rules.check(named) {
+        let check = |n: &Named| rules.check(n).and_then(|()| session.own_buckets.as_ref().map_or(Ok(()), |own| own.check(n)));
+        if let Err(refusal) = check(named) {
             return deny(log, RequestDeny::Bucket { refusal, copy: false });
         }
         match request::one_header("x-amz-copy-source", raw(&hyper::header::HeaderName::from_static("x-amz-copy-source"))) {
             Ok(Some(source)) => {
-                if let Err(refusal) = rules.check(&bucket::named_by_copy_source(source)) {
+                if let Err(refusal) = check(&bucket::named_by_copy_source(source)) {
                     return deny(log, RequestDeny::Bucket { refusal, copy: true });
                 }
             }

@@ -1,6 +1,7 @@
 //! The network side: the listener (connection limit, header timeout, graceful shutdown), the proxy
 //! request handler (CONNECT or a refusal), and the tunnel.
 
+pub mod auth;
 pub mod connect;
 pub mod greedy;
 pub mod inspect;
@@ -31,6 +32,8 @@ pub struct State {
     pub own_addrs: Vec<SocketAddr>,
     /// Present in inspect mode: the leaf cache and the upstream pool (kept across reloads).
     pub inspect: Option<Arc<inspect::Inspect>>,
+    /// Present with `proxy.auth = "basic"`: the clients and their verified credentials.
+    pub clients: Option<Arc<auth::Clients>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
@@ -283,10 +286,14 @@ pub fn deny_response(deny: &Deny) -> Response<Body> {
         .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
         .take(512)
         .collect();
-    Response::builder()
+    let mut builder = Response::builder()
         .status(status)
         .extension(hyper::ext::ReasonPhrase::try_from(phrase).unwrap_or(hyper::ext::ReasonPhrase::from_static(b"Refused by vpcgate")))
-        .header("X-Vpcgate-Reason", deny.code())
+        .header("X-Vpcgate-Reason", deny.code());
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        builder = builder.header(hyper::header::PROXY_AUTHENTICATE, "Basic realm=\"vpcgate\"");
+    }
+    builder
         .header("Content-Type", "text/plain; charset=utf-8")
         // A refusal ends the connection: what a client sends next goes through the same checks on
         // a new one (including the sentence for an unparsable head, which hyper would not give).
@@ -306,7 +313,8 @@ fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery)
         event = "connect",
         decision = "deny",
         delivered = delivered.name(),
-        client = %d.client.map(|c| c.to_string()).unwrap_or_default(),
+        client = %d.client_text(),
+        peer = %d.client.map(|c| c.to_string()).unwrap_or_default(),
         target_authority = %d.target,
         host = %d.host,
         class = d.class,
@@ -320,6 +328,20 @@ fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery)
 
 async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>, slot: TunnelSlot) -> Response<Body> {
     let mut decision = Decision { client: Some(peer), ..Default::default() };
+    // proxy.auth = "basic": who is asking comes first, before anything is parsed or resolved.
+    if let Some(clients) = &state.clients {
+        match clients.authenticate(req.headers().get(hyper::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes())).await {
+            Ok(i) => decision.who = Some((clients.get(i).name.clone(), i)),
+            Err(failure) => {
+                let missing = failure == auth::AuthFailure::Missing;
+                state.metrics.auth_failure(missing);
+                decision.target = req.uri().authority().map(|a| redact(a.as_str())).unwrap_or_default();
+                let deny = Deny::ProxyAuth { missing };
+                log_refusal(&state, &decision, &deny);
+                return deny_response(&deny);
+            }
+        }
+    }
     if req.method() != Method::CONNECT {
         let deny = match req.uri().scheme_str() {
             Some(_) => Deny::Plaintext { uri: redact(&req.uri().to_string()) },
@@ -357,7 +379,8 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                 target: "vpcgate::decision",
                 event = "connect",
                 decision = "allow",
-                client = %peer,
+                client = %decision.client_text(),
+                peer = %peer,
                 host = %target.host,
                 port = target.port,
                 class = decision.class,

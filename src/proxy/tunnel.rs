@@ -186,7 +186,7 @@ async fn run<C>(
             tracing::warn!(
                 target: "vpcgate::decision",
                 event = "handshake_refused",
-                client = %decision.client.map(|c| c.to_string()).unwrap_or_default(),
+                client = %decision.client_text(),
                 host = %target.host,
                 chosen = %decision.chosen.as_ref().map(|c| c.addr.to_string()).unwrap_or_default(),
                 route = %decision.route,
