@@ -430,6 +430,39 @@ async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
     m.record("JS SDK v3", "perimeter: list other-bucket", Expect::Refuse, v["ok"].as_bool().unwrap_or(false), &text, &in_tunnel(not_listed));
 }
 
+/// Through a vpcgate with `proxy.auth = "basic"` and one client `etl` limited to `matrix-*`: the
+/// credentials go in the proxy URL, as each client documents.
+async fn auth_cases(ctx: &Ctx, m: &mut Matrix) {
+    let port = ctx.proxy.port;
+    let good = format!("http://etl:etl-Pass_1@127.0.0.1:{port}");
+    let bad = format!("http://etl:wrong@127.0.0.1:{port}");
+    let env = |url: &str| vec![("HTTPS_PROXY".to_string(), url.to_string()), ("https_proxy".to_string(), url.to_string())];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/boto3_case.py");
+    let work = ctx.work.path().display().to_string();
+    for (label, url, case, bucket, expected, needle) in [
+        ("auth: crud-virtual with etl's credentials", &good, "crud-virtual", BUCKET, Expect::Allow, String::new()),
+        ("auth: list other-bucket (not in etl's list)", &good, "list", "other-bucket", Expect::Refuse, "AccessDenied: vpcgate refused&&not in s3.buckets".to_string()),
+        ("auth: a wrong password", &bad, "list", BUCKET, Expect::Refuse, "407&&match no configured client".to_string()),
+    ] {
+        let e = env(url);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = run(ctx, &ctx.python(), &[script.to_str().unwrap(), case, bucket, &work], &e, Duration::from_secs(120)).await;
+        let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
+        let ok = v["ok"].as_bool().unwrap_or(false);
+        let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
+        m.record("boto3", label, expected, ok, &text, &needle);
+    }
+    let e = env(&good);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    aws_env(ctx, m, "auth: s3 ls s3://matrix-cli with etl's credentials", &["s3", "ls", "s3://matrix-cli/"], &e, Expect::Allow, "").await;
+    let js = ctx.clients.join("js/js_case.mjs");
+    let r = run(ctx, Path::new("node"), &[js.to_str().unwrap(), "crud", BUCKET], &e, Duration::from_secs(60)).await;
+    let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
+    let ok = v["ok"].as_bool().unwrap_or(false);
+    let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
+    m.record("JS SDK v3", "auth: crud with etl's credentials (https-proxy-agent)", Expect::Allow, ok, &text, "");
+}
+
 async fn boto3_case_named(ctx: &Ctx, m: &mut Matrix, label: &str, case: &str, bucket: &str, expected: Expect, needle: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/boto3_case.py");
     let work = ctx.work.path().display().to_string();
@@ -486,6 +519,24 @@ fn main() {
         let perim = Proxy::start_inspect(N, dns.addr, &w.ca_path, "[s3]\nbuckets = [\"matrix-*\"]\n");
         let pctx = Ctx { proxy: perim, clients, work: tempfile::tempdir().unwrap(), s3: None };
         perimeter_cases(&pctx, &mut m).await;
+        drop(pctx);
+        // And through a vpcgate that asks for credentials, each client with its own buckets.
+        let entry = |name: &str, password: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+                .args(["client", "add", name, "--password-stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n") + "\n"
+        };
+        let auth = format!("[proxy]\nauth = \"basic\"\n{}buckets = [\"matrix-*\"]\n", entry("etl", "etl-Pass_1"));
+        let authed = Proxy::start_inspect(N, dns.addr, &w.ca_path, &auth);
+        let actx = Ctx { proxy: authed, clients: ctx.clients.clone(), work: tempfile::tempdir().unwrap(), s3: None };
+        auth_cases(&actx, &mut m).await;
         let sigv2: Vec<String> = ctx
             .s3
             .as_ref()
