@@ -384,6 +384,7 @@ async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
     // "vpcgate refused a request for …" when a request named the bucket in its path.
     let in_tunnel = |what: &str| format!("AccessDenied: vpcgate refused&&{what}");
     boto3_case_named(ctx, m, "perimeter: crud-virtual (listed bucket)", "crud-virtual", BUCKET, Expect::Allow, "").await;
+    boto3_case_named(ctx, m, "perimeter: multipart 20 MiB round trip (listed bucket)", "upload-20mib", BUCKET, Expect::Allow, "").await;
     for (case, bucket, needle) in [
         ("list", "other-bucket", in_tunnel(not_listed)),
         ("list-path", "other-bucket", in_tunnel(not_listed)),

@@ -97,6 +97,18 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     eprintln!("$ vpcgate explain https://{HOST}/other/k\n{out}");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("request    /other/k (bucket other): deny (bucket_not_allowed, HTTP 403)"), "{out}");
+    // --client NAME: that client's own list too.
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$9kVZLWC8nfjNbVU+ZfzQRw$q4kvhGJgwgwS1dezM9Ko81/ZFPf6nl3B8PZpFHsct+0";
+    let ccfg = dir.path().join("c.toml");
+    std::fs::write(&ccfg, format!("[proxy]\nauth = \"basic\"\n[[clients]]\nname = \"etl\"\npassword_hash = \"{hash}\"\nbuckets = [\"my-other-*\"]\n{}", std::fs::read_to_string(icfg).unwrap())).unwrap();
+    let ccfg = ccfg.to_str().unwrap();
+    let (code, out, _, _) = vpcgate(&["--config", ccfg, "explain", "s3://my-bucket/k"], &[]);
+    assert_eq!(code, 0, "without --client, the global list: {out}");
+    let (code, out, _, _) = vpcgate(&["--config", ccfg, "explain", "--client", "etl", "s3://my-bucket/k"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bucket_not_allowed") && out.contains("my-bucket"), "{out}");
+    let (code, _, err, _) = vpcgate(&["--config", ccfg, "explain", "--client", "nobody", "s3://my-bucket/k"], &[]);
+    assert!(code != 0 && err.contains("no [[clients]] entry is named \"nobody\""), "{err}");
 
     // An unreachable DNS server: a bounded refusal, not a hang.
     let silent = unreachable_dns_addr().await;

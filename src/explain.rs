@@ -88,7 +88,8 @@ fn split_target(raw: &str, region: &str) -> (String, Option<String>) {
 }
 
 /// Explain a target such as `my-bucket.s3.us-east-1.amazonaws.com` or `…:443`.
-pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Explanation {
+/// `client_buckets`: the bucket list of the client explained for (`--client`), if it has one.
+pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], client_buckets: Option<&crate::policy::bucket::BucketRules>) -> Explanation {
     let (target_s, path) = split_target(raw, l.regions.first().map(String::as_str).unwrap_or("us-east-1"));
     let mut ex = Explanation {
         target: target_s.clone(),
@@ -127,6 +128,10 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Ex
     let inspect = l.settings.tls.mode == crate::config::TlsMode::Inspect;
     let candidates = match plan(&target.host, &class, &l.regions, &l.routes)
         .and_then(|c| crate::policy::bucket::connect_decision(&l.buckets, &target.host, &class, inspect).map(|()| c))
+        .and_then(|c| match client_buckets {
+            Some(rules) => crate::policy::bucket::connect_decision(rules, &target.host, &class, inspect).map(|()| c),
+            None => Ok(c),
+        })
     {
         Ok(c) => c,
         Err(d) => {
@@ -183,7 +188,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr]) -> Ex
     if let (Some(path), "allow") = (path, ex.decision) {
         // What inspect mode decides for the request itself (passthrough sees no request).
         let named = crate::policy::bucket::named_by(&target.host, &class, &path);
-        let verdict = l.buckets.check(&named);
+        let verdict = l.buckets.check(&named).and_then(|()| client_buckets.map_or(Ok(()), |rules| rules.check(&named)));
         let d = verdict.as_ref().err().map(|r| crate::policy::request::RequestDeny::Bucket { refusal: r.clone(), copy: false });
         ex.request = Some(RequestFact {
             path,

@@ -28,6 +28,9 @@ enum Command {
     /// Exit status 0 when allowed, 1 when refused.
     Explain {
         target: String,
+        /// Decide as for this `[[clients]]` entry (its own bucket list too).
+        #[arg(long)]
+        client: Option<String>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => load(&cli).and_then(run),
-        Command::Explain { target, json } => load(&cli).and_then(|l| explain(&l, target, *json)),
+        Command::Explain { target, json, client } => load(&cli).and_then(|l| explain(&l, target, *json, client.as_deref())),
         Command::Check { buckets } => load(&cli).and_then(|l| check(&l, buckets)),
         Command::Routes => load(&cli).map(|l| print_routes(&l)),
         Command::CheckConfig => load(&cli).map(|l| {
@@ -130,10 +133,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn explain(l: &Loaded, target: &str, json: bool) -> Result<(), String> {
+fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result<(), String> {
+    let own = match client {
+        None => None,
+        Some(name) => {
+            let c = l.settings.clients.iter().find(|c| c.name == name).ok_or_else(|| format!("no [[clients]] entry is named {name:?}; name one of the configured clients"))?;
+            c.buckets.clone().map(|patterns| vpcgate::policy::bucket::BucketRules { patterns, allow_list_buckets: l.settings.s3.allow_list_buckets })
+        }
+    };
     let ex = runtime()?.block_on(async {
         let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
-        Ok::<_, String>(vpcgate::explain::explain(l, &dns, target, &[l.settings.proxy.listen]).await)
+        Ok::<_, String>(vpcgate::explain::explain(l, &dns, target, &[l.settings.proxy.listen], own.as_ref()).await)
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&ex).expect("explanations serialize"));
