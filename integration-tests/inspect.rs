@@ -159,7 +159,7 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
     };
     let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_fields}");
     let get = |extra: &[u8]| {
-        let mut r = format!("GET /k HTTP/1.1\r\n").into_bytes();
+        let mut r = b"GET /k HTTP/1.1\r\n".to_vec();
         r.extend_from_slice(extra);
         r.extend_from_slice(b"\r\n");
         r
@@ -467,7 +467,9 @@ async fn the_bucket_perimeter_refuses_other_buckets_in_every_form() {
         }
     };
     let get = |host: &str, path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{v4}{extra}\r\n");
-    let cases: Vec<(&str, &'static str, String, Result<&str, (&str, &str)>)> = vec![
+    // (what, host, request head, 200 with what the upstream saw | 403 with reason and sentence)
+    type Case<'a> = (&'a str, &'static str, String, Result<&'a str, (&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("a listed bucket, virtual-hosted", ok_host, get(ok_host, "/k", ""), Ok("saw GET /k")),
         ("a listed bucket, path-style", regional, get(regional, "/harness-a/k", ""), Ok("saw GET /harness-a/k")),
         ("another bucket, path-style", regional, get(regional, "/other-b/k", ""), Err(("bucket_not_allowed", "a request for other-b, which is not in s3.buckets"))),

@@ -22,14 +22,18 @@ fi
 
 log=$(mktemp)
 set +e
+# Lints first: a warning is a failure (clippy ships with the toolchain).
+cargo clippy --locked --all-targets -- -D warnings
+lint=$?
 cargo test --locked --all-targets -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+if [ "$lint" -ne 0 ]; then echo "clippy found warnings (above); fix them"; [ "$rc" -ne 0 ] || rc=$lint; fi
 # One closing line for the whole suite: cargo's per-binary results plus the client matrix's own line.
 passed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
-if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # a build failure or crash counts as a failure
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # a build failure, a crash or a lint counts as a failure
 echo
 echo "suite: $passed passed, $failed failed"
 exit "$rc"

@@ -374,7 +374,7 @@ fn check_open_file_limit(settings: &config::Settings) {
         }
         // Two sockets per tunnel (client and upstream), the idle upstream pool, and some spare.
         let need = settings.proxy.max_connections as u64 * 2 + settings.tls.upstream_idle_max as u64 + 64;
-        if (lim.rlim_cur as u64) < need {
+        if lim.rlim_cur < need {
             tracing::warn!(
                 "proxy.max_connections = {} needs about {need} open files but this process may open {}; raise the limit (ulimit -n, systemd LimitNOFILE, docker --ulimit nofile) or lower proxy.max_connections",
                 settings.proxy.max_connections,

@@ -636,10 +636,8 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
             return Err("a folded part header");
         }
         let (k, v) = line.split_once(':').ok_or("a part header without a colon")?;
-        if k.trim().eq_ignore_ascii_case("content-disposition") {
-            if disposition.replace(v).is_some() {
-                return Err("two Content-Disposition headers in one part");
-            }
+        if k.trim().eq_ignore_ascii_case("content-disposition") && disposition.replace(v).is_some() {
+            return Err("two Content-Disposition headers in one part");
         }
     }
     let v = disposition.ok_or("a part without Content-Disposition")?;
