@@ -57,7 +57,9 @@ enum Phase {
     Lost(&'static str),
 }
 
-/// The chunked-body states (RFC 9112 §7.1), as lenient as hyper's decoder where it is lenient.
+/// The chunked-body states (RFC 9112 §7.1), byte for byte as hyper 1.12's decoder reads them
+/// (`proto/h1/decode.rs`): where the two differed, hyper found a head where this saw a body or
+/// the other way round, and a request was judged by another's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
     /// Hex digits of a chunk size; `digits` read so far.
@@ -68,9 +70,12 @@ enum Chunk {
     Data(u64),
     DataCr,
     DataLf,
-    /// At the start of a trailer line (after the last chunk).
+    /// At the start of a trailer line (after the last chunk): CR ends the trailers, anything
+    /// else (a bare LF too, as hyper reads it) begins a line.
     TrailerStart,
+    /// Inside a trailer line: only CR (then LF) ends it; a bare LF is part of it.
     TrailerLine,
+    TrailerLf,
     EndLf,
 }
 
@@ -157,6 +162,14 @@ impl HeadTracker {
 
     /// Head bytes; returns how many of `data` were used.
     fn head(&mut self, data: &[u8]) -> usize {
+        // Empty lines between requests (httparse and hyper skip them) begin no head: used up
+        // here, never parsed or held, however many arrive.
+        if self.pending.is_empty() {
+            let blank = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            if blank == data.len() {
+                return blank;
+            }
+        }
         // Parse only once a blank line may have arrived, so a head sent a byte at a time costs
         // one parse per line end, not one per byte.
         let tail_start = self.pending.len().saturating_sub(2);
@@ -227,8 +240,11 @@ impl HeadTracker {
         let lost = |why| Phase::Lost(why);
         self.phase = match c {
             Chunk::Size { value, digits } => match (b as char).to_digit(16) {
-                Some(d) if digits < 16 => Phase::Chunked(Chunk::Size { value: value * 16 + u64::from(d), digits: digits + 1 }),
-                Some(_) => lost("a chunk size over 64 bits"),
+                // Leading zeros count for nothing; only a value past 64 bits is refused, as hyper does.
+                Some(d) => match value.checked_mul(16).and_then(|v| v.checked_add(u64::from(d))) {
+                    Some(value) => Phase::Chunked(Chunk::Size { value, digits: digits.saturating_add(1) }),
+                    None => lost("a chunk size over 64 bits"),
+                },
                 None if digits == 0 => lost("a chunk without a size"),
                 None => return self.chunk(Chunk::SizeRest { value, ext: false }, data),
             },
@@ -245,8 +261,10 @@ impl HeadTracker {
             Chunk::DataCr if b == b'\r' => Phase::Chunked(Chunk::DataLf),
             Chunk::DataLf if b == b'\n' => Phase::Chunked(Chunk::Size { value: 0, digits: 0 }),
             Chunk::TrailerStart if b == b'\r' => Phase::Chunked(Chunk::EndLf),
-            Chunk::TrailerStart | Chunk::TrailerLine if b != b'\n' => Phase::Chunked(Chunk::TrailerLine),
-            Chunk::TrailerLine => Phase::Chunked(Chunk::TrailerStart),
+            Chunk::TrailerStart => Phase::Chunked(Chunk::TrailerLine),
+            Chunk::TrailerLine if b == b'\r' => Phase::Chunked(Chunk::TrailerLf),
+            Chunk::TrailerLine => Phase::Chunked(Chunk::TrailerLine),
+            Chunk::TrailerLf if b == b'\n' => Phase::Chunked(Chunk::TrailerStart),
             Chunk::EndLf if b == b'\n' => Phase::Head,
             _ => lost("chunked framing that does not read as RFC 9112"),
         };
@@ -312,6 +330,42 @@ GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
             assert_eq!(t.lost(), None);
             assert!(t.pending.is_empty(), "an idle tunnel holds no head bytes");
         }
+    }
+
+    #[test]
+    fn chunked_bodies_are_read_as_hyper_reads_them() {
+        // Found by a hostile review: a bare LF inside a trailer line is part of it for hyper
+        // (only CRLF ends it); read as a line end, the next bytes became a head hyper never saw,
+        // and a later request was judged by the wrong head.
+        let stream = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\n\
+POST /b HTTP/1.1\r\nHost: h\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let mut t = HeadTracker::default();
+        t.feed(stream);
+        let heads = all(&mut t);
+        // hyper reads `X: a\n` and the clean `POST /b` head as trailers, up to the empty line:
+        // two requests, the second the one with both lengths, which is refused.
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(heads[0].framing.is_ok() && heads[1].framing.is_err(), "{heads:?}");
+        assert!(t.lost().is_none());
+        let mut t = HeadTracker::default();
+        t.feed(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rb\r\n\r\n");
+        assert!(t.lost().is_some(), "a CR not followed by LF inside the trailers is lost, as hyper errs");
+        // Leading zeros in a chunk size are no overflow; 17 significant digits are.
+        let mut t = HeadTracker::default();
+        t.feed(b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000003\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        assert_eq!((all(&mut t).len(), t.lost()), (2, None));
+        let mut t = HeadTracker::default();
+        t.feed(b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n");
+        assert_eq!(t.lost(), Some("a chunk size over 64 bits"));
+        // Empty lines between requests are never held or parsed, however many.
+        let mut t = HeadTracker::default();
+        for _ in 0..100_000 {
+            assert_eq!(t.feed(b"\r\n"), Fed::default());
+        }
+        assert!(t.pending.is_empty() && t.lost().is_none());
+        t.feed(b"GET /c HTTP/1.1\r\n\r\n");
+        assert_eq!(all(&mut t).len(), 1);
     }
 
     #[test]

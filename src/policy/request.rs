@@ -455,8 +455,10 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
                 return bad("two boundary parameters");
             }
             let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-            boundary = Some(v.to_string());
+            boundary = Some(match v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+                Some(inner) => (inner.to_string(), true),
+                None => (v.to_string(), false),
+            });
         } else if k.eq_ignore_ascii_case("charset") {
             if std::mem::replace(&mut charset, true) {
                 return bad("two charset parameters");
@@ -465,12 +467,16 @@ pub fn form_boundary(content_type: &str) -> Result<String, RequestDeny> {
             return bad("a Content-Type parameter other than boundary and charset (boundary*=, say)");
         }
     }
-    let Some(b) = boundary else { return bad("no boundary parameter") };
+    let Some((b, quoted)) = boundary else { return bad("no boundary parameter") };
     // RFC 2046's characters plus the other visible ASCII real senders use (Android's "*****"),
     // but never a quote, backslash or semicolon, which would change how the header itself reads.
     let ok_char = |c: char| (c.is_ascii_graphic() && !"\"\\;".contains(c)) || c == ' ';
     if b.is_empty() || b.len() > 70 || b.ends_with(' ') || !b.chars().all(ok_char) {
         return bad("a boundary that is not 1 to 70 visible characters");
+    }
+    // Unquoted, a value is one token: `boundary=a b` is `a b` to one reader and `a` to another.
+    if !quoted && !b.chars().all(is_tchar) {
+        return bad("an unquoted boundary with characters that need quotes");
     }
     Ok(b)
 }
@@ -555,7 +561,14 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
             return FormScan::File { fields: names, content_at: vstart };
         }
         names.push(name);
-        match finder.find(&body[vstart..]) {
+        let end = finder.find(&body[vstart..]);
+        // The boundary inside the value, after a bare LF or CR or none: a lenient reader (werkzeug
+        // takes `\n--B` and `\r--B`) would end the field there and find other parts.
+        let value_and_crlf = &body[vstart..end.map_or(body.len(), |p| vstart + p + 2)];
+        if memchr::memmem::find(value_and_crlf, open.as_bytes()).is_some() {
+            return FormScan::Malformed("the boundary inside a field's value");
+        }
+        match end {
             Some(p) => at = vstart + p + next.len(),
             None => return more("a field does not end with the boundary"),
         }
@@ -576,32 +589,36 @@ pub fn form_verdict(names: &[String]) -> Signature {
 }
 
 /// Watches the rest of a form after its `file` part starts, frame by frame, for endpoints that
-/// read fields after the file (S3 ignores them): the only boundary line allowed after the file's
-/// content is the closing one, and none after that. Keeps at most a boundary's length of bytes
-/// between frames; feeding it a GiB costs one substring search over it.
+/// read fields after the file (S3 ignores them): the only boundary allowed after the file's
+/// content is the closing one, after a CRLF, and none after that (a lenient reader also splits at
+/// `\n--B` or `\r--B`). Keeps a boundary's length of bytes between frames; feeding it a GiB costs
+/// one substring search over it.
 #[derive(Debug)]
 pub struct FormTail {
-    /// `CRLF--boundary`: where a part ends.
-    delim: Vec<u8>,
-    /// The last bytes of the previous frames, where a delimiter may have begun.
+    /// `--boundary`.
+    dash: Vec<u8>,
+    /// The last bytes of the previous frames: `ctx` bytes already judged (the two before a
+    /// boundary that may begin in the rest), then bytes where a boundary may have begun.
     carry: Vec<u8>,
+    ctx: usize,
     closed: bool,
 }
 
 impl FormTail {
     pub fn new(boundary: &str) -> FormTail {
-        FormTail { delim: format!("\r\n--{boundary}").into_bytes(), carry: Vec::new(), closed: false }
+        FormTail { dash: format!("--{boundary}").into_bytes(), carry: Vec::new(), ctx: 0, closed: false }
     }
 
     /// The next bytes of the body; an error once a part follows the file part (or anything
     /// boundary-like follows the closing boundary).
     pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
-        // A delimiter is judged once the two bytes after it are at hand: `--` closes the form.
-        let need = self.delim.len() + 2;
+        // A boundary at p is judged once the two bytes after it are at hand (`--` closes the
+        // form); the two before it must be CRLF.
+        let need = self.dash.len() + 2;
         let mut joined = std::mem::take(&mut self.carry);
         joined.extend_from_slice(data);
-        let mut from = 0;
-        while let Some(p) = memchr::memmem::find(&joined[from..], &self.delim) {
+        let mut from = self.ctx;
+        while let Some(p) = memchr::memmem::find(&joined[from..], &self.dash) {
             let p = from + p;
             if p + need > joined.len() {
                 break;
@@ -609,14 +626,18 @@ impl FormTail {
             if self.closed {
                 return Err("a boundary after the form's closing boundary");
             }
-            if &joined[p + self.delim.len()..p + need] != b"--" {
+            let after_crlf = p >= 2 && &joined[p - 2..p] == b"\r\n";
+            if !after_crlf || &joined[p + self.dash.len()..p + need] != b"--" {
                 return Err("the boundary inside or after the file part (the file must be the last field)");
             }
             self.closed = true;
             from = p + need;
         }
-        // Keep what could still start an undecided delimiter: the last need-1 bytes.
-        let keep = joined.len().saturating_sub(need - 1).max(from.min(joined.len()));
+        // Keep where an undecided boundary may start (the last need-1 bytes), with two bytes of
+        // context before it; never what was already judged as a boundary.
+        let undecided = joined.len().saturating_sub(need - 1).max(from);
+        let keep = undecided.saturating_sub(2);
+        self.ctx = undecided - keep;
         self.carry = joined.split_off(keep);
         Ok(())
     }
@@ -635,8 +656,16 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
         if line.starts_with([' ', '\t']) {
             return Err("a folded part header");
         }
+        // Readers trim different sets of bytes (Python's strip() takes \x1c-\x1f and \x0b):
+        // no control byte but HT anywhere, and a name that is one token, written bare.
+        if line.chars().any(|c| (c.is_ascii_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)) {
+            return Err("a control character in a part header");
+        }
         let (k, v) = line.split_once(':').ok_or("a part header without a colon")?;
-        if k.trim().eq_ignore_ascii_case("content-disposition") && disposition.replace(v).is_some() {
+        if k.is_empty() || !k.chars().all(is_tchar) {
+            return Err("a part header name that is not one token");
+        }
+        if k.eq_ignore_ascii_case("content-disposition") && disposition.replace(v).is_some() {
             return Err("two Content-Disposition headers in one part");
         }
     }
@@ -662,14 +691,14 @@ fn part_name(headers: &[u8]) -> Result<String, &'static str> {
 }
 
 /// How many times `name`, in any case, starts a word (at the start, or after whitespace or `;`)
-/// and is followed by `=` (whitespace between allowed): each is a `name` parameter to a reader
-/// that searches rather than parses.
+/// and is followed by `=` or `*` (RFC 2231's `name*0=`; whitespace between allowed): each is a
+/// `name` parameter to a reader that searches rather than parses.
 fn name_starts(params: &str) -> usize {
     let b = params.as_bytes();
     (0..b.len().saturating_sub(3))
         .filter(|&i| b[i..i + 4].eq_ignore_ascii_case(b"name"))
-        .filter(|&i| i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b';')
-        .filter(|&i| b[i + 4..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'='))
+        .filter(|&i| i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == 0x0b || b[i - 1] == b';')
+        .filter(|&i| matches!(b[i + 4..].iter().find(|c| !c.is_ascii_whitespace() && **c != 0x0b), Some(b'=' | b'*')))
         .count()
 }
 
@@ -692,7 +721,10 @@ fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &
         if params.as_bytes()[eq] != b'=' {
             return Err("a part parameter without a value");
         }
-        let key = params[..eq].trim().to_ascii_lowercase();
+        let key = params[..eq].trim_matches([' ', '\t']).to_ascii_lowercase();
+        if key.is_empty() || !key.chars().all(is_tchar) {
+            return Err("a part parameter name that is not one token");
+        }
         let after = params[eq + 1..].trim_start();
         let (value, rest) = if let Some(q) = after.strip_prefix('"') {
             let mut value = String::new();
@@ -724,7 +756,9 @@ fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &
         match key.as_str() {
             "name" if name.is_some() => return Err("two names in one part"),
             "name" => name = Some(value),
-            "name*" => return Err("an encoded field name (name*)"),
+            // RFC 2231 in every form: `name*=`, continuations `name*0=`, `name*0*=`; Go's reader
+            // lets them replace `name`.
+            k if k.starts_with("name*") => return Err("an encoded field name (name*)"),
             _ => {}
         }
     }
@@ -933,7 +967,7 @@ mod tests {
                        --XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\ndata\r\n--XyZ--\r\n";
         // A fake "file" part inside a field value: a boundary counts only at the start of a line.
         let hidden = format!("--XyZ\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\nz--XyZContent-Disposition:name=file\r\n\r\n\r\n{v2_tail}");
-        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true).signature(), Some(Signature::V2PostForm));
+        assert_eq!(scan_form(hidden.as_bytes(), "XyZ", true), FormScan::Malformed("the boundary inside a field's value"));
         let malformed = |body: &str| match scan_form(body.as_bytes(), "XyZ", true) {
             FormScan::Malformed(_) => true,
             other => panic!("{body:?} gave {other:?}"),
@@ -1024,6 +1058,51 @@ mod tests {
         // would find another part.
         let mut tail = FormTail::new("XyZ");
         assert!(tail.feed(b"x\r\n--XyZ-more\r\n--XyZ--").is_err());
+    }
+
+    #[test]
+    fn the_second_review_s_form_readings_are_refused() {
+        // Found by a hostile review against werkzeug 3.1.8 and Go's mime/multipart: each was a
+        // form vpcgate judged unsigned where one of them read SigV2 fields.
+        let file = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nDATA\r\n--XyZ--\r\n";
+        let refused = |ct: &str, body: &str| match form_boundary(ct) {
+            Err(_) => true,
+            Ok(b) => match scan_form(body.as_bytes(), &b, true) {
+                FormScan::Malformed(_) => true,
+                FormScan::File { fields, content_at } => form_verdict(&fields).is_v2() || FormTail::new(&b).feed(&body.as_bytes()[content_at..]).is_err(),
+                other => panic!("{other:?}"),
+            },
+        };
+        let ct = "multipart/form-data; boundary=XyZ";
+        // 1. RFC 2231 continuations (Go lets name*0 replace name).
+        for cd in ["name=\"x-ignore\"; name*0=signature", "name=\"\"; name*0=AWSAccessKeyId", "name=\"key\"; name*0*=utf-8''signature", "name = \"x\"; name*0=signature"] {
+            assert!(refused(ct, &format!("--XyZ\r\nContent-Disposition: form-data; {cd}\r\n\r\nv\r\n{file}")), "{cd}");
+        }
+        // 2. A boundary after a bare LF or CR (werkzeug splits there), before and after the file.
+        for nl in ["\n", "\r"] {
+            let body = format!("--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nk{nl}--XyZ\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\nS\r\n{file}");
+            assert!(refused(ct, &body), "{nl:?}");
+            let after = format!("--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nDATA{nl}--XyZ\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\nS\r\n--XyZ--\r\n");
+            assert!(refused(ct, &after), "after the file, {nl:?}");
+        }
+        // 3. An unquoted boundary that is no token (werkzeug reads `a` of `a b`); quoted, it may be.
+        for b in ["a b", "a(b", "a/b", "a:b", "a=b", "a?b", "a,b", "a@b"] {
+            assert!(form_boundary(&format!("multipart/form-data; boundary={b}")).is_err(), "{b}");
+        }
+        assert_eq!(form_boundary("multipart/form-data; boundary=\"a b:c\"").ok().as_deref(), Some("a b:c"));
+        // 4. A control byte before a part header name (Python's strip() removes \x1c-\x1f).
+        for c in ["\x1c", "\x1d", "\x1e", "\x1f", "\x0b"] {
+            let body = format!("--XyZ\r\n{c}Content-Disposition: form-data; name=\"signature\"\r\nContent-Disposition: form-data; name=\"x-a\"\r\n\r\nS\r\n{file}");
+            assert!(refused(ct, &body), "{c:?}");
+        }
+        // 5. \x0b before name= inside a value whose key is no token (werkzeug rescans there).
+        for cd in ["name=\"key\"; fi(le=\"a;\x0bname=signature\"", "name=\"key\"; x/y=\"z;\x0bname=AWSAccessKeyId\""] {
+            assert!(refused(ct, &format!("--XyZ\r\nContent-Disposition: form-data; {cd}\r\n\r\nv\r\n{file}")), "{cd:?}");
+        }
+        // What browsers and SDKs send still reads.
+        let ok = "--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nk\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a b (1).txt\"\r\nContent-Type: text/plain\r\n\r\nx\r\n--XyZ--\r\n";
+        assert!(!refused("multipart/form-data; boundary=XyZ", ok));
+        assert!(form_boundary("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW").is_ok());
     }
 
     #[test]

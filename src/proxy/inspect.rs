@@ -799,12 +799,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         xml_response(&d, &log.path)
     };
 
-    // Method, framing, Connection, Host and signature: on every request of the tunnel.
-    if parts.method == hyper::Method::CONNECT {
-        return deny(log, RequestDeny::MethodNotAllowed { method: parts.method.to_string() });
-    }
+    // Pairing, method, framing, Connection, Host and signature: on every request of the tunnel.
     // The framing lines as they arrived: hyper has dropped a Content-Length that came with a
-    // Transfer-Encoding by now. A request that cannot be paired with the head it came in is refused.
+    // Transfer-Encoding by now. Each request takes its head first, whatever it is refused for, so
+    // that the next request is paired with its own; one that cannot be paired is refused and
+    // ends the tunnel (the record is no longer trusted).
     let head = {
         let mut t = session.heads.lock().expect("head tracker");
         match t.take() {
@@ -815,8 +814,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     };
     let head = match head {
         Ok(h) => h,
-        Err(what) => return deny(log, RequestDeny::HeadUnpaired { what }),
+        Err(what) => return closing(deny(log, RequestDeny::HeadUnpaired { what })),
     };
+    if parts.method == hyper::Method::CONNECT {
+        return closing(deny(log, RequestDeny::MethodNotAllowed { method: parts.method.to_string() }));
+    }
     let chunked = head.chunked;
     let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
     if let Err(d) = head.framing.and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION))) {
@@ -915,7 +917,10 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     // A reused connection may have been closed by the endpoint just as it was taken. A request
     // without a body can then be sent once more on a fresh connection, so keep what rebuilds it
     // (a request with a body is sent again only if hyper hands it back unsent).
-    let replay = (how == "reused" && req_body.is_end_stream()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    // Only idempotent methods (RFC 9110 §9.2.2) are sent again once they may have been written:
+    // a second CreateMultipartUpload (POST ?uploads) would leave an upload behind.
+    let idempotent = matches!(parts.method, hyper::Method::GET | hyper::Method::HEAD | hyper::Method::PUT | hyper::Method::DELETE | hyper::Method::OPTIONS);
+    let replay = (how == "reused" && idempotent && req_body.is_end_stream()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut up_req = Request::from_parts(parts, req_body);
     let mut retried = false;
     let resp = loop {
@@ -966,6 +971,12 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     Response::from_parts(rparts, Counted::response(rbody, log).boxed())
 }
 
+/// A response after which hyper closes the client connection.
+fn closing(mut r: Response<RespBody>) -> Response<RespBody> {
+    r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    r
+}
+
 /// hyper's URI as the request target it was read from (no copy for the usual origin form).
 fn target_text(uri: &hyper::Uri) -> std::borrow::Cow<'_, str> {
     match (uri.scheme(), uri.authority(), uri.path_and_query()) {
@@ -985,8 +996,10 @@ async fn read_form(
     cut: Arc<std::sync::OnceLock<&'static str>>,
 ) -> Result<(FormBody, Signature), (RequestDeny, Option<Signature>)> {
     let boundary = request::form_boundary(content_type).map_err(|d| (d, None))?;
+    // The data read ahead, in one buffer (replayed as one frame: a body sent a byte per chunk
+    // must not cost a frame each), and any trailers frame after it.
     let mut prefix = BytesMut::new();
-    let mut frames = VecDeque::new();
+    let mut trailers = VecDeque::new();
     // Rescan after every 4 KiB (not every frame), so a body sent a byte per chunk costs at
     // most 16 scans of the 64 KiB prefix instead of one per byte.
     let mut next_scan = 0;
@@ -994,10 +1007,10 @@ async fn read_form(
         match rest.frame().await {
             Some(Ok(f)) => {
                 session.touch();
-                if let Some(d) = f.data_ref() {
-                    prefix.extend_from_slice(d);
+                match f.data_ref() {
+                    Some(d) => prefix.extend_from_slice(d),
+                    None => trailers.push_back(f),
                 }
-                frames.push_back(f);
                 if prefix.len() >= next_scan || prefix.len() > FORM_PREFIX_LIMIT {
                     match request::scan_form(&prefix, &boundary, false) {
                         FormScan::NeedMore => next_scan = prefix.len() + 4096,
@@ -1032,6 +1045,11 @@ async fn read_form(
         }
         None => None,
     };
+    let mut frames = VecDeque::with_capacity(1 + trailers.len());
+    if !prefix.is_empty() {
+        frames.push_back(Frame::data(prefix.freeze()));
+    }
+    frames.extend(trailers);
     Ok((FormBody { read: Prefixed { prefix: frames, rest }, tail, cut }, sig))
 }
 
