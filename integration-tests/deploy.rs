@@ -449,7 +449,7 @@ fn every_example_config_loads() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let gw = routes("config/ec2-gateway.toml");
-    assert!(gw.starts_with("s3-gateway (gateway) 8 CIDRs from config/pl-63a5400a.json"), "{gw}");
+    assert!(gw.starts_with("s3-gateway (s3 gateway) 8 CIDRs from config/pl-63a5400a.json"), "{gw}");
     assert!(gw.contains("get-managed-prefix-list-entries"), "{gw}");
     for c in PL_63A5400A {
         assert!(gw.lines().any(|l| l.trim() == c), "{c} in {gw}");
@@ -457,12 +457,12 @@ fn every_example_config_loads() {
     assert_eq!(gw.lines().count(), 9, "one route: {gw}");
     let vpn = routes("config/laptop-vpn.toml");
     assert!(
-        vpn.starts_with("s3-interface (interface, endpoint vpce-0abc1234def567890-abcdefgh.s3.us-east-1.vpce.amazonaws.com) 1 CIDRs"),
+        vpn.starts_with("s3-interface (s3 interface, endpoint vpce-0abc1234def567890-abcdefgh.s3.us-east-1.vpce.amazonaws.com) 1 CIDRs"),
         "{vpn}"
     );
     assert!(!vpn.contains("(gateway"), "no gateway route over a VPN: {vpn}");
     let side = routes("config/sidecar.toml");
-    assert!(side.starts_with("s3-default (gateway)"), "{side}");
+    assert!(side.starts_with("s3-default (s3 gateway)"), "{side}");
 
     // The sidecar takes its region from AWS_REGION (decided before any lookup; the DNS server is a
     // closed loopback port all the same, so nothing leaves this machine).

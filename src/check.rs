@@ -95,8 +95,13 @@ pub async fn run(
     for region in &l.regions {
         let mut hosts = vec![format!("s3.{region}.amazonaws.com")];
         hosts.extend(buckets.iter().map(|b| format!("{b}.s3.{region}.amazonaws.com")));
+        // Each other service's route with its own service's name.
+        for r in l.routes.iter().filter(|r| r.service != crate::routes::S3) {
+            hosts.extend(probe_host(&r.service, region).filter(|h| !hosts.contains(h)));
+        }
         for host in hosts {
-            for (i, route) in l.routes.iter().enumerate() {
+            let service = crate::policy::host::classify(&host).service().to_string();
+            for (i, route) in l.routes.iter().enumerate().filter(|(_, r)| r.service == service) {
                 let mut one = l.clone();
                 one.routes = vec![l.routes[i].clone()];
                 let label = format!("{host} via {}", route.name);
@@ -207,6 +212,8 @@ pub fn client_checks(
         (None, Some(v)) => ("HTTPS_PROXY", Some(v)),
         (None, None) => ("HTTPS_PROXY", None),
     };
+    let here = |v: &String| wants.iter().any(|w| v.trim_end_matches('/') == w);
+    let points_here = ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"].iter().any(|k| env.get(*k).is_some_and(here));
     match value {
         None => out.push(line(Level::Fail, "HTTPS_PROXY", format!("not set; export HTTPS_PROXY={}", wants[0]))),
         Some(v) if wants.iter().any(|w| v.trim_end_matches('/') == w) => {
@@ -239,6 +246,12 @@ pub fn client_checks(
                 ));
             }
         }
+    }
+    if points_here {
+        out.push(credential_bypass(env));
+    }
+    if env.get("AWS_STS_REGIONAL_ENDPOINTS").is_some_and(|v| v.trim().eq_ignore_ascii_case("legacy")) {
+        out.push(line(Level::Fail, "AWS_STS_REGIONAL_ENDPOINTS", "is legacy, so SDKs call the global sts.amazonaws.com, which no VPC endpoint serves; export AWS_STS_REGIONAL_ENDPOINTS=regional"));
     }
     if l.settings.tls.mode == TlsMode::Inspect {
         match (env.get("AWS_CA_BUNDLE"), bundle_text, ca_pem) {
@@ -279,6 +292,9 @@ pub fn client_checks(
                     problems.push(format!("line {}: signature_version = {v}; set it to s3v4", n + 1))
                 }
                 "us_east_1_regional_endpoint" => regional = Some(v.eq_ignore_ascii_case("regional")),
+                "sts_regional_endpoints" if v.eq_ignore_ascii_case("legacy") => {
+                    problems.push(format!("line {}: sts_regional_endpoints = {v}, the global STS name no VPC endpoint serves; set it to regional", n + 1))
+                }
                 _ => {}
             }
         }
@@ -301,6 +317,41 @@ pub fn client_checks(
     out
 }
 
+/// With the proxy variables pointing at vpcgate, the credential endpoints SDKs read over plain
+/// HTTP (instance metadata, ECS, EKS Pod Identity) must be in NO_PROXY, or every credential fetch
+/// goes to vpcgate, which refuses it. Each variable set is checked (tools read one or the other).
+fn credential_bypass(env: &HashMap<String, String>) -> Line {
+    use crate::policy::deny::NO_PROXY_CREDENTIALS;
+    let set: Vec<(&str, &String)> = ["NO_PROXY", "no_proxy"].iter().filter_map(|k| env.get(*k).map(|v| (*k, v))).collect();
+    if set.is_empty() {
+        return line(Level::Fail, "credential endpoints", format!("NO_PROXY is not set, so SDKs ask vpcgate for their credentials (IMDS, ECS, EKS Pod Identity), which it refuses; export NO_PROXY={NO_PROXY_CREDENTIALS} (and no_proxy)"));
+    }
+    let mut missing = Vec::new();
+    for (var, v) in &set {
+        let entries: Vec<&str> = v.split(',').map(str::trim).collect();
+        let lacks: Vec<&str> = NO_PROXY_CREDENTIALS.split(',').filter(|a| !entries.contains(a)).collect();
+        if !lacks.is_empty() {
+            missing.push(format!("{var} lacks {}", lacks.join(",")));
+        }
+    }
+    if missing.is_empty() {
+        line(Level::Pass, "credential endpoints", format!("{NO_PROXY_CREDENTIALS} bypass the proxy"))
+    } else {
+        line(Level::Fail, "credential endpoints", format!("{}, so SDKs ask vpcgate for their credentials, which it refuses; add them", missing.join("; ")))
+    }
+}
+
+/// The name `check` probes for a route: its service's regional name (S3's is checked per bucket
+/// too). `None` for services whose names need an account (ECR's registry names).
+pub fn probe_host(service: &str, region: &str) -> Option<String> {
+    match service {
+        "ecr.dkr" => None,
+        "ecr.api" => Some(format!("api.ecr.{region}.amazonaws.com")),
+        s if !s.contains('.') => Some(format!("{s}.{region}.amazonaws.com")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +369,7 @@ mod tests {
         let l = load(&Sources::default(), &[]).unwrap();
         let e = env(&[
             ("HTTPS_PROXY", "http://127.0.0.1:3128"),
-            ("NO_PROXY", "169.254.169.254,localhost"),
+            ("NO_PROXY", "169.254.169.254,169.254.170.2,169.254.170.23,localhost"),
             ("AWS_CA_BUNDLE", "/x/ca.pem"),
             ("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "regional"),
         ]);
@@ -349,8 +400,31 @@ mod tests {
         ] {
             assert!(lv.contains(&(check.to_string(), level)), "{check}: {lines:#?}");
         }
+        let creds = lines.iter().find(|l| l.check == "credential endpoints").unwrap();
+        assert_eq!(creds.level, Level::Fail);
+        assert!(creds.detail.contains("no_proxy lacks 169.254.169.254,169.254.170.2,169.254.170.23"), "{}", creds.detail);
         let cfg_line = lines.iter().find(|l| l.check == "aws config").unwrap();
         assert!(cfg_line.detail.contains("line 3") && cfg_line.detail.contains("line 4"), "{}", cfg_line.detail);
         assert!(lines.iter().filter(|l| l.level == Level::Fail).all(|l| l.detail.contains(';') || l.detail.contains("export")), "{lines:#?}");
+    }
+
+    #[test]
+    fn credential_endpoints_must_bypass_a_proxy_that_is_this_vpcgate() {
+        let l = load(&Sources::default(), &[]).unwrap();
+        let check = |pairs: &[(&str, &str)]| client_checks(&l, &env(pairs), None, None, None).into_iter().find(|l| l.check == "credential endpoints");
+        let unset = check(&[("HTTPS_PROXY", "http://127.0.0.1:3128")]).unwrap();
+        assert!(unset.level == Level::Fail && unset.detail.contains("export NO_PROXY=169.254.169.254,169.254.170.2,169.254.170.23"), "{unset:?}");
+        let partial = check(&[("HTTP_PROXY", "http://127.0.0.1:3128"), ("NO_PROXY", "169.254.169.254")]).unwrap();
+        assert!(partial.level == Level::Fail && partial.detail.contains("NO_PROXY lacks 169.254.170.2,169.254.170.23"), "{partial:?}");
+        let good = check(&[("HTTPS_PROXY", "http://127.0.0.1:3128"), ("NO_PROXY", "localhost, 169.254.169.254,169.254.170.2,169.254.170.23")]).unwrap();
+        assert_eq!(good.level, Level::Pass);
+        // A proxy that is not this vpcgate is another check's business.
+        assert!(check(&[("HTTPS_PROXY", "http://10.0.0.1:8080")]).is_none());
+        let sts = client_checks(&l, &env(&[("AWS_STS_REGIONAL_ENDPOINTS", "legacy")]), Some(("cfg", "[default]\nsts_regional_endpoints = legacy\n")), None, None);
+        assert!(sts.iter().any(|l| l.check == "AWS_STS_REGIONAL_ENDPOINTS" && l.level == Level::Fail), "{sts:#?}");
+        assert!(sts.iter().any(|l| l.check == "aws config" && l.detail.contains("sts_regional_endpoints = legacy")), "{sts:#?}");
+        assert_eq!(probe_host("sts", "us-east-1").as_deref(), Some("sts.us-east-1.amazonaws.com"));
+        assert_eq!(probe_host("ecr.api", "us-east-1").as_deref(), Some("api.ecr.us-east-1.amazonaws.com"));
+        assert_eq!(probe_host("ecr.dkr", "us-east-1"), None);
     }
 }

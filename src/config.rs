@@ -144,6 +144,10 @@ pub struct RouteSettings {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+    /// The AWS service of the endpoint (`s3`, `sts`, `dynamodb`, `ecr.api`, …): from the endpoint
+    /// name when it says, else `s3`.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -464,7 +468,13 @@ fn validate_clients(settings: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `cidrs_file = "embedded"`: the S3 prefixes vpcgate carries (the default route's), for a
+/// configuration that lists S3 beside other services' routes.
+pub const EMBEDDED_CIDRS: &str = "embedded";
+
 fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigError> {
+    let endpoint = validate_route_endpoint(r)?;
+    let service = validate_route_service(r, endpoint.as_deref())?;
     let mut cidrs = Vec::new();
     let mut source = Vec::new();
     for c in &r.cidrs {
@@ -479,11 +489,27 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
     if !r.cidrs.is_empty() {
         source.push("config cidrs".to_string());
     }
-    if let Some(path) = &r.cidrs_file {
-        let (mut more, what) = read_cidrs_file(path, r.region.as_ref().map(std::slice::from_ref).unwrap_or(regions))
-            .map_err(|e| err(format!("route {:?}: {e}", r.name)))?;
-        cidrs.append(&mut more);
-        source.push(format!("{} ({what})", path.display()));
+    let route_regions = r.region.as_ref().map(std::slice::from_ref).unwrap_or(regions);
+    match &r.cidrs_file {
+        // The S3 prefixes embedded in vpcgate (the default route's), beside routes of other services.
+        Some(path) if path.as_os_str() == EMBEDDED_CIDRS => {
+            if service != routes::S3 {
+                return Err(err(format!(
+                    "route {:?} takes cidrs_file = \"embedded\", which holds S3's prefixes only; give the {service} route the CIDRs of its endpoint (or its prefix list's entries)",
+                    r.name
+                )));
+            }
+            let (mut more, what) = routes::parse_cidr_source(routes::EMBEDDED_S3_PREFIXES, route_regions, routes::S3)
+                .map_err(|e| err(format!("route {:?}: the embedded S3 prefixes {e}", r.name)))?;
+            cidrs.append(&mut more);
+            source.push(format!("embedded {what}, regions {}", route_regions.join(",")));
+        }
+        Some(path) => {
+            let (mut more, what) = read_cidrs_file(path, route_regions, &service).map_err(|e| err(format!("route {:?}: {e}", r.name)))?;
+            cidrs.append(&mut more);
+            source.push(format!("{} ({what})", path.display()));
+        }
+        None => {}
     }
     if cidrs.is_empty() {
         return Err(err(format!(
@@ -493,30 +519,9 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
     }
     cidrs.sort();
     cidrs.dedup();
-    let endpoint = match (r.kind, &r.endpoint) {
-        (RouteKind::Interface, None) => {
-            return Err(err(format!(
-                "interface route {:?} has no endpoint; set endpoint = \"vpce-….s3.REGION.vpce.amazonaws.com\"",
-                r.name
-            )))
-        }
-        (RouteKind::Gateway, Some(_)) => {
-            return Err(err(format!(
-                "gateway route {:?} has an endpoint, which only interface routes use; remove endpoint or set kind = \"interface\"",
-                r.name
-            )))
-        }
-        (_, Some(e)) => Some(crate::policy::authority::validate_hostname(e).map_err(|_| {
-            err(format!("route {:?} has endpoint {e:?}, which is not a DNS name; use the endpoint's DNS name", r.name))
-        })?),
-        (_, None) => None,
-    };
     let region = match (&r.region, &endpoint) {
         (Some(reg), _) => Some(reg.clone()),
-        (None, Some(e)) => match crate::policy::host::classify(e) {
-            crate::policy::host::HostClass::Vpce { region, .. } => Some(region),
-            _ => None,
-        },
+        (None, Some(e)) => crate::policy::host::classify(e).region().map(str::to_string),
         _ => None,
     };
     if let Some(reg) = &region {
@@ -524,18 +529,69 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
             return Err(err(format!("route {:?} has region {reg:?}, which is not a region code like \"us-east-1\"", r.name)));
         }
     }
-    Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + ") })
+    Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + "), service })
+}
+
+/// An interface route names its endpoint's DNS name; a gateway route has none.
+fn validate_route_endpoint(r: &RouteSettings) -> Result<Option<String>, ConfigError> {
+    match (r.kind, &r.endpoint) {
+        (RouteKind::Interface, None) => Err(err(format!(
+            "interface route {:?} has no endpoint; set endpoint = \"vpce-….s3.REGION.vpce.amazonaws.com\" (the endpoint's DNS name)",
+            r.name
+        ))),
+        (RouteKind::Gateway, Some(_)) => Err(err(format!(
+            "gateway route {:?} has an endpoint, which only interface routes use; remove endpoint or set kind = \"interface\"",
+            r.name
+        ))),
+        (_, Some(e)) => crate::policy::authority::validate_hostname(e)
+            .map(Some)
+            .map_err(|_| err(format!("route {:?} has endpoint {e:?}, which is not a DNS name; use the endpoint's DNS name", r.name))),
+        (_, None) => Ok(None),
+    }
+}
+
+/// The route's service: as written (lower-case labels joined by dots, as in
+/// `com.amazonaws.REGION.ecr.api`), else the one its endpoint name says, else `s3`; the two must
+/// agree, and only S3 and DynamoDB have gateway endpoints.
+fn validate_route_service(r: &RouteSettings, endpoint: Option<&str>) -> Result<String, ConfigError> {
+    let named = endpoint.map(crate::policy::host::classify).map(|c| c.service().to_string()).filter(|s| !s.is_empty());
+    let service = match (&r.service, named) {
+        (Some(s), Some(n)) if *s != n => {
+            return Err(err(format!(
+                "route {:?} has service = {s:?} but its endpoint {:?} is a {n} endpoint; set service = {n:?} or use the {s} endpoint's name",
+                r.name,
+                endpoint.unwrap_or("")
+            )))
+        }
+        (Some(s), _) => s.clone(),
+        (None, Some(n)) => n,
+        (None, None) => routes::S3.to_string(),
+    };
+    let label_ok = |l: &str| l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !service.split('.').all(label_ok) {
+        return Err(err(format!(
+            "route {:?} has service {service:?}, which is not an AWS service name; write it as in the endpoint's service name com.amazonaws.REGION.SERVICE (\"sts\", \"kms\", \"ecr.api\")",
+            r.name
+        )));
+    }
+    if r.kind == RouteKind::Gateway && !routes::GATEWAY_SERVICES.contains(&service.as_str()) {
+        return Err(err(format!(
+            "route {:?} is a gateway route for {service}, but only S3 and DynamoDB have gateway endpoints; set kind = \"interface\" with the endpoint's name",
+            r.name
+        )));
+    }
+    Ok(service)
 }
 
 /// Read a `cidrs_file` (relative paths are relative to the working directory).
-pub fn read_cidrs_file(path: &Path, regions: &[String]) -> Result<(Vec<ipnet::Ipv4Net>, String), String> {
+pub fn read_cidrs_file(path: &Path, regions: &[String], service: &str) -> Result<(Vec<ipnet::Ipv4Net>, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "cannot read cidrs_file {} ({e}); save the output of aws ec2 get-managed-prefix-list-entries there or fix the path",
             path.display()
         )
     })?;
-    routes::parse_cidr_source(&text, regions).map_err(|e| {
+    routes::parse_cidr_source(&text, regions, service).map_err(|e| {
         format!(
             "cidrs_file {} {e}; use the JSON output of aws ec2 get-managed-prefix-list-entries or ip-ranges.json",
             path.display()
@@ -553,6 +609,34 @@ mod tests {
         f.write_all(text.as_bytes()).unwrap();
         let s = Sources { file: Some(f.path().to_path_buf()), env: HashMap::new() };
         (f, s)
+    }
+
+    #[test]
+    fn service_routes_take_their_service_from_the_endpoint_or_say_why_not() {
+        let (_f, s) = with_file(
+            "[[routes]]\nname = \"s3\"\nkind = \"gateway\"\ncidrs_file = \"embedded\"\n\
+             [[routes]]\nname = \"sts\"\nkind = \"interface\"\nendpoint = \"vpce-0abc-1234.sts.us-east-1.vpce.amazonaws.com\"\ncidrs = [\"10.0.0.0/16\"]\n\
+             [[routes]]\nname = \"sts-private-dns\"\nkind = \"interface\"\nservice = \"sts\"\nendpoint = \"sts.us-east-1.amazonaws.com\"\ncidrs = [\"10.1.0.0/16\"]\n\
+             [[routes]]\nname = \"ddb\"\nkind = \"gateway\"\nservice = \"dynamodb\"\ncidrs = [\"3.218.180.0/22\"]\n",
+        );
+        let l = load(&s, &[]).unwrap();
+        let got: Vec<(&str, &str, Option<&str>)> = l.routes.iter().map(|r| (r.name.as_str(), r.service.as_str(), r.region.as_deref())).collect();
+        assert_eq!(got, vec![("s3", "s3", None), ("sts", "sts", Some("us-east-1")), ("sts-private-dns", "sts", Some("us-east-1")), ("ddb", "dynamodb", None)]);
+        assert_eq!(l.routes[0].cidrs.len(), 21, "the embedded us-east-1 S3 prefixes");
+        for (toml, why) in [
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\nservice = \"sts\"\ncidrs = [\"10.0.0.0/8\"]\n", "only S3 and DynamoDB have gateway endpoints"),
+            (
+                "[[routes]]\nname = \"x\"\nkind = \"interface\"\nservice = \"kms\"\nendpoint = \"vpce-1-2.sts.us-east-1.vpce.amazonaws.com\"\ncidrs = [\"10.0.0.0/8\"]\n",
+                "is a sts endpoint; set service = \"sts\"",
+            ),
+            ("[[routes]]\nname = \"x\"\nkind = \"interface\"\nservice = \"STS\"\nendpoint = \"vpce-1-2.s3.us-east-1.vpce.amazonaws.com\"\ncidrs = [\"10.0.0.0/8\"]\n", "set service = \"s3\""),
+            ("[[routes]]\nname = \"x\"\nkind = \"interface\"\nservice = \"Sts!\"\nendpoint = \"sts.example.internal\"\ncidrs = [\"10.0.0.0/8\"]\n", "not an AWS service name"),
+            ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\nservice = \"dynamodb\"\ncidrs_file = \"embedded\"\n", "holds S3's prefixes only"),
+        ] {
+            let (_f, s) = with_file(toml);
+            let e = load(&s, &[]).unwrap_err().to_string();
+            assert!(e.contains(why), "{toml}: {e}");
+        }
     }
 
     #[test]

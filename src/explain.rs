@@ -45,6 +45,8 @@ pub struct Explanation {
     pub port: Option<u16>,
     pub class: Option<String>,
     pub region: Option<String>,
+    /// The AWS service whose routes may carry the name (`s3`, `sts`, …).
+    pub service: Option<String>,
     pub regions: Vec<String>,
     pub candidate_routes: Vec<String>,
     pub dns_servers: String,
@@ -97,6 +99,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         port: None,
         class: None,
         region: None,
+        service: None,
         regions: l.regions.clone(),
         candidate_routes: Vec::new(),
         dns_servers: dns.servers().to_string(),
@@ -113,6 +116,10 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         ex.status = Some(d.status());
         ex.message = Some(d.to_string());
     };
+    if let Some(what) = crate::policy::deny::credential_endpoint(&target_s) {
+        deny(&mut ex, Deny::CredentialEndpoint { target: target_s.clone(), what });
+        return ex;
+    }
     let target = match parse_connect_target(&target_s, &l.settings.proxy.connect_ports) {
         Ok(t) => t,
         Err(e) => {
@@ -125,6 +132,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
     let class = classify(&target.host);
     ex.class = Some(class.name().to_string());
     ex.region = class.region().map(str::to_string);
+    ex.service = Some(class.service().to_string()).filter(|s| !s.is_empty());
     let inspect = l.settings.tls.mode == crate::config::TlsMode::Inspect;
     let candidates = match plan(&target.host, &class, &l.regions, &l.routes)
         .and_then(|c| crate::policy::bucket::connect_decision(&l.buckets, &target.host, &class, inspect).map(|()| c))
@@ -142,8 +150,8 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
     for c in &candidates {
         let r = &l.routes[c.route];
         ex.candidate_routes.push(match r.kind {
-            RouteKind::Gateway => format!("{} (gateway, {} CIDRs)", r.name, r.cidrs.len()),
-            RouteKind::Interface => format!("{} (interface via {}, {} CIDRs)", r.name, c.resolve, r.cidrs.len()),
+            RouteKind::Gateway => format!("{} ({} gateway, {} CIDRs)", r.name, r.service, r.cidrs.len()),
+            RouteKind::Interface => format!("{} ({} interface via {}, {} CIDRs)", r.name, r.service, c.resolve, r.cidrs.len()),
         });
     }
     let mut answers: Vec<Answer> = Vec::new();
@@ -185,7 +193,8 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         }
         Err(d) => deny(&mut ex, d),
     }
-    if let (Some(path), "allow") = (path, ex.decision) {
+    // The bucket perimeter is S3's: another service's request names no bucket.
+    if let (Some(path), "allow", true) = (path, ex.decision, class.is_s3()) {
         // What inspect mode decides for the request itself (passthrough sees no request).
         let named = crate::policy::bucket::named_by(&target.host, &class, &path);
         let verdict = l.buckets.check(&named).and_then(|()| client_buckets.map_or(Ok(()), |rules| rules.check(&named)));
@@ -212,7 +221,8 @@ impl Explanation {
         line("target", self.target.clone());
         if let Some(c) = &self.class {
             let region = self.region.as_deref().map(|r| format!(", region {r}")).unwrap_or_default();
-            line("class", format!("{c}{region} (carried regions: {})", self.regions.join(", ")));
+            let service = self.service.as_deref().map(|s| format!(", service {s}")).unwrap_or_default();
+            line("class", format!("{c}{service}{region} (carried regions: {})", self.regions.join(", ")));
         }
         if !self.candidate_routes.is_empty() {
             line("routes", self.candidate_routes.join("; "));

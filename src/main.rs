@@ -226,8 +226,9 @@ fn healthcheck(l: &Loaded) -> Result<(), String> {
 fn print_routes(l: &Loaded) {
     for r in &l.routes {
         println!(
-            "{} ({}{}) {} CIDRs from {}",
+            "{} ({} {}{}) {} CIDRs from {}",
             r.name,
+            r.service,
             r.kind,
             r.endpoint.as_deref().map(|e| format!(", endpoint {e}")).unwrap_or_default(),
             r.cidrs.len(),
@@ -459,6 +460,7 @@ fn banner(l: &Loaded, listen: SocketAddr, admin: Option<SocketAddr>, dns: &str) 
         tracing::info!(
             route = %r.name,
             kind = %r.kind,
+            service = %r.service,
             endpoint = %r.endpoint.as_deref().unwrap_or(""),
             cidrs = r.cidrs.len(),
             source = %r.source,

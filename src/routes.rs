@@ -49,12 +49,28 @@ pub struct Route {
     pub region: Option<String>,
     /// Where the CIDRs came from, for the banner, `routes` and logs.
     pub source: String,
+    /// The AWS service the endpoint behind the route serves (`s3`, `sts`, `dynamodb`, `ecr.api`,
+    /// …), as in its service name `com.amazonaws.REGION.SERVICE`: a route carries only its own
+    /// service's names, so an S3 route never carries STS or DynamoDB however their names resolve.
+    pub service: String,
 }
+
+/// The service of routes that do not name one.
+pub const S3: &str = "s3";
+
+/// Services that have gateway endpoints (VPC User Guide, "Gateway endpoints"): every other
+/// service is reached privately only through an interface endpoint.
+pub const GATEWAY_SERVICES: [&str; 2] = ["s3", "dynamodb"];
 
 impl Route {
     /// The first CIDR of this route containing `addr`.
     pub fn cidr_for(&self, addr: Ipv4Addr) -> Option<Ipv4Net> {
         self.cidrs.iter().copied().find(|net| net.contains(&addr))
+    }
+
+    /// Whether this route carries names of `service`.
+    pub fn serves(&self, service: &str) -> bool {
+        self.service == service
     }
 
     /// Whether an interface route reaches the Multi-Region Access Point service (`com.amazonaws.s3-global.accesspoint`).
@@ -79,6 +95,8 @@ pub enum RouteSourceError {
     NeverEndpoint(String, String),
     #[error("has no IPv4 prefixes for region(s) {0}")]
     Empty(String),
+    #[error("holds the public ranges of S3 and DynamoDB only, not of {0}; an interface route takes the CIDRs of the endpoint's subnets")]
+    NotInIpRanges(String),
 }
 
 /// The shortest prefix a route may hold: a /0../7 is no endpoint's range, only a way to allow
@@ -114,10 +132,11 @@ pub fn cidr_changes(old: &[Route], new: &[Route]) -> (String, String) {
     (list(after.difference(&before).collect()), list(before.difference(&after).collect()))
 }
 
-/// Read CIDRs from the text of a `cidrs_file`. `regions` filters ip-ranges.json and the regions map;
-/// prefix-list outputs are taken whole (a prefix list is already one region's).
+/// Read CIDRs from the text of a `cidrs_file`. `regions` filters ip-ranges.json and the regions map,
+/// `service` (vpcgate's name: `s3`, `dynamodb`) picks the ip-ranges.json service; prefix-list
+/// outputs are taken whole (a prefix list is already one region's and one service's).
 /// Returns the CIDRs and a short description of the source (its shape and date where it has one).
-pub fn parse_cidr_source(text: &str, regions: &[String]) -> Result<(Vec<Ipv4Net>, String), RouteSourceError> {
+pub fn parse_cidr_source(text: &str, regions: &[String], service: &str) -> Result<(Vec<Ipv4Net>, String), RouteSourceError> {
     let v: Value = serde_json::from_str(text).map_err(|e| RouteSourceError::NotJson(e.to_string()))?;
     let mut out = Vec::new();
     let what;
@@ -139,16 +158,25 @@ pub fn parse_cidr_source(text: &str, regions: &[String]) -> Result<(Vec<Ipv4Net>
         }
         what = format!("describe-prefix-lists output {}", names.join(","));
     } else if let Some(prefixes) = v.get("prefixes").and_then(Value::as_array) {
+        let wanted = match service {
+            "s3" => "S3",
+            "dynamodb" => "DYNAMODB",
+            other => return Err(RouteSourceError::NotInIpRanges(other.to_string())),
+        };
         for p in prefixes {
-            let service = p.get("service").and_then(Value::as_str).unwrap_or("");
+            let listed = p.get("service").and_then(Value::as_str).unwrap_or("");
             let region = p.get("region").and_then(Value::as_str).unwrap_or("");
-            if service == "S3" && regions.iter().any(|r| r == region) {
+            if listed == wanted && regions.iter().any(|r| r == region) {
                 let cidr = p.get("ip_prefix").and_then(Value::as_str).ok_or(RouteSourceError::UnknownShape)?;
                 out.push(parse_cidr(cidr)?);
             }
         }
         what = format!("ip-ranges.json {}", v.get("createDate").and_then(Value::as_str).unwrap_or("(no createDate)"));
     } else if let Some(map) = v.get("regions").and_then(Value::as_object) {
+        // vpcgate's own extract holds S3's prefixes only.
+        if service != S3 {
+            return Err(RouteSourceError::NotInIpRanges(service.to_string()));
+        }
         for r in regions {
             for c in map.get(r).and_then(Value::as_array).into_iter().flatten() {
                 out.push(parse_cidr(c.as_str().ok_or(RouteSourceError::UnknownShape)?)?);
@@ -171,7 +199,7 @@ pub fn parse_cidr_source(text: &str, regions: &[String]) -> Result<(Vec<Ipv4Net>
 
 /// The default route: S3 prefixes of `regions` from the embedded ip-ranges extract.
 pub fn default_route(regions: &[String]) -> Result<Route, RouteSourceError> {
-    let (cidrs, what) = parse_cidr_source(EMBEDDED_S3_PREFIXES, regions)?;
+    let (cidrs, what) = parse_cidr_source(EMBEDDED_S3_PREFIXES, regions, S3)?;
     Ok(Route {
         name: "s3-default".into(),
         kind: RouteKind::Gateway,
@@ -179,6 +207,7 @@ pub fn default_route(regions: &[String]) -> Result<Route, RouteSourceError> {
         endpoint: None,
         region: None,
         source: format!("embedded {what}, regions {}", regions.join(",")),
+        service: S3.into(),
     })
 }
 
@@ -208,6 +237,7 @@ mod tests {
             endpoint: None,
             region: None,
             source: "test".into(),
+            service: S3.into(),
         };
         let (added, removed) = cidr_changes(&[g(&["52.216.0.0/15", "3.5.0.0/19"])], &[g(&["52.216.0.0/15", "10.0.0.0/8"])]);
         assert_eq!((added.as_str(), removed.as_str()), ("g:10.0.0.0/8", "g:3.5.0.0/19"));
@@ -230,7 +260,7 @@ mod tests {
     #[test]
     fn managed_prefix_list_entries() {
         let text = r#"{"Entries":[{"Cidr":"52.216.0.0/15","Description":"x"},{"Cidr":"54.231.0.0/16"}],"NextToken":null}"#;
-        let (cidrs, what) = parse_cidr_source(text, &[]).unwrap();
+        let (cidrs, what) = parse_cidr_source(text, &[], S3).unwrap();
         assert_eq!(cidrs.len(), 2);
         assert!(what.contains("get-managed-prefix-list-entries"));
     }
@@ -238,7 +268,7 @@ mod tests {
     #[test]
     fn describe_prefix_lists() {
         let text = r#"{"PrefixLists":[{"PrefixListId":"pl-63a5400a","PrefixListName":"com.amazonaws.us-east-1.s3","Cidrs":["54.231.0.0/17","52.216.0.0/15"]}]}"#;
-        let (cidrs, what) = parse_cidr_source(text, &[]).unwrap();
+        let (cidrs, what) = parse_cidr_source(text, &[], S3).unwrap();
         assert_eq!(cidrs.len(), 2);
         assert!(what.contains("com.amazonaws.us-east-1.s3"));
     }
@@ -249,18 +279,22 @@ mod tests {
             {"ip_prefix":"52.216.0.0/15","region":"us-east-1","service":"S3","network_border_group":"us-east-1"},
             {"ip_prefix":"3.5.0.0/19","region":"us-east-1","service":"AMAZON","network_border_group":"us-east-1"},
             {"ip_prefix":"52.218.0.0/17","region":"eu-west-1","service":"S3","network_border_group":"eu-west-1"}]}"#;
-        let (cidrs, what) = parse_cidr_source(text, &r(&["us-east-1"])).unwrap();
+        let (cidrs, what) = parse_cidr_source(text, &r(&["us-east-1"]), S3).unwrap();
         assert_eq!(cidrs, vec!["52.216.0.0/15".parse::<Ipv4Net>().unwrap()]);
         assert!(what.contains("2026-08-22"));
-        assert!(matches!(parse_cidr_source(text, &r(&["ap-south-2"])), Err(RouteSourceError::Empty(_))));
+        assert!(matches!(parse_cidr_source(text, &r(&["ap-south-2"]), S3), Err(RouteSourceError::Empty(_))));
+        // The same file gives a DynamoDB gateway route DynamoDB's ranges, and nothing to STS.
+        let ddb = text.replace("\"AMAZON\"", "\"DYNAMODB\"");
+        assert_eq!(parse_cidr_source(&ddb, &r(&["us-east-1"]), "dynamodb").unwrap().0, vec!["3.5.0.0/19".parse::<Ipv4Net>().unwrap()]);
+        assert!(matches!(parse_cidr_source(text, &r(&["us-east-1"]), "sts"), Err(RouteSourceError::NotInIpRanges(_))));
     }
 
     #[test]
     fn bad_sources() {
-        assert!(matches!(parse_cidr_source("nope", &[]), Err(RouteSourceError::NotJson(_))));
-        assert!(matches!(parse_cidr_source("{}", &[]), Err(RouteSourceError::UnknownShape)));
+        assert!(matches!(parse_cidr_source("nope", &[], S3), Err(RouteSourceError::NotJson(_))));
+        assert!(matches!(parse_cidr_source("{}", &[], S3), Err(RouteSourceError::UnknownShape)));
         assert_eq!(
-            parse_cidr_source(r#"{"Entries":[{"Cidr":"2600:1f18::/33"}]}"#, &[]),
+            parse_cidr_source(r#"{"Entries":[{"Cidr":"2600:1f18::/33"}]}"#, &[], S3),
             Err(RouteSourceError::BadCidr("2600:1f18::/33".into()))
         );
         assert_eq!(parse_cidr("10.0.0.1/16"), Err(RouteSourceError::BadCidr("10.0.0.1/16".into())));
@@ -275,6 +309,7 @@ mod tests {
             endpoint: Some("vpce-1-2.accesspoint.s3-global.vpce.amazonaws.com".into()),
             region: None,
             source: String::new(),
+            service: S3.into(),
         };
         assert!(route.serves_multi_region());
         route.endpoint = Some("vpce-1-2.s3.us-east-1.vpce.amazonaws.com".into());

@@ -158,7 +158,13 @@ pub fn named_by(host: &str, class: &HostClass, path: &str) -> Named {
         HostClass::Control { .. } => Named::Unknown("S3 Control, which names no single bucket"),
         HostClass::ObjectLambda { .. } => Named::Unknown("S3 Object Lambda, whose access points are not matched yet"),
         HostClass::Outposts { .. } => Named::Unknown("S3 on Outposts, whose buckets are not matched yet"),
-        HostClass::Dualstack { .. } | HostClass::Accelerate { .. } | HostClass::Website { .. } | HostClass::OtherAws { .. } | HostClass::Outside => {
+        HostClass::Dualstack { .. }
+        | HostClass::Accelerate { .. }
+        | HostClass::Website { .. }
+        | HostClass::Service { .. }
+        | HostClass::GlobalSts
+        | HostClass::OtherAws { .. }
+        | HostClass::Outside => {
             Named::Unknown("a name that is no S3 REST endpoint")
         }
     }
@@ -226,7 +232,8 @@ impl BucketRefusal {
 /// mode, and refused in passthrough mode, which cannot see requests (`Ok(false)` = refuse it as
 /// path-style in passthrough).
 pub fn at_connect(rules: &BucketRules, host: &str, class: &HostClass, inspect: bool) -> Result<bool, BucketRefusal> {
-    if !rules.active() {
+    // The perimeter is S3's: STS, DynamoDB and the other services name no bucket.
+    if !rules.active() || !class.is_s3() {
         return Ok(true);
     }
     match named_by(host, class, "") {

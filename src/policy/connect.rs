@@ -40,6 +40,8 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
         HostClass::Dualstack { .. } => return Err(Deny::Dualstack { host: host_s }),
         HostClass::Accelerate { .. } => return Err(Deny::Accelerate { host: host_s }),
         HostClass::Website { .. } => return Err(Deny::Website { host: host_s }),
+        HostClass::GlobalSts => return Err(Deny::GlobalSts { host: host_s }),
+        HostClass::OtherAws { .. } => return Err(Deny::UnknownAwsName { host: host_s }),
         _ => {}
     }
     if let Some(region) = class.region() {
@@ -54,26 +56,31 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
         (None, _) => true,
         (Some(_), None) => false,
     };
+    // A route carries its own service's names only: an S3 prefix list holds addresses that
+    // other services never answer from, and an STS endpoint serves no bucket.
+    let service = class.service();
     let mut out = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
+    for (i, r) in routes.iter().enumerate().filter(|(_, r)| r.serves(service)) {
         let c = match (class, r.kind) {
             (HostClass::MultiRegion { .. }, RouteKind::Interface) if r.serves_multi_region() => Some(interface(i, r)),
             (HostClass::MultiRegion { .. }, _) => None,
             // An interface endpoint's own names resolve to its ENIs: resolve the requested name,
             // but only for the endpoint the route names. Anyone can create an S3 interface
             // endpoint whose addresses overlap a route's CIDRs; its name must not pick them.
-            (HostClass::Vpce { region, endpoint }, RouteKind::Interface) => {
+            (HostClass::Vpce { region, endpoint, .. }, RouteKind::Interface) => {
                 r.endpoint.as_deref().is_some_and(|e| same_endpoint(endpoint, e, region)).then(|| gateway(i))
             }
             (HostClass::Vpce { .. }, RouteKind::Gateway) => None,
             (_, RouteKind::Gateway) => Some(gateway(i)),
             // PrivateLink for S3 serves the regional S3, access point and control names of its region;
             // not the legacy global name, FIPS, Object Lambda, Express, Outposts or other services.
+            // Another service's interface endpoint serves that service's regional name.
             (
                 HostClass::Regional { .. }
                 | HostClass::DashRegion { .. }
                 | HostClass::AccessPoint { .. }
-                | HostClass::Control { .. },
+                | HostClass::Control { .. }
+                | HostClass::Service { .. },
                 RouteKind::Interface,
             ) if !r.serves_multi_region() && interface_region_ok(r) => Some(interface(i, r)),
             (_, RouteKind::Interface) => None,
@@ -84,6 +91,7 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
         return Ok(out);
     }
     Err(match class {
+        HostClass::Service { service, region } => Deny::NoRouteForService { host: host_s, service: service.clone(), region: region.clone() },
         HostClass::MultiRegion { .. } => Deny::MultiRegionNeedsInterface { host: host_s },
         HostClass::Global { .. } => Deny::NoRouteForClass {
             host: host_s,
@@ -201,6 +209,7 @@ mod tests {
             endpoint: None,
             region: None,
             source: "test".into(),
+            service: "s3".into(),
         }
     }
     fn iface(name: &str, endpoint: &str, region: Option<&str>, cidrs: &[&str]) -> Route {
@@ -211,7 +220,12 @@ mod tests {
             endpoint: Some(endpoint.into()),
             region: region.map(str::to_string),
             source: "test".into(),
+            service: "s3".into(),
         }
+    }
+    fn of(service: &str, mut r: Route) -> Route {
+        r.service = service.into();
+        r
     }
     fn regions(r: &[&str]) -> Vec<String> {
         r.iter().map(|s| s.to_string()).collect()
@@ -281,6 +295,41 @@ mod tests {
         // A multi-region access point needs an s3-global interface route.
         let mrap = [iface("m", "vpce-9-9.accesspoint.s3-global.vpce.amazonaws.com", None, &["10.1.0.0/16"])];
         assert_eq!(decide("x.mrap.accesspoint.s3-global.amazonaws.com", &mrap).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_route_carries_its_own_service_only() {
+        const STS_EP: &str = "vpce-0sts-1.sts.us-east-1.vpce.amazonaws.com";
+        let routes = [
+            gw("s3", &["52.216.0.0/15"]),
+            of("sts", iface("sts", STS_EP, Some("us-east-1"), &["10.0.0.0/16"])),
+            of("dynamodb", gw("ddb", &["3.218.180.0/22"])),
+        ];
+        // STS through its interface route only, resolving the endpoint's name.
+        assert_eq!(decide("sts.us-east-1.amazonaws.com", &routes).unwrap(), vec![Candidate { route: 1, resolve: STS_EP.into() }]);
+        // DynamoDB (both its names) through its gateway route only, resolving the name itself.
+        for host in ["dynamodb.us-east-1.amazonaws.com", "123456789012.ddb.us-east-1.amazonaws.com"] {
+            assert_eq!(decide(host, &routes).unwrap(), vec![Candidate { route: 2, resolve: host.into() }], "{host}");
+        }
+        // S3 names never ride the STS or DynamoDB routes, and the endpoint-specific STS name
+        // rides only its own route.
+        assert_eq!(decide("b.s3.us-east-1.amazonaws.com", &routes).unwrap(), vec![Candidate { route: 0, resolve: "b.s3.us-east-1.amazonaws.com".into() }]);
+        assert_eq!(decide(STS_EP, &routes).unwrap(), vec![Candidate { route: 1, resolve: STS_EP.into() }]);
+        // A service no route carries, even one whose answers would fall inside the S3 route.
+        let e = decide("kms.us-east-1.amazonaws.com", &routes).unwrap_err();
+        assert_eq!(e.code(), "no_route_for_service");
+        assert!(e.to_string().contains("service = \"kms\""), "{e}");
+        let e = decide("sts.us-east-1.amazonaws.com", &routes[..1]).unwrap_err();
+        assert_eq!(e.code(), "no_route_for_service");
+        // The global STS name, another region's STS, and AWS names of no service.
+        let e = decide("sts.amazonaws.com", &routes).unwrap_err();
+        assert_eq!(e.code(), "global_sts");
+        assert!(e.to_string().contains("AWS_STS_REGIONAL_ENDPOINTS=regional"), "{e}");
+        assert_eq!(decide("sts.eu-west-1.amazonaws.com", &routes).unwrap_err().code(), "other_region");
+        assert_eq!(decide("ec2-1-2-3-4.compute-1.amazonaws.com", &routes).unwrap_err().code(), "unknown_aws_name");
+        // An STS interface route of another region does not carry us-east-1's STS.
+        let west = [of("sts", iface("sts", "vpce-1-2.sts.us-west-2.vpce.amazonaws.com", Some("us-west-2"), &["10.0.0.0/16"]))];
+        assert_eq!(decide("sts.us-east-1.amazonaws.com", &west).unwrap_err().code(), "no_route_for_service");
     }
 
     #[test]

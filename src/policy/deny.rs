@@ -47,6 +47,41 @@ pub enum Deny {
     /// Passthrough mode with `s3.buckets` set: a service name whose requests name their bucket in
     /// the path, which passthrough cannot see.
     BucketHidden { host: String },
+    /// `sts.amazonaws.com`: no VPC endpoint serves the global STS name.
+    GlobalSts { host: String },
+    /// A regional name of an AWS service that no configured route carries.
+    NoRouteForService { host: String, service: String, region: String },
+    /// An AWS name that names no service and region (instance and load-balancer names, global names).
+    UnknownAwsName { host: String },
+    /// Instance metadata, ECS or EKS Pod Identity credentials: local plaintext endpoints that
+    /// belong in NO_PROXY (`what` names which).
+    CredentialEndpoint { target: String, what: &'static str },
+}
+
+/// The local credential endpoints SDKs read over plain HTTP, and what each is: they must never
+/// go through a proxy (the link-local ones are answered by the host's own hypervisor or agent).
+pub const CREDENTIAL_ENDPOINTS: [(&str, &str); 5] = [
+    ("169.254.169.254", "the instance metadata service (IMDS)"),
+    ("fd00:ec2::254", "the instance metadata service (IMDS, IPv6)"),
+    ("169.254.170.2", "the ECS container credentials endpoint"),
+    ("169.254.170.23", "the EKS Pod Identity agent"),
+    ("fd00:ec2::23", "the EKS Pod Identity agent (IPv6)"),
+];
+
+/// What `NO_PROXY` must hold so that SDKs reach their credentials directly.
+pub const NO_PROXY_CREDENTIALS: &str = "169.254.169.254,169.254.170.2,169.254.170.23";
+
+/// Which credential endpoint a proxy request's host (`[v6]` brackets and a `:port` allowed)
+/// names, if any.
+pub fn credential_endpoint(host: &str) -> Option<&'static str> {
+    let h = host.trim_end_matches('.');
+    let h = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None if h.matches(':').count() == 1 => h.split(':').next().unwrap_or(h),
+        None => h,
+    };
+    let ip: std::net::IpAddr = h.parse().ok()?;
+    CREDENTIAL_ENDPOINTS.iter().find(|(a, _)| a.parse::<std::net::IpAddr>().ok() == Some(ip)).map(|(_, what)| *what)
 }
 
 fn list_answers(answers: &[Answer]) -> String {
@@ -90,6 +125,10 @@ impl Deny {
             Deny::ProxyAuth { missing: true } => "proxy_auth_required",
             Deny::ProxyAuth { missing: false } => "proxy_auth_failed",
             Deny::BucketHidden { .. } => "bucket_hidden",
+            Deny::GlobalSts { .. } => "global_sts",
+            Deny::NoRouteForService { .. } => "no_route_for_service",
+            Deny::UnknownAwsName { .. } => "unknown_aws_name",
+            Deny::CredentialEndpoint { .. } => "credential_endpoint",
         }
     }
 
@@ -145,6 +184,9 @@ impl Deny {
             | Deny::OutsideRoutes { .. }
             | Deny::Dns { .. }
             | Deny::SelfConnect { .. }
+            | Deny::GlobalSts { .. }
+            | Deny::NoRouteForService { .. }
+            | Deny::UnknownAwsName { .. }
             | Deny::Bucket { .. } => true,
             Deny::Authority(_)
             | Deny::Plaintext { .. }
@@ -153,6 +195,7 @@ impl Deny {
             | Deny::NotAws { .. }
             | Deny::OverCapacity { .. }
             | Deny::ProxyAuth { .. }
+            | Deny::CredentialEndpoint { .. }
             // Passthrough only: inspect mode dials on the first request, and sees the bucket.
             | Deny::BucketHidden { .. }
             | Deny::ConnectTimeout { .. }
@@ -169,6 +212,63 @@ pub fn s3_code(status: u16) -> &'static str {
         503 => "ServiceUnavailable",
         504 => "GatewayTimeout",
         _ => "BadGateway",
+    }
+}
+
+/// The error format a refusal inside a tunnel takes, so that the client's SDK parses it as the
+/// service's own error and prints the sentence: S3's REST-XML `<Error>`; the Query protocol's
+/// `<ErrorResponse><Error>` (STS, IAM, EC2 and the other form-encoded services); the JSON
+/// protocols' `{"__type", "message"}` with `x-amzn-ErrorType` (DynamoDB, KMS, Logs, ECR, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    S3Xml,
+    QueryXml,
+    Json,
+}
+
+impl ErrorShape {
+    /// S3 names get S3's errors; another service's request gets JSON when it was sent as JSON
+    /// (its `Content-Type`), the Query protocol's XML otherwise (form bodies, `GET ?Action=`).
+    pub fn for_request(s3: bool, content_type: Option<&str>) -> ErrorShape {
+        let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match (s3, media.as_str()) {
+            (true, _) => ErrorShape::S3Xml,
+            (false, m) if m == "application/json" || m.starts_with("application/x-amz-json") => ErrorShape::Json,
+            _ => ErrorShape::QueryXml,
+        }
+    }
+}
+
+/// A refusal's error as the client's protocol writes it: the `Content-Type`, the body, and for
+/// JSON the `x-amzn-ErrorType` header value.
+pub fn error_body(shape: ErrorShape, status: u16, reason: &str, message: &str, resource: &str, request_id: &str) -> (&'static str, String, Option<&'static str>) {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    }
+    match shape {
+        ErrorShape::S3Xml => ("application/xml", s3_error_xml(status, reason, message, resource, request_id), None),
+        ErrorShape::QueryXml => (
+            "text/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId><VpcgateReason>{}</VpcgateReason></ErrorResponse>\n",
+                if status < 500 { "Sender" } else { "Receiver" },
+                s3_code(status),
+                esc(message),
+                esc(request_id),
+                reason
+            ),
+            None,
+        ),
+        ErrorShape::Json => {
+            let code = match status {
+                400 => "ValidationException",
+                403 => "AccessDeniedException",
+                504 => "RequestTimeoutException",
+                _ => "ServiceUnavailableException",
+            };
+            let body = serde_json::json!({ "__type": code, "message": message, "vpcgateReason": reason }).to_string();
+            ("application/x-amz-json-1.0", body, Some(code))
+        }
     }
 }
 
@@ -275,6 +375,31 @@ impl fmt::Display for Deny {
                 f,
                 "vpcgate is at its limit of {max} open connections; retry later or raise proxy.max_connections"
             ),
+            Deny::GlobalSts { host } => write!(
+                f,
+                "{host} is the global STS endpoint, which no VPC endpoint serves; use the regional one: set AWS_STS_REGIONAL_ENDPOINTS=regional (or sts_regional_endpoints = regional in the AWS config file)"
+            ),
+            Deny::NoRouteForService { host, service, region } => {
+                // The endpoint's DNS labels read the service name backwards (`ecr.api` is `api.ecr`).
+                let labels: Vec<&str> = service.split('.').rev().collect();
+                write!(
+                    f,
+                    "no configured route carries {host} (service {service}); add a [[routes]] entry with kind = \"interface\", service = \"{service}\", endpoint = \"vpce-….{}.{region}.vpce.amazonaws.com\" (or \"{host}\" when the endpoint has private DNS) and the CIDRs of the endpoint's subnets",
+                    labels.join(".")
+                )?;
+                if crate::routes::GATEWAY_SERVICES.contains(&service.as_str()) && service != crate::routes::S3 {
+                    write!(f, ", or a gateway route: kind = \"gateway\", service = \"{service}\" with the prefix list com.amazonaws.{region}.{service}")?;
+                }
+                Ok(())
+            }
+            Deny::UnknownAwsName { host } => write!(
+                f,
+                "{host} is an AWS name that names no service endpoint vpcgate can tie to a route; use the service's regional endpoint SERVICE.REGION.amazonaws.com, or send this host around the proxy with NO_PROXY"
+            ),
+            Deny::CredentialEndpoint { target, what } => write!(
+                f,
+                "{target} is {what}, a local plain-HTTP endpoint that must not go through a proxy; add {NO_PROXY_CREDENTIALS} to NO_PROXY (and no_proxy)"
+            ),
         }
     }
 }
@@ -309,6 +434,45 @@ mod tests {
         let x = s3_error_xml(403, "dualstack", "vpcgate refused: <a & b>", "/k", "rid");
         assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;a &amp; b&gt;") && x.contains("<VpcgateReason>dualstack<"), "{x}");
         assert_eq!((s3_code(502), s3_code(504), s3_code(400)), ("BadGateway", "GatewayTimeout", "InvalidRequest"));
+    }
+
+    #[test]
+    fn errors_take_the_protocol_of_the_request() {
+        use ErrorShape::*;
+        assert_eq!(ErrorShape::for_request(true, Some("application/x-amz-json-1.0")), S3Xml);
+        assert_eq!(ErrorShape::for_request(false, Some("application/x-amz-json-1.0")), Json);
+        assert_eq!(ErrorShape::for_request(false, Some("Application/JSON; charset=utf-8")), Json);
+        assert_eq!(ErrorShape::for_request(false, Some("application/x-www-form-urlencoded; charset=utf-8")), QueryXml);
+        assert_eq!(ErrorShape::for_request(false, None), QueryXml);
+        let (ct, body, t) = error_body(Json, 403, "sigv2", "vpcgate refused: \"x\"", "/", "r");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((ct, t, v["__type"].as_str(), v["message"].as_str()), ("application/x-amz-json-1.0", Some("AccessDeniedException"), Some("AccessDeniedException"), Some("vpcgate refused: \"x\"")));
+        let (_, body, t) = error_body(QueryXml, 504, "dns_failed", "a < b", "/", "r");
+        assert!(t.is_none() && body.contains("<ErrorResponse><Error><Type>Receiver</Type><Code>GatewayTimeout</Code><Message>a &lt; b</Message>"), "{body}");
+    }
+
+    #[test]
+    fn credential_endpoints_in_every_spelling() {
+        for (host, want) in [
+            ("169.254.169.254", Some("IMDS")),
+            ("169.254.169.254:80", Some("IMDS")),
+            ("[fd00:ec2::254]:80", Some("IMDS, IPv6")),
+            ("fd00:ec2::254", Some("IMDS, IPv6")),
+            ("169.254.170.2", Some("ECS")),
+            ("169.254.170.23:80", Some("Pod Identity")),
+            ("169.254.169.253", None),
+            ("s3.us-east-1.amazonaws.com:443", None),
+        ] {
+            let got = credential_endpoint(host);
+            assert_eq!(got.map(|w| want.is_some_and(|x| w.contains(x))), want.map(|_| true), "{host}: {got:?}");
+        }
+        let d = Deny::CredentialEndpoint { target: "169.254.169.254".into(), what: "IMDS" };
+        assert_eq!((d.status(), d.code(), d.deliverable_in_tunnel()), (403, "credential_endpoint", false));
+        assert!(d.to_string().contains("add 169.254.169.254,169.254.170.2,169.254.170.23 to NO_PROXY"), "{d}");
+        let d = Deny::NoRouteForService { host: "api.ecr.us-east-1.amazonaws.com".into(), service: "ecr.api".into(), region: "us-east-1".into() };
+        assert!(d.to_string().contains("vpce-….api.ecr.us-east-1.vpce.amazonaws.com") && !d.to_string().contains("gateway"), "{d}");
+        let d = Deny::NoRouteForService { host: "dynamodb.us-east-1.amazonaws.com".into(), service: "dynamodb".into(), region: "us-east-1".into() };
+        assert!(d.to_string().contains("com.amazonaws.us-east-1.dynamodb"), "{d}");
     }
 
     #[test]

@@ -49,9 +49,19 @@ pub enum HostClass {
     Outposts { region: String },
     /// Static website endpoints: HTTP only, never reachable over HTTPS.
     Website { region: String },
-    /// Interface endpoint name `[bucket.|accesspoint.|control.]vpce-ID[-AZ].s3.REGION.vpce.amazonaws.com`.
-    Vpce { region: String, endpoint: String },
-    /// Another AWS service name (`sts.us-east-1.amazonaws.com`, …): carried only if it resolves into a route.
+    /// Interface endpoint name `[bucket.|accesspoint.|control.]vpce-ID[-AZ].SERVICE.REGION.vpce.amazonaws.com`
+    /// (`service` is `s3`, `sts`, `ecr.api` for `…api.ecr…`, as in the endpoint's service name).
+    Vpce { region: String, endpoint: String, service: String },
+    /// Another AWS service's regional name: `SERVICE.REGION.SUFFIX` (`sts.us-east-1.amazonaws.com`,
+    /// `kms-fips.us-east-1…`: a FIPS name is its own service, as its endpoint service is),
+    /// `api.ecr.REGION…` and `ecr.REGION…` (`ecr.api`), `ACCOUNT.dkr.ecr.REGION…` (`ecr.dkr`),
+    /// DynamoDB's account-based `ACCOUNT.ddb.REGION…` (`dynamodb`). Carried only by a route of
+    /// that service.
+    Service { service: String, region: String },
+    /// The global STS name `sts.amazonaws.com`: no VPC endpoint serves it.
+    GlobalSts,
+    /// Another AWS name that names no service and region vpcgate can tie to a route (instance
+    /// DNS names, load balancers, global service names).
     OtherAws { region: Option<String> },
     /// Not an AWS domain.
     Outside,
@@ -76,6 +86,8 @@ impl HostClass {
             HostClass::Outposts { .. } => "outposts",
             HostClass::Website { .. } => "website",
             HostClass::Vpce { .. } => "vpce",
+            HostClass::Service { .. } => "service",
+            HostClass::GlobalSts => "global_sts",
             HostClass::OtherAws { .. } => "other_aws",
             HostClass::Outside => "outside_aws",
         }
@@ -93,13 +105,31 @@ impl HostClass {
             | HostClass::Express { region }
             | HostClass::Outposts { region }
             | HostClass::Website { region }
+            | HostClass::Service { region, .. }
             | HostClass::Vpce { region, .. } => Some(region),
             HostClass::Dualstack { region } | HostClass::OtherAws { region } => region.as_deref(),
             HostClass::Global { .. }
             | HostClass::Accelerate { .. }
             | HostClass::MultiRegion { .. }
+            | HostClass::GlobalSts
             | HostClass::Outside => None,
         }
+    }
+
+    /// The AWS service whose routes may carry the name: `s3` for every S3 family, the service's
+    /// own name for the others, empty for names of no known service.
+    pub fn service(&self) -> &str {
+        match self {
+            HostClass::Service { service, .. } | HostClass::Vpce { service, .. } => service,
+            HostClass::GlobalSts => "sts",
+            HostClass::OtherAws { .. } | HostClass::Outside => "",
+            _ => crate::routes::S3,
+        }
+    }
+
+    /// Whether requests to the name are S3 requests (buckets, S3 errors, S3 forms).
+    pub fn is_s3(&self) -> bool {
+        self.service() == crate::routes::S3
     }
 }
 
@@ -157,12 +187,17 @@ pub fn classify(host: &str) -> HostClass {
     }
     let n = labels.len();
     let last = labels[n - 1];
+    // The partitions' dual-stack suffix (`sts.us-east-1.api.aws`): IPv6 as well, never carried.
+    if suffix == "api.aws" {
+        return HostClass::Dualstack { region: labels.iter().find(|l| is_region(l)).map(|s| s.to_string()) };
+    }
 
-    // Interface endpoints: [prefix.]vpce-ID[-AZ].s3.REGION.vpce.amazonaws.com
-    if last == "vpce" && n >= 4 && labels[n - 3] == "s3" && is_region(labels[n - 2]) {
-        let endpoint = labels[n - 4];
-        if endpoint.starts_with("vpce-") {
-            return HostClass::Vpce { region: labels[n - 2].to_string(), endpoint: endpoint.to_string() };
+    // Interface endpoints: [prefix.]vpce-ID[-AZ].SERVICE-LABELS.REGION.vpce.amazonaws.com, the
+    // service labels read right to left (`api.ecr` is `ecr.api`).
+    if last == "vpce" && n >= 4 && is_region(labels[n - 2]) {
+        if let Some(j) = labels[..n - 3].iter().rposition(|l| l.starts_with("vpce-")) {
+            let service: Vec<&str> = labels[j + 1..n - 2].iter().rev().copied().collect();
+            return HostClass::Vpce { region: labels[n - 2].to_string(), endpoint: labels[j].to_string(), service: service.join(".") };
         }
     }
     // Multi-Region Access Points: ALIAS.accesspoint.s3-global.SUFFIX
@@ -176,8 +211,7 @@ pub fn classify(host: &str) -> HostClass {
     // Find the S3 service label: the right-most label that names an S3 endpoint family.
     let service_at = labels.iter().rposition(|l| is_s3_service_label(l));
     let Some(i) = service_at else {
-        let region = labels.iter().rev().find(|l| is_region(l)).map(|s| s.to_string());
-        return HostClass::OtherAws { region };
+        return other_service(&labels, suffix);
     };
     let service = labels[i];
     let before = &labels[..i];
@@ -222,6 +256,25 @@ pub fn classify(host: &str) -> HostClass {
         }
         _ => HostClass::OtherAws { region: labels.iter().rev().find(|l| is_region(l)).map(|s| s.to_string()) },
     }
+}
+
+/// A name of another AWS service (no S3 label in it).
+fn other_service(labels: &[&str], suffix: &str) -> HostClass {
+    let service = |name: &str, region: &str| HostClass::Service { service: name.to_string(), region: region.to_string() };
+    let account = |l: &str| l.len() == 12 && l.bytes().all(|b| b.is_ascii_digit());
+    match labels {
+        ["sts"] if suffix == "amazonaws.com" => HostClass::GlobalSts,
+        ["api", "ecr", r] | ["ecr", r] if is_region(r) => service("ecr.api", r),
+        [a, "dkr", "ecr", r] if account(a) && is_region(r) => service("ecr.dkr", r),
+        [a, "ddb", r] if account(a) && is_region(r) => service("dynamodb", r),
+        [s, r] if is_region(r) && is_service_label(s) => service(s, r),
+        _ => HostClass::OtherAws { region: labels.iter().rev().find(|l| is_region(l)).map(|s| s.to_string()) },
+    }
+}
+
+/// An endpoint prefix as AWS writes them: lower-case letters, digits and dashes, starting with a letter.
+fn is_service_label(l: &str) -> bool {
+    l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_s3_service_label(l: &str) -> bool {
@@ -303,20 +356,37 @@ mod tests {
             ("example-bucket.s3-website.us-west-2.amazonaws.com", Website { region: s("us-west-2") }),
             (
                 "bucket.vpce-1a2b3c4d-5e6f.s3.us-east-1.vpce.amazonaws.com",
-                Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f") },
+                Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f"), service: s("s3") },
             ),
             (
                 "vpce-0abc-1234-us-east-1a.s3.us-east-1.vpce.amazonaws.com",
-                Vpce { region: s("us-east-1"), endpoint: s("vpce-0abc-1234-us-east-1a") },
+                Vpce { region: s("us-east-1"), endpoint: s("vpce-0abc-1234-us-east-1a"), service: s("s3") },
             ),
             (
                 "mybucket.bucket.vpce-1a2b3c4d-5e6f.s3.us-east-1.vpce.amazonaws.com",
-                Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f") },
+                Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f"), service: s("s3") },
             ),
-            ("sts.us-east-1.amazonaws.com", OtherAws { region: Some(s("us-east-1")) }),
-            ("sts.amazonaws.com", OtherAws { region: None }),
+            ("vpce-0abc-1234.sts.us-east-1.vpce.amazonaws.com", Vpce { region: s("us-east-1"), endpoint: s("vpce-0abc-1234"), service: s("sts") }),
+            (
+                "vpce-0abc-1234-us-east-1a.api.ecr.us-east-1.vpce.amazonaws.com",
+                Vpce { region: s("us-east-1"), endpoint: s("vpce-0abc-1234-us-east-1a"), service: s("ecr.api") },
+            ),
+            ("sts.us-east-1.amazonaws.com", Service { service: s("sts"), region: s("us-east-1") }),
+            ("kms-fips.us-east-1.amazonaws.com", Service { service: s("kms-fips"), region: s("us-east-1") }),
+            ("dynamodb.eu-west-1.amazonaws.com", Service { service: s("dynamodb"), region: s("eu-west-1") }),
+            ("123456789012.ddb.us-east-1.amazonaws.com", Service { service: s("dynamodb"), region: s("us-east-1") }),
+            ("api.ecr.us-east-1.amazonaws.com", Service { service: s("ecr.api"), region: s("us-east-1") }),
+            ("ecr.us-east-1.amazonaws.com", Service { service: s("ecr.api"), region: s("us-east-1") }),
+            ("123456789012.dkr.ecr.us-east-1.amazonaws.com", Service { service: s("ecr.dkr"), region: s("us-east-1") }),
+            ("logs.cn-north-1.amazonaws.com.cn", Service { service: s("logs"), region: s("cn-north-1") }),
+            ("sts.amazonaws.com", GlobalSts),
+            ("sts.us-east-1.api.aws", Dualstack { region: Some(s("us-east-1")) }),
+            ("iam.amazonaws.com", OtherAws { region: None }),
+            ("ec2-1-2-3-4.compute-1.amazonaws.com", OtherAws { region: None }),
+            ("my-lb-1.us-east-1.elb.amazonaws.com", OtherAws { region: Some(s("us-east-1")) }),
+            ("x.dkr.ecr.us-east-1.amazonaws.com", OtherAws { region: Some(s("us-east-1")) }),
             ("amazonaws.com", OtherAws { region: None }),
-            ("s3.api.aws", OtherAws { region: None }),
+            ("s3.api.aws", Dualstack { region: None }),
             ("example.com", Outside),
             ("s3.us-east-1.amazonaws.com.evil.com", Outside),
             ("amazonaws.com.evil.com", Outside),
@@ -333,5 +403,21 @@ mod tests {
         assert_eq!(classify("b.s3.eu-west-1.amazonaws.com").region(), Some("eu-west-1"));
         assert_eq!(classify("b.s3.amazonaws.com").region(), None);
         assert_eq!(classify("b.s3-us-west-2.amazonaws.com").name(), "dash_region");
+        assert_eq!(classify("sts.eu-west-1.amazonaws.com").region(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn services_of_classes() {
+        for (host, service, s3) in [
+            ("b.s3.us-east-1.amazonaws.com", "s3", true),
+            ("bucket.vpce-1-2.s3.us-east-1.vpce.amazonaws.com", "s3", true),
+            ("vpce-1-2.sts.us-east-1.vpce.amazonaws.com", "sts", false),
+            ("sts.us-east-1.amazonaws.com", "sts", false),
+            ("sts.amazonaws.com", "sts", false),
+            ("123456789012.ddb.us-east-1.amazonaws.com", "dynamodb", false),
+            ("iam.amazonaws.com", "", false),
+        ] {
+            assert_eq!((classify(host).service(), classify(host).is_s3()), (service, s3), "{host}");
+        }
     }
 }

@@ -11,6 +11,9 @@ pub enum Signature {
     V2Header,
     V2Query,
     V2PostForm,
+    /// The Query API's SigV2 (`SignatureVersion=2`, `Signature`, `AWSAccessKeyId`) in a
+    /// form-encoded POST body (STS, IAM, EC2, SQS, SNS, …).
+    V2QueryForm,
     V4Header,
     V4Query,
     V4PostForm,
@@ -28,6 +31,7 @@ impl Signature {
             Signature::V2Header => "sigv2-header",
             Signature::V2Query => "sigv2-query",
             Signature::V2PostForm => "sigv2-post-form",
+            Signature::V2QueryForm => "sigv2-query-form",
             Signature::V4Header => "sigv4-header",
             Signature::V4Query => "sigv4-query",
             Signature::V4PostForm => "sigv4-post-form",
@@ -39,7 +43,7 @@ impl Signature {
     }
 
     pub fn is_v2(&self) -> bool {
-        matches!(self, Signature::V2Header | Signature::V2Query | Signature::V2PostForm)
+        matches!(self, Signature::V2Header | Signature::V2Query | Signature::V2PostForm | Signature::V2QueryForm)
     }
 }
 
@@ -58,6 +62,8 @@ pub enum RequestDeny {
     UnknownScheme { scheme: String },
     /// A multipart POST whose form fields did not end within the inspected prefix.
     FormTooLarge { limit: usize },
+    /// Another service's POST body over [`QUERY_FORM_LIMIT`], which vpcgate reads whole.
+    QueryFormTooLarge { limit: usize },
     Smuggling { what: &'static str },
     /// `Host`, `Authorization` or `Content-Type` more than once.
     DuplicateHeader { name: &'static str },
@@ -89,6 +95,7 @@ impl RequestDeny {
             RequestDeny::SigV2 { .. } => "sigv2",
             RequestDeny::UnknownScheme { .. } => "unknown_signature",
             RequestDeny::FormTooLarge { .. } => "form_too_large",
+            RequestDeny::QueryFormTooLarge { .. } => "query_form_too_large",
             RequestDeny::Smuggling { .. } => "request_smuggling",
             RequestDeny::DuplicateHeader { .. } => "duplicate_header",
             RequestDeny::UnreadableHeader { .. } => "unreadable_header",
@@ -111,6 +118,7 @@ impl RequestDeny {
             | RequestDeny::SigV2 { .. }
             | RequestDeny::UnknownScheme { .. }
             | RequestDeny::FormTooLarge { .. }
+            | RequestDeny::QueryFormTooLarge { .. }
             | RequestDeny::Smuggling { .. }
             | RequestDeny::DuplicateHeader { .. }
             | RequestDeny::UnreadableHeader { .. }
@@ -218,6 +226,10 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate refused a POST form whose fields did not end within {limit} bytes, so its signature could not be checked; put the file field last and keep the policy small"
             ),
+            RequestDeny::QueryFormTooLarge { limit } => write!(
+                f,
+                "vpcgate refused a POST body over {limit} bytes to a service other than S3, which it reads whole to find a SigV2 signature in a Query-API form; send it as application/x-amz-json or split it"
+            ),
             RequestDeny::Smuggling { what } => write!(
                 f,
                 "vpcgate refused an ambiguous request ({what}); send exactly one of Content-Length or Transfer-Encoding: chunked"
@@ -275,6 +287,41 @@ fn decode_key(k: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Keys (lower case, decoded) that only SigV0-2 put in a query string or a Query-API form body:
+/// S3's `AWSAccessKeyId`/`Signature`, the Query API's `SignatureVersion`/`SignatureMethod` as well.
+/// SigV4 writes `X-Amz-*` keys instead.
+pub const QUERY_V2_KEYS: [&str; 4] = ["awsaccesskeyid", "signature", "signatureversion", "signaturemethod"];
+
+/// The most of a Query-API form body vpcgate reads before it forwards the request (STS, IAM and
+/// EC2 bodies are a few KiB; SQS's largest message is 256 KiB, encoded up to three times that).
+pub const QUERY_FORM_LIMIT: usize = 1024 * 1024;
+
+/// Whether a request body must be read whole as a Query-API form before it may go upstream: a
+/// POST with a body to a service other than S3, unless its `Content-Type` is one of the JSON or
+/// CBOR protocols' own (which no Query service reads as a form). Fail closed: a missing or
+/// unknown type is read, as a Query endpoint might take it for a form.
+pub fn reads_query_form(is_post: bool, s3: bool, has_body: bool, content_type: Option<&str>) -> bool {
+    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let structured = media == "application/json" || media.starts_with("application/x-amz-json") || media == "application/cbor" || media.starts_with("application/x-amz-cbor");
+    is_post && !s3 && has_body && !structured
+}
+
+/// The signature of a Query-API form body: SigV2 when any of its keys (split at `&` and `;`,
+/// percent-decoded, any case) is one of [`QUERY_V2_KEYS`], else `Anonymous` (the head's own
+/// signature stands).
+pub fn query_form_signature(body: &[u8]) -> Signature {
+    let text = String::from_utf8_lossy(body);
+    let v2 = text
+        .split(['&', ';'])
+        .map(|p| decode_key(p.split('=').next().unwrap_or("")).trim().to_ascii_lowercase())
+        .any(|k| QUERY_V2_KEYS.contains(&k.as_str()));
+    if v2 {
+        Signature::V2QueryForm
+    } else {
+        Signature::Anonymous
+    }
+}
+
 /// The signature a request carries in its `Authorization` header and query string.
 /// SigV2 anywhere wins: a request that mixes schemes is judged by its weakest.
 pub fn signature_of(authorization: Option<&str>, query: Option<&str>) -> Signature {
@@ -285,7 +332,7 @@ pub fn signature_of(authorization: Option<&str>, query: Option<&str>) -> Signatu
         .map(|p| decode_key(p.split('=').next().unwrap_or("")).to_ascii_lowercase())
         .collect();
     let has = |k: &str| keys.iter().any(|x| x == k);
-    if has("awsaccesskeyid") || has("signature") {
+    if QUERY_V2_KEYS.iter().any(|k| has(k)) {
         return Signature::V2Query;
     }
     if let Some(auth) = authorization {
@@ -787,6 +834,33 @@ pub fn s3_error_xml(deny: &RequestDeny, resource: &str, request_id: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_api_forms_with_sigv2_are_read_and_refused() {
+        // What botocore's QuerySerializer sends for STS, and the same signed with SigV2.
+        let v4 = b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fapp&WebIdentityToken=eyJ";
+        assert_eq!(query_form_signature(v4), Signature::Anonymous);
+        for body in [
+            &b"Action=GetCallerIdentity&Version=2011-06-15&AWSAccessKeyId=AKID&SignatureVersion=2&SignatureMethod=HmacSHA256&Timestamp=x&Signature=abc"[..],
+            b"Action=DescribeInstances&SignatureVersion=2",
+            b"Action=X&Signature%56ersion=2",
+            b"Action=X;signature=abc",
+            b"Action=X&+AWSAccessKeyId=AKID",
+            b"signaturemethod=HmacSHA1",
+        ] {
+            assert_eq!(query_form_signature(body), Signature::V2QueryForm, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(signature_of(None, Some("Action=GetCallerIdentity&SignatureVersion=2")), Signature::V2Query);
+        // Which bodies are read: POSTs to other services that are not JSON or CBOR.
+        assert!(reads_query_form(true, false, true, Some("application/x-www-form-urlencoded; charset=utf-8")));
+        assert!(reads_query_form(true, false, true, None));
+        assert!(reads_query_form(true, false, true, Some("text/plain")));
+        assert!(!reads_query_form(true, false, true, Some("application/x-amz-json-1.0")));
+        assert!(!reads_query_form(true, false, true, Some("application/cbor")));
+        assert!(!reads_query_form(true, true, true, Some("application/x-www-form-urlencoded")));
+        assert!(!reads_query_form(false, false, true, None));
+        assert!(!reads_query_form(true, false, false, None));
+    }
 
     #[test]
     fn signatures_from_headers_and_queries() {

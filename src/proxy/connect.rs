@@ -124,6 +124,9 @@ fn ms(d: Duration) -> f64 {
 pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, Option<TcpStream>), Deny> {
     let settings = &state.config.settings;
     decision.target = super::redact(raw_target);
+    if let Some(what) = crate::policy::deny::credential_endpoint(raw_target) {
+        return Err(Deny::CredentialEndpoint { target: decision.target.clone(), what });
+    }
     let target = parse_connect_target(raw_target, &settings.proxy.connect_ports).map_err(Deny::Authority)?;
     decision.host = target.host.clone();
     decision.port = target.port;

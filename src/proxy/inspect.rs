@@ -7,7 +7,7 @@
 use crate::certs::LeafCache;
 use crate::policy::authority::Target;
 use crate::policy::bucket::{self, Named};
-use crate::policy::deny::{Delivery, Deny};
+use crate::policy::deny::{Delivery, Deny, ErrorShape};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
@@ -83,6 +83,9 @@ struct Session {
     /// With `s3.buckets` (or a client's list) set: what the tunnel's name itself names (`Service` when each request
     /// names its bucket in the path); `None` without a perimeter.
     named_by_host: Option<Named>,
+    /// Whether the tunnel's name is S3's (its refusals are S3 XML errors, its POST forms S3's);
+    /// otherwise another service's (Query-API forms are read, errors take the request's protocol).
+    s3: bool,
 }
 
 impl Session {
@@ -349,6 +352,7 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: De
         (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))
     };
     let answered = Arc::new(AtomicU64::new(0));
+    let s3 = crate::policy::host::classify(&target.host).is_s3();
     let service = {
         let (deny, state, answered) = (deny.clone(), state.clone(), answered.clone());
         let (client, host): (Arc<str>, Arc<str>) = (Arc::from(decision.client_text()), Arc::from(target.host.as_str()));
@@ -375,7 +379,7 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: De
                 bytes_down = 0u64,
                 duration_ms = 0u64,
             );
-            let response = xml_error(deny.status(), deny.code(), &message, &path);
+            let response = error_response(shape_of(s3, req.headers()), deny.status(), deny.code(), &message, &path);
             async move { Ok::<_, std::convert::Infallible>(response) }
         })
     };
@@ -444,6 +448,7 @@ pub async fn inspect(
         }
     }
 
+    let class = crate::policy::host::classify(&target.host);
     let session = Arc::new(Session {
         target: target.clone(),
         addr,
@@ -459,8 +464,9 @@ pub async fn inspect(
         stale_at: AtomicU64::new(u64::MAX),
         heads: Arc::default(),
         own_buckets: crate::proxy::connect::client_buckets(&state, &decision).cloned(),
-        named_by_host: (state.config.buckets.active() || crate::proxy::connect::client_buckets(&state, &decision).is_some())
-            .then(|| bucket::named_by(&target.host, &crate::policy::host::classify(&target.host), "")),
+        named_by_host: (class.is_s3() && (state.config.buckets.active() || crate::proxy::connect::client_buckets(&state, &decision).is_some()))
+            .then(|| bucket::named_by(&target.host, &class, "")),
+        s3: class.is_s3(),
     });
     let svc_session = session.clone();
     let svc_state = state.clone();
@@ -536,10 +542,11 @@ async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientIo>, unrea
     let quick = std::time::Duration::from_secs(1);
     if let Some(what) = unreadable {
         let d = RequestDeny::HeadUnpaired { what };
-        let rid = format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0));
-        let body = request::s3_error_xml(&d, "", &rid);
+        let rid = request_id();
+        let shape = if session.s3 { ErrorShape::S3Xml } else { ErrorShape::QueryXml };
+        let (content_type, body, _) = crate::policy::deny::error_body(shape, d.status(), d.code(), &d.to_string(), "", &rid);
         let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/xml\r\nX-Vpcgate-Reason: {}\r\nx-amz-request-id: {rid}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nX-Vpcgate-Reason: {}\r\nx-amz-request-id: {rid}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             d.status(),
             StatusCode::from_u16(d.status()).ok().and_then(|c| c.canonical_reason()).unwrap_or(""),
             d.code(),
@@ -757,21 +764,33 @@ impl Body for Prefixed {
     }
 }
 
-fn xml_response(deny: &RequestDeny, path: &str) -> Response<RespBody> {
-    xml_error(deny.status(), deny.code(), &deny.to_string(), path)
+fn xml_response(deny: &RequestDeny, path: &str, shape: ErrorShape) -> Response<RespBody> {
+    error_response(shape, deny.status(), deny.code(), &deny.to_string(), path)
 }
 
-/// An S3-style XML error response: what SDKs parse and print for a refusal inside a tunnel.
-fn xml_error(status: u16, reason: &'static str, message: &str, path: &str) -> Response<RespBody> {
-    let rid = format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    let body = crate::policy::deny::s3_error_xml(status, reason, message, path, &rid);
-    Response::builder()
+/// A refusal inside a tunnel as the service's own error (S3's XML, the Query protocol's XML or
+/// JSON, see [`ErrorShape`]): what SDKs parse and print.
+fn error_response(shape: ErrorShape, status: u16, reason: &'static str, message: &str, path: &str) -> Response<RespBody> {
+    let rid = request_id();
+    let (content_type, body, error_type) = crate::policy::deny::error_body(shape, status, reason, message, path, &rid);
+    let mut r = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN))
-        .header("Content-Type", "application/xml")
+        .header("Content-Type", content_type)
         .header("X-Vpcgate-Reason", reason)
-        .header("x-amz-request-id", rid)
-        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
-        .expect("static response parts are valid")
+        .header(if shape == ErrorShape::S3Xml { "x-amz-request-id" } else { "x-amzn-RequestId" }, rid.as_str());
+    if let Some(t) = error_type {
+        r = r.header("x-amzn-ErrorType", t);
+    }
+    r.body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed()).expect("static response parts are valid")
+}
+
+fn request_id() -> String {
+    format!("vpcgate-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+}
+
+/// The error shape for a request: from the tunnel's service and the request's `Content-Type`.
+fn shape_of(s3: bool, headers: &HeaderMap) -> ErrorShape {
+    ErrorShape::for_request(s3, headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
 }
 
 async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
@@ -793,10 +812,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         metrics: state.metrics.clone(),
     };
     let ins = state.inspect.as_ref().expect("inspect state");
+    let shape = shape_of(session.s3, &parts.headers);
     let deny = |mut log: RequestLog, d: RequestDeny| {
         log.status = d.status();
         log.reason = d.code();
-        xml_response(&d, &log.path)
+        xml_response(&d, &log.path, shape)
     };
 
     // Pairing, method, framing, Connection, Host and signature: on every request of the tunnel.
@@ -879,6 +899,17 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
                 }
                 Counted::request_body(form_body, log.counts.clone(), &session).boxed()
             }
+            Err((d, form_sig)) => {
+                if let Some(s) = form_sig {
+                    log.sig = s.name();
+                }
+                return deny(log, d);
+            }
+        }
+    } else if request::reads_query_form(parts.method == hyper::Method::POST, session.s3, !body.is_end_stream(), content_type) {
+        // Another service's POST: a Query-API form carries its signature in the body.
+        match read_query_form(body, &session).await {
+            Ok(whole) => Counted::request_body(whole.map_err(upstream::BodyError::from), log.counts.clone(), &session).boxed(),
             Err((d, form_sig)) => {
                 if let Some(s) = form_sig {
                     log.sig = s.name();
@@ -1051,6 +1082,39 @@ async fn read_form(
     }
     frames.extend(trailers);
     Ok((FormBody { read: Prefixed { prefix: frames, rest }, tail, cut }, sig))
+}
+
+/// Reads another service's POST body whole (at most [`request::QUERY_FORM_LIMIT`]) and refuses it
+/// when it is a Query-API form signed with SigV2; else it goes upstream as read.
+async fn read_query_form(mut rest: Incoming, session: &Session) -> Result<Prefixed, (RequestDeny, Option<Signature>)> {
+    let mut read = BytesMut::new();
+    let mut trailers = VecDeque::new();
+    loop {
+        match rest.frame().await {
+            Some(Ok(f)) => {
+                session.touch();
+                match f.data_ref() {
+                    Some(d) => read.extend_from_slice(d),
+                    None => trailers.push_back(f),
+                }
+                if read.len() > request::QUERY_FORM_LIMIT {
+                    return Err((RequestDeny::QueryFormTooLarge { limit: request::QUERY_FORM_LIMIT }, None));
+                }
+            }
+            Some(Err(e)) => return Err((RequestDeny::ClientBody { error: e.to_string() }, None)),
+            None => break,
+        }
+    }
+    let sig = request::query_form_signature(&read);
+    if sig.is_v2() {
+        return Err((RequestDeny::SigV2 { sig: sig.clone() }, Some(sig)));
+    }
+    let mut frames = VecDeque::with_capacity(1 + trailers.len());
+    if !read.is_empty() {
+        frames.push_back(Frame::data(read.freeze()));
+    }
+    frames.extend(trailers);
+    Ok(Prefixed { prefix: frames, rest })
 }
 
 /// A form's body on its way upstream: what was read ahead, then the rest, watched after the file.

@@ -343,9 +343,11 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
         }
     }
     if req.method() != Method::CONNECT {
-        let deny = match req.uri().scheme_str() {
-            Some(_) => Deny::Plaintext { uri: redact(&req.uri().to_string()) },
-            None => Deny::NotProxyRequest { method: req.method().to_string() },
+        let credentials = req.uri().authority().and_then(|a| crate::policy::deny::credential_endpoint(a.as_str()));
+        let deny = match (req.uri().scheme_str(), credentials) {
+            (Some(_), Some(what)) => Deny::CredentialEndpoint { target: redact(&req.uri().to_string()), what },
+            (Some(_), None) => Deny::Plaintext { uri: redact(&req.uri().to_string()) },
+            (None, _) => Deny::NotProxyRequest { method: req.method().to_string() },
         };
         decision.target = req.uri().authority().map(|a| redact(a.as_str())).unwrap_or_default();
         log_refusal(&state, &decision, &deny);
