@@ -23,7 +23,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default when no command is given).
-    Run,
+    Run {
+        /// Also reload when the config file or a route's cidrs_file changes, checking their bytes
+        /// at this interval (e.g. 10s): for a Kubernetes ConfigMap, which is replaced on disk and
+        /// sends no signal. SIGHUP reloads either way.
+        #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+        watch_config: Option<std::time::Duration>,
+    },
     /// Dry-run the decision for HOST[:PORT] without connecting: class, DNS answers, routes, verdict.
     /// Exit status 0 when allowed, 1 when refused.
     Explain {
@@ -106,8 +112,9 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.as_ref().unwrap_or(&Command::Run) {
-        Command::Run => load(&cli).and_then(run),
+    let default = Command::Run { watch_config: None };
+    let result = match cli.command.as_ref().unwrap_or(&default) {
+        Command::Run { watch_config } => load(&cli).and_then(|l| run(l, *watch_config)),
         Command::Explain { target, json, client } => load(&cli).and_then(|l| explain(&l, target, *json, client.as_deref())),
         Command::Check { buckets } => load(&cli).and_then(|l| check(&l, buckets)),
         Command::Routes => load(&cli).map(|l| print_routes(&l)),
@@ -315,7 +322,7 @@ fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics
     Ok(State { own_addrs, config: l, dns, inspect, clients, metrics })
 }
 
-fn run(loaded: Loaded) -> Result<(), String> {
+fn run(loaded: Loaded, watch_config: Option<std::time::Duration>) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
     runtime_with(loaded.settings.proxy.worker_threads)?.block_on(async move {
         let listen = loaded.settings.proxy.listen;
@@ -343,6 +350,9 @@ fn run(loaded: Loaded) -> Result<(), String> {
             tokio::spawn(vpcgate::admin::serve(a, shared.clone(), async move {
                 let _ = rx.changed().await;
             }));
+        }
+        if let Some(every) = watch_config {
+            tokio::spawn(watch_files(shared.clone(), listen, admin_addr, metrics.clone(), every));
         }
         tokio::spawn(signals(shared.clone(), listen, admin_addr, metrics, stop_tx));
         let mut rx = stop_rx;
@@ -409,6 +419,50 @@ async fn signals(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAd
     }
     tracing::info!("shutdown signal received");
     let _ = stop.send(true);
+}
+
+/// The files a configuration was read from: the config file and each route's `cidrs_file`.
+fn config_files(l: &Loaded) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = l.sources.iter().filter_map(|s| s.strip_prefix("config file ").map(PathBuf::from)).collect();
+    files.extend(l.settings.routes.iter().filter_map(|r| r.cidrs_file.clone()).filter(|p| p.as_os_str() != config::EMBEDDED_CIDRS));
+    files
+}
+
+/// What those files hold now (a hash of each one's bytes, read through symlinks, as a ConfigMap's
+/// `..data` link is replaced; `None` for one that cannot be read).
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<u64>> {
+    use std::hash::{Hash, Hasher};
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read(f).ok().map(|bytes| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                h.finish()
+            })
+        })
+        .collect()
+}
+
+/// `run --watch-config INTERVAL`: reload as SIGHUP does when the bytes of the configuration's files
+/// change. A change that is refused is not retried until the files change again.
+async fn watch_files(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, every: std::time::Duration) {
+    let mut files = config_files(&shared.get().config);
+    let mut seen = fingerprint(&files);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = fingerprint(&files);
+        if now == seen {
+            continue;
+        }
+        tracing::info!(files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "), "configuration files changed; reloading");
+        reload(&shared, listen, admin, &metrics);
+        // What the reload read is what was seen before it (a change after that is caught next
+        // round); a reload that names other route files starts watching those.
+        let next = config_files(&shared.get().config);
+        seen = if next == files { now } else { fingerprint(&next) };
+        files = next;
+    }
 }
 
 fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
