@@ -58,6 +58,8 @@ pub struct SeenRequest {
     pub status: u16,
     /// The Host header (empty when absent).
     pub host: String,
+    /// The `x-amz-security-token` header (temporary credentials from STS; empty when absent).
+    pub security_token: String,
 }
 
 /// A TLS S3 server on loopback. Stops (drops open connections) and removes its directory on drop.
@@ -76,12 +78,19 @@ impl FakeS3 {
     /// picks a free port; the real address is in `addr`). Serves s3s-fs rooted at a fresh temp
     /// dir; SigV4 is verified with [`ACCESS_KEY`]/[`SECRET_KEY`]; anonymous requests are denied.
     pub async fn start(bind: SocketAddr, ca: &TestCa, names: &[&str]) -> FakeS3 {
-        Self::start_with_versions(bind, ca, names, rustls::ALL_VERSIONS).await
+        Self::start_with_versions(bind, ca, names, rustls::ALL_VERSIONS, None).await
+    }
+
+    /// Same as [`FakeS3::start`], and also trusts the keys listed in `keys_file` (lines of
+    /// `ACCESS_KEY SECRET_KEY`, read at each request): for credentials a test obtains at run
+    /// time, from STS say. SigV4 is verified with them all the same.
+    pub async fn start_trusting(bind: SocketAddr, ca: &TestCa, names: &[&str], keys_file: PathBuf) -> FakeS3 {
+        Self::start_with_versions(bind, ca, names, rustls::ALL_VERSIONS, Some(keys_file)).await
     }
 
     /// Same as [`FakeS3::start`], TLS 1.2 only (S3 PrivateLink endpoints speak TLS 1.2 only).
     pub async fn start_tls12_only(bind: SocketAddr, ca: &TestCa, names: &[&str]) -> FakeS3 {
-        Self::start_with_versions(bind, ca, names, &[&rustls::version::TLS12]).await
+        Self::start_with_versions(bind, ca, names, &[&rustls::version::TLS12], None).await
     }
 
     /// Requests that reached the server so far, in arrival order.
@@ -129,6 +138,7 @@ impl FakeS3 {
         ca: &TestCa,
         names: &[&str],
         versions: &[&'static rustls::SupportedProtocolVersion],
+        keys_file: Option<PathBuf>,
     ) -> FakeS3 {
         let (cert_pem, key_pem) = ca.leaf(names);
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("leaf cert PEM");
@@ -153,7 +163,7 @@ impl FakeS3 {
             fs,
             root: root_path.clone(),
         });
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        builder.set_auth(Keys { file: keys_file });
         builder.set_host(AwsHosts);
         let s3 = builder.build();
 
@@ -180,6 +190,25 @@ impl FakeS3 {
             connections,
             task,
         }
+    }
+}
+
+/// The fixed test key, then those of a keys file.
+struct Keys {
+    file: Option<PathBuf>,
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
+        if access_key == ACCESS_KEY {
+            return Ok(SECRET_KEY.into());
+        }
+        let listed = self.file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        listed
+            .lines()
+            .find_map(|l| l.split_once(' ').filter(|(k, _)| *k == access_key).map(|(_, secret)| secret.trim().to_string().into()))
+            .ok_or_else(|| s3s::s3_error!(InvalidAccessKeyId))
     }
 }
 
@@ -248,6 +277,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string(),
+        security_token: req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
     };
     let index = {
         let mut seen = seen.lock().unwrap();

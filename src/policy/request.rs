@@ -207,6 +207,10 @@ impl fmt::Display for RequestDeny {
                 f,
                 "vpcgate refused a request for Host {host} inside the tunnel opened for {connect_host} (domain fronting); open a separate connection for {host}"
             ),
+            RequestDeny::SigV2 { sig: Signature::V2QueryForm } => write!(
+                f,
+                "vpcgate refused a Signature Version 2 request (a Query API form with SignatureVersion, Signature or AWSAccessKeyId); sign it with SigV4, the SDKs' default (remove signature_version = v2 from the client's configuration)"
+            ),
             RequestDeny::SigV2 { sig } => {
                 let how = match sig {
                     Signature::V2Query => "presigned URL with AWSAccessKeyId and Signature",
