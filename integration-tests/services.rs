@@ -322,6 +322,11 @@ async fn query_api_sigv2_is_refused_with_a_sentence_and_never_reaches_sts() {
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"), "{}", out.body);
     assert_eq!(lab.sts.connections(), 0);
+    // The S3 request checks hold for every service: a Host other than the CONNECT host is refused.
+    let out = curl(&["--proxy", &p.url(), "--cacert", ca.to_str().unwrap(), "-H", "Host: kms.us-east-1.amazonaws.com", &format!("https://{STS}/?Action=GetCallerIdentity")]).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert!(out.body.contains("<ErrorResponse>") && out.body.contains("domain fronting"), "{}", out.body);
+    assert_eq!(lab.sts.connections(), 0);
     // SigV4 through the same tunnel kind works (the refusal is about the signature, not STS).
     let v = lab.boto3(&p, true, &["caller-identity", "default"], &lab.static_keys()).await;
     assert_eq!(v["ok"], true, "{v}\n{}", p.log_text());

@@ -7,9 +7,10 @@
 //! ```text
 //! accept (connection limit, header timeout, graceful shutdown) ......... proxy::Listener
 //!   -> proxy request: CONNECT host:port, or a refusal (plaintext http://) proxy::handle
+//!   -> credential endpoints (IMDS, ECS, Pod Identity) refused: NO_PROXY  policy::deny
 //!   -> strict target parse (no IP literals, brackets, userinfo; ports) . policy::authority
-//!   -> host class by the S3 hostname grammar ............................ policy::host
-//!   -> plan: which routes may carry this class, or Deny ................. policy::connect::plan
+//!   -> host class by the S3 hostname grammar, other services' names ..... policy::host
+//!   -> plan: which routes of the name's service may carry it, or Deny ... policy::connect::plan
 //!   -> resolve, A records only, configured servers ....................... dns
 //!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
 //!   -> inspect mode, a policy Deny of a name the CA may sign: 200, TLS, an
@@ -24,7 +25,9 @@
 //!      every request: paired with its head as it arrived (framing lines
 //!      judged before hyper changes them) .................................. policy::framing
 //!      Host = CONNECT host, no SigV2 (header, query, POST form), no
-//!      smuggling shapes, Connection names no checked header ................ policy::request
+//!      smuggling shapes, Connection names no checked header; another
+//!      service's POST read whole for a Query-API SigV2 form ................. policy::request
+//!      refusals in the client's protocol (S3 XML, Query XML, JSON) ........ policy::deny::error_body
 //!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
 //!      (both TLS legs read every buffered record at once) .................. proxy::greedy
 //!   -> evidence: one `connect` event per CONNECT, one `request` per request
