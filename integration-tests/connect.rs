@@ -453,6 +453,15 @@ async fn over_max_connections_is_503() {
     let (status, text) = raw_request(port, &connect_req(&format!("{HOST}:443")));
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("over_capacity") && text.contains("max_connections"), "{text}");
+    // max_connections applies at start only: after a reload that changes it, the refusal still
+    // names the limit the proxy enforces, not the new value.
+    let toml = std::fs::read_to_string(&p.config).unwrap().replace("max_connections = 1", "max_connections = 7");
+    std::fs::write(&p.config, toml).unwrap();
+    p.signal("HUP");
+    eventually(10, || p.log_text(), || p.log_text().contains("configuration reloaded").then_some(()));
+    let (status, text) = raw_request(port, &connect_req(&format!("{HOST}:443")));
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("limit of 1 open connections"), "{text}");
     drop(_held);
     drop(p);
 }

@@ -53,7 +53,7 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     let (code, out, _, _) = vpcgate(&["--config", cfg, "explain", BUCKET_HOST], &[]);
     eprintln!("$ vpcgate explain {BUCKET_HOST}\n{out}");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("regional_virtual_hosted, region us-east-1"), "{out}");
+    assert!(out.contains("regional_virtual_hosted, service s3, region us-east-1"), "{out}");
     assert!(out.contains(&format!("{} (inside test-gateway 127.{n}.1.0/24)", ip(n, 1, 1))), "{out}");
     assert!(out.contains(&format!("allow: dial {}:443 via route test-gateway", ip(n, 1, 1))), "{out}");
 
@@ -143,6 +143,7 @@ async fn check_reports_network_and_client_setup_in_seconds() {
         ("AWS_CA_BUNDLE", ca.to_str().unwrap()),
         ("AWS_CONFIG_FILE", good.to_str().unwrap()),
         ("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "regional"),
+        ("NO_PROXY", "169.254.169.254,169.254.170.2,169.254.170.23"),
     ];
     let (code, out, err, took) = vpcgate(&["--config", cfg, "check", "--bucket", "my-bucket"], &envs);
     eprintln!("$ vpcgate check --bucket my-bucket\n{out}");
@@ -160,6 +161,7 @@ async fn check_reports_network_and_client_setup_in_seconds() {
         "pass  HTTPS_PROXY",
         "pass  AWS_CA_BUNDLE",
         "pass  aws config",
+        "pass  credential endpoints",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

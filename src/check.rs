@@ -105,7 +105,7 @@ pub async fn run(
                 let mut one = l.clone();
                 one.routes = vec![l.routes[i].clone()];
                 let label = format!("{host} via {}", route.name);
-                let ex = explain(&one, &dns, &host, &[l.settings.proxy.listen], None).await;
+                let ex = explain(&one, &dns, &host, &l.own_addresses(), None).await;
                 match &ex.chosen {
                     None if ex.reason.as_deref() == Some("no_route_for_class") => {
                         out.push(line(Level::Warn, label, ex.message.clone().unwrap_or_default()))

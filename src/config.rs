@@ -157,7 +157,7 @@ pub enum TlsMode {
     Inspect,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     pub mode: TlsMode,
@@ -220,6 +220,21 @@ pub struct Loaded {
     pub buckets: crate::policy::bucket::BucketRules,
     /// Which layers were read, for the banner.
     pub sources: Vec<String>,
+    /// The config file that was read (`--config` or `VPCGATE_CONFIG`): what a reload reads again
+    /// and `run --watch-config` watches.
+    pub file: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// vpcgate's own listening addresses, never dialled (the proxy's and the admin listener's):
+    /// the one list the proxy, `explain` and `check` decide with.
+    pub fn own_addresses(&self) -> Vec<SocketAddr> {
+        let mut own = vec![self.settings.proxy.listen];
+        if self.settings.admin.enabled {
+            own.push(self.settings.admin.listen);
+        }
+        own
+    }
 }
 
 /// A configuration that cannot be used. Display is one sentence naming the problem and the fix.
@@ -316,7 +331,9 @@ pub fn load(sources: &Sources, env_regions: &[String]) -> Result<Loaded, ConfigE
         settings = Some(s);
     }
     let settings = settings.expect("the embedded default always deserializes");
-    validate(settings, env_regions, read)
+    let mut loaded = validate(settings, env_regions, read)?;
+    loaded.file = sources.file.clone();
+    Ok(loaded)
 }
 
 /// The `config` crate's messages carry some noise; keep them to one line.
@@ -418,7 +435,7 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         out
     };
     let buckets = crate::policy::bucket::BucketRules { patterns: settings.s3.buckets.clone(), allow_list_buckets: settings.s3.allow_list_buckets };
-    Ok(Loaded { settings, regions, routes, dns, buckets, sources })
+    Ok(Loaded { settings, regions, routes, dns, buckets, sources, file: None })
 }
 
 /// `s3.buckets`: bucket names with `*`, or `accesspoint/…` and `mrap/…` keys (`policy::bucket`).

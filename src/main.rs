@@ -110,37 +110,54 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, String> {
     b.enable_all().build().map_err(|e| format!("cannot start the async runtime ({e})"))
 }
 
+/// How a command ends when it does not succeed.
+enum Exit {
+    /// It ran and its answer is no (`explain` refused, a `check` failed, unhealthy), having
+    /// printed why: exit status 1.
+    No,
+    /// It could not run: this sentence on stderr, exit status 2.
+    Error(String),
+}
+
+impl From<String> for Exit {
+    fn from(e: String) -> Exit {
+        Exit::Error(e)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = Command::Run { watch_config: None };
-    let result = match cli.command.as_ref().unwrap_or(&default) {
-        Command::Run { watch_config } => load(&cli).and_then(|l| run(l, *watch_config)),
-        Command::Explain { target, json, client } => load(&cli).and_then(|l| explain(&l, target, *json, client.as_deref())),
-        Command::Check { buckets } => load(&cli).and_then(|l| check(&l, buckets)),
-        Command::Routes => load(&cli).map(|l| print_routes(&l)),
-        Command::CheckConfig => load(&cli).map(|l| {
-            println!("configuration OK ({})", l.sources.join(", "));
-        }),
+    let result: Result<(), Exit> = match cli.command.as_ref().unwrap_or(&default) {
+        Command::Run { watch_config } => load(&cli).and_then(|l| run(l, *watch_config)).map_err(Exit::from),
+        Command::Explain { target, json, client } => load(&cli).map_err(Exit::from).and_then(|l| explain(&l, target, *json, client.as_deref())),
+        Command::Check { buckets } => load(&cli).map_err(Exit::from).and_then(|l| check(&l, buckets)),
+        Command::Routes => load(&cli).map(|l| print_routes(&l)).map_err(Exit::from),
+        Command::CheckConfig => load(&cli)
+            .map(|l| {
+                println!("configuration OK ({})", l.sources.join(", "));
+            })
+            .map_err(Exit::from),
         // Docker reserves exit status 2: unhealthy is 1.
         Command::Healthcheck => load(&cli).and_then(|l| healthcheck(&l)).map_err(|e| {
             eprintln!("vpcgate: unhealthy: {e}");
-            String::new()
+            Exit::No
         }),
-        Command::Client(ClientCommand::Add { name, password_stdin }) => client_add(name, *password_stdin),
-        Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)),
-        Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)),
+        Command::Client(ClientCommand::Add { name, password_stdin }) => client_add(name, *password_stdin).map_err(Exit::from),
+        Command::Ca(CaCommand::Init { force }) => load(&cli).and_then(|l| ca_init(&l, *force)).map_err(Exit::from),
+        Command::Ca(CaCommand::Bundle) => load(&cli).and_then(|l| ca_bundle(&l)).map_err(Exit::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is_empty() => ExitCode::from(1),
-        Err(e) => {
+        Err(Exit::No) => ExitCode::from(1),
+        Err(Exit::Error(e)) => {
             eprintln!("vpcgate: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result<(), String> {
+fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result<(), Exit> {
     let own = match client {
         None => None,
         Some(name) => {
@@ -150,7 +167,7 @@ fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result
     };
     let ex = runtime()?.block_on(async {
         let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
-        Ok::<_, String>(vpcgate::explain::explain(l, &dns, target, &[l.settings.proxy.listen], own.as_ref()).await)
+        Ok::<_, String>(vpcgate::explain::explain(l, &dns, target, &l.own_addresses(), own.as_ref()).await)
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&ex).expect("explanations serialize"));
@@ -160,7 +177,7 @@ fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result
     if ex.decision == "allow" {
         Ok(())
     } else {
-        Err(String::new())
+        Err(Exit::No)
     }
 }
 
@@ -190,7 +207,7 @@ fn client_add(name: &str, password_stdin: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn check(l: &Loaded, buckets: &[String]) -> Result<(), String> {
+fn check(l: &Loaded, buckets: &[String]) -> Result<(), Exit> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let path = env
         .get("AWS_CONFIG_FILE")
@@ -207,7 +224,7 @@ fn check(l: &Loaded, buckets: &[String]) -> Result<(), String> {
     if fails == 0 {
         Ok(())
     } else {
-        Err(String::new())
+        Err(Exit::No)
     }
 }
 
@@ -308,7 +325,7 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<vpcgate::proxy::
 /// upstream pool) is kept when the TLS settings did not change.
 fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
     let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
-    let same_tls = previous.is_some_and(|p| format!("{:?}", p.config.settings.tls) == format!("{:?}", l.settings.tls));
+    let same_tls = previous.is_some_and(|p| p.config.settings.tls == l.settings.tls);
     let inspect = match previous {
         Some(p) if same_tls => p.inspect.clone(),
         _ => inspect_state(&l, previous.is_none())?,
@@ -423,7 +440,7 @@ async fn signals(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAd
 
 /// The files a configuration was read from: the config file and each route's `cidrs_file`.
 fn config_files(l: &Loaded) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = l.sources.iter().filter_map(|s| s.strip_prefix("config file ").map(PathBuf::from)).collect();
+    let mut files: Vec<PathBuf> = l.file.iter().cloned().collect();
     files.extend(l.settings.routes.iter().filter_map(|r| r.cidrs_file.clone()).filter(|p| p.as_os_str() != config::EMBEDDED_CIDRS));
     files
 }
@@ -467,8 +484,7 @@ async fn watch_files(shared: Arc<Shared>, listen: SocketAddr, admin: Option<Sock
 
 fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
     let old = shared.get();
-    let file = old.config.sources.iter().find_map(|s| s.strip_prefix("config file ").map(PathBuf::from));
-    let result = config::load(&Sources::from_process(file), &env_regions())
+    let result = config::load(&Sources::from_process(old.config.file.clone()), &env_regions())
         .map_err(|e| e.to_string())
         .and_then(|l| {
             for change in old.config.settings.restart_only_changes(&l.settings) {

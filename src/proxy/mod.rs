@@ -62,6 +62,8 @@ pub struct Listener {
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    /// The semaphore's size: `proxy.max_connections` at start (a reload does not resize it).
+    max: usize,
     tracker: TaskTracker,
 }
 
@@ -70,8 +72,8 @@ type Body = Full<Bytes>;
 impl Listener {
     /// `proxy.max_connections` is read once here: changing it needs a restart.
     pub fn new(listener: TcpListener, shared: Arc<Shared>) -> Listener {
-        let limit = Arc::new(Semaphore::new(shared.get().config.settings.proxy.max_connections));
-        Listener { listener, shared, limit, tracker: TaskTracker::new() }
+        let max = shared.get().config.settings.proxy.max_connections;
+        Listener { listener, shared, limit: Arc::new(Semaphore::new(max)), max, tracker: TaskTracker::new() }
     }
 
     /// Accept until `shutdown` resolves, then stop accepting and give open connections
@@ -101,8 +103,8 @@ impl Listener {
                             });
                         }
                         Err(_) => {
-                            let max = state.config.settings.proxy.max_connections;
-                            self.tracker.spawn(refuse_client(stream, peer, state, Deny::OverCapacity { max }));
+                            // The limit the semaphore enforces: max_connections applies at start only.
+                            self.tracker.spawn(refuse_client(stream, peer, state, Deny::OverCapacity { max: self.max }));
                         }
                     }
                 }
