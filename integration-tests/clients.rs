@@ -212,7 +212,6 @@ async fn presigned(ctx: &Ctx, m: &mut Matrix, client: &'static str, case: &str, 
 async fn cases(ctx: &Ctx, m: &mut Matrix) {
     let port = ctx.proxy.port.to_string();
     let work = ctx.work.path();
-    let v4 = "vpcgate refused";
     let sigv2 = "signature_version = s3v4";
 
     // boto3
@@ -372,8 +371,6 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
         let text = if ok { v["detail"].as_str().unwrap_or("").to_string() } else { format!("{} {}", v["error"].as_str().unwrap_or(""), r.stderr) };
         m.record("JS SDK v3", case, expected, ok, &text, &needle);
     }
-
-    let _ = v4;
 }
 
 /// Through a vpcgate with `s3.buckets = ["matrix-*"]`: the listed bucket works, another one is

@@ -257,11 +257,17 @@ impl Sources {
     /// The process's own: `--config` (or `VPCGATE_CONFIG`) and every `VPCGATE__…` variable.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
         let file = file.or_else(|| std::env::var_os("VPCGATE_CONFIG").map(PathBuf::from));
+        Sources::from_vars(file, std::env::vars())
+    }
+
+    /// [`Sources::from_process`] over any set of variables (tests pass their own, so that none
+    /// sets the process environment while other threads read it).
+    pub fn from_vars(file: Option<PathBuf>, vars: impl Iterator<Item = (String, String)>) -> Sources {
         // Overrides, and names that look like a misspelt one (`VPCGATE_TLS__MODE`: a double
         // underscore after a single one), which `load` refuses with a sentence instead of ignoring.
         // Other VPCGATE_ names are not ours to judge: Kubernetes adds VPCGATE_SERVICE_HOST,
         // VPCGATE_PORT_3128_TCP… to every pod of a namespace with a Service named vpcgate.
-        let env = std::env::vars().filter(|(k, _)| k.starts_with("VPCGATE__") || (k.starts_with("VPCGATE_") && k.contains("__"))).collect();
+        let env = vars.filter(|(k, _)| k.starts_with("VPCGATE__") || (k.starts_with("VPCGATE_") && k.contains("__"))).collect();
         Sources { file, env }
     }
 }
@@ -753,12 +759,11 @@ mod tests {
     #[test]
     fn a_misspelt_environment_override_is_refused_not_ignored() {
         // What from_process keeps: overrides and look-alikes, not Kubernetes' service variables.
-        std::env::set_var("VPCGATE_SERVICE_HOST", "10.0.0.9");
-        std::env::set_var("VPCGATE_PORT_3128_TCP_ADDR", "10.0.0.9");
-        let kept = Sources::from_process(None).env;
-        assert!(!kept.contains_key("VPCGATE_SERVICE_HOST") && !kept.contains_key("VPCGATE_PORT_3128_TCP_ADDR"), "{kept:?}");
-        std::env::remove_var("VPCGATE_SERVICE_HOST");
-        std::env::remove_var("VPCGATE_PORT_3128_TCP_ADDR");
+        let vars = [("VPCGATE_SERVICE_HOST", "10.0.0.9"), ("VPCGATE_PORT_3128_TCP_ADDR", "10.0.0.9"), ("VPCGATE__PROXY__LISTEN", "0.0.0.0:3128"), ("VPCGATE_TLS__MODE", "x"), ("HOME", "/root")];
+        let kept = Sources::from_vars(None, vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).env;
+        let mut names: Vec<&String> = kept.keys().collect();
+        names.sort();
+        assert_eq!(names, ["VPCGATE_TLS__MODE", "VPCGATE__PROXY__LISTEN"], "{kept:?}");
         let mut s = Sources::default();
         s.env.insert("VPCGATE_TLS__MODE".into(), "passthrough".into());
         let e = load(&s, &[]).unwrap_err().to_string();

@@ -1,4 +1,4 @@
-//! Hostname classes by the S3 endpoint grammar (aws-facts §1).
+//! Hostname classes by the S3 endpoint grammar (botocore's endpoint rules and partitions.json, the S3 User Guide's endpoint names).
 //!
 //! `classify` is a pure function from a normalised hostname (lowercase, no trailing dot, as
 //! produced by [`crate::policy::authority`]) to a [`HostClass`]. The class decides which routes may

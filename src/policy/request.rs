@@ -1,4 +1,4 @@
-//! Request decisions inside an inspected tunnel: which signature a request carries (aws-facts §2)
+//! Request decisions inside an inspected tunnel: which signature a request carries (the S3 API Reference's SigV2 and SigV4 forms)
 //! and whether it may go upstream. Every request in a tunnel comes through here, not only the first.
 //!
 //! Pure: takes the request head (and, for browser POST forms, a bounded prefix of the body).
