@@ -192,6 +192,7 @@ async fn upstream_without_forward_secrecy_is_cut() {
     assert_ne!(out.code, 0, "the handshake must fail: {}", out.stderr);
     let r = p.wait_event("handshake_refused", HOST);
     assert_eq!(r["reason"], "server_no_forward_secrecy", "{r}");
+    assert_eq!((event_fields(&r), r["side"].as_str()), (HANDSHAKE_REFUSED_FIELDS.map(String::from).to_vec(), Some("upstream")), "{r}");
     assert!(r["message"].as_str().unwrap().contains("TLS_RSA_WITH_AES_128_GCM_SHA256"), "{r}");
     assert_eq!(p.wait_event("close", HOST)["end"], "server_no_forward_secrecy");
 }

@@ -662,6 +662,10 @@ async fn upstreams_that_do_not_verify_or_lack_forward_secrecy_are_refused() {
     assert!(out.body.contains("forward secrecy") || out.body.contains("forward-secret"), "{}", out.body);
     let reasons: Vec<String> = p.events("handshake_refused").iter().map(|v| v["side"].to_string() + v["reason"].as_str().unwrap_or("")).collect();
     assert_eq!(reasons.iter().filter(|r| r.contains("upstream_refused")).count(), 2, "{reasons:?}");
+    // The same fields as passthrough's handshake refusals.
+    for v in p.events("handshake_refused") {
+        assert_eq!(event_fields(&v), HANDSHAKE_REFUSED_FIELDS.map(String::from).to_vec(), "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,6 +690,9 @@ async fn client_handshakes_without_forward_secrecy_or_with_another_sni_are_refus
         let r = reasons();
         (r.contains(&"client_no_forward_secrecy".to_string()) && r.contains(&"sni_mismatch".to_string())).then_some(())
     });
+    for v in p.events("handshake_refused") {
+        assert_eq!((event_fields(&v), v["side"].as_str()), (HANDSHAKE_REFUSED_FIELDS.map(String::from).to_vec(), Some("client")), "{v}");
+    }
     assert_eq!(up.handshakes(), 0);
 }
 

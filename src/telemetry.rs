@@ -6,10 +6,40 @@
 //! request in an inspected tunnel, and per request answered in a tunnel refused inside),
 //! `upstream_connect`, `upstream_connect_failed`, `upstream_retry` (a request sent again on a fresh
 //! connection after a reused one closed), `handshake_refused`, and `close` (one per tunnel, with
-//! bytes and TLS facts). The field sets are not yet written from one place (the refusal and event
-//! redesign, issue 12, is open).
+//! bytes and TLS facts). `handshake_refused` is written by [`HandshakeRefused`] alone, with the
+//! same fields in both modes and for both sides (`client`, `host`, `side`, `addr`, `route`,
+//! `reason`, `message`); the other events are not yet written from one place (issue 12).
 
 use crate::config::{LogFormat, LogSettings};
+
+/// A `handshake_refused` line: the same fields in both modes and for both sides (`addr` and
+/// `route` empty where no upstream was chosen yet).
+pub struct HandshakeRefused<'a> {
+    pub client: &'a str,
+    pub host: &'a str,
+    /// `client` or `upstream`.
+    pub side: &'static str,
+    pub addr: &'a str,
+    pub route: &'a str,
+    pub reason: &'static str,
+    pub message: &'a str,
+}
+
+impl HandshakeRefused<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            target: "vpcgate::decision",
+            event = "handshake_refused",
+            client = %self.client,
+            host = %self.host,
+            side = self.side,
+            addr = %self.addr,
+            route = %self.route,
+            reason = self.reason,
+            message = %self.message,
+        );
+    }
+}
 use tracing_subscriber::EnvFilter;
 
 /// A client-supplied string as it may appear in a log line: visible ASCII and spaces as they are,

@@ -302,3 +302,14 @@ pub async fn read_text_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, done: i
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// The fields of every `handshake_refused` line, in both modes and for both sides (besides the
+/// subscriber's own `timestamp`, `level`, `target`).
+pub const HANDSHAKE_REFUSED_FIELDS: [&str; 8] = ["addr", "client", "event", "host", "message", "reason", "route", "side"];
+
+/// The field names of a JSON log line without the subscriber's own.
+pub fn event_fields(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().map(|o| o.keys().filter(|k| !["timestamp", "level", "target"].contains(&k.as_str())).cloned().collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod connect;
 pub mod deny;
 pub mod framing;
+pub mod handshake;
 pub mod host;
 pub mod request;
 pub mod tls;

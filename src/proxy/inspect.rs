@@ -8,6 +8,7 @@ use crate::certs::LeafCache;
 use crate::policy::authority::Target;
 use crate::policy::bucket::{self, Named};
 use crate::policy::deny::{Delivery, Deny, ErrorShape};
+use crate::policy::handshake::{HandshakeRefusal, Side};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
@@ -63,6 +64,8 @@ struct Session {
     /// For the request lines: shared, not copied per request.
     client: Arc<str>,
     host: Arc<str>,
+    /// The route the tunnel's address was chosen in, for the upstream's handshake refusals.
+    route: Arc<str>,
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -257,10 +260,6 @@ fn client_side_config(certs: Arc<dyn rustls::server::ResolvesServerCert>) -> Res
     Ok(Arc::new(cfg))
 }
 
-fn refused(client: &str, host: &str, reason: &'static str, message: String) {
-    tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "client", client = %client, host = %host, reason = reason, message = %message);
-}
-
 /// Where the client's leaf comes from.
 enum Leaf {
     /// The leaf cache (minted once per host, shared by every tunnel to it).
@@ -295,47 +294,46 @@ async fn accept_client(
         };
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
-            .map_err(|e| ("client_not_tls", format!("the client sent no TLS ClientHello ({e})")))?;
+            .map_err(|e| HandshakeRefusal::Unreadable { side: Side::Client, error: tls::HelloError::NotTls(format!("no TLS ClientHello: {e}")) })?;
         let ch = start.client_hello();
         let sni = ch.server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
         match &sni {
-            None => return Err(("sni_missing", "the ClientHello names no server (SNI)".to_string())),
+            None => return Err(HandshakeRefusal::Hello(tls::HelloRefusal::SniMissing)),
             Some(s) if *s != target.host => {
-                let r = tls::HelloRefusal::SniMismatch { sni: s.clone(), host: target.host.clone() };
-                return Err((r.code(), r.to_string()));
+                return Err(HandshakeRefusal::Hello(tls::HelloRefusal::SniMismatch { sni: s.clone(), host: target.host.clone() }));
             }
             _ => {}
         }
         let suites: Vec<u16> = ch.cipher_suites().iter().map(|c| u16::from(*c)).collect();
         if !suites.iter().any(|s| tls::is_forward_secret_suite(*s)) {
-            let r = tls::HelloRefusal::ClientNoForwardSecrecy;
-            return Err((r.code(), r.to_string()));
+            return Err(HandshakeRefusal::Hello(tls::HelloRefusal::ClientNoForwardSecrecy));
         }
         let config = match leaf {
             Leaf::Cached => {
-                let (_, minted) = ins.leaves.get(&target.host).await.map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+                let (_, minted) = ins.leaves.get(&target.host).await.map_err(|e| HandshakeRefusal::LeafMint { error: e.to_string() })?;
                 crate::telemetry::Metrics::kind(&metrics.leaf_cache, if minted { "mint" } else { "hit" });
                 ins.server.clone()
             }
             Leaf::Once => {
-                let key = ins.leaves.ca().mint(&target.host).map_err(|e| ("leaf_mint_failed", e.to_string()))?;
+                let key = ins.leaves.ca().mint(&target.host).map_err(|e| HandshakeRefusal::LeafMint { error: e.to_string() })?;
                 crate::telemetry::Metrics::kind(&metrics.leaf_cache, "mint_uncached");
-                single_leaf_config(Arc::new(key)).map_err(|e| ("leaf_mint_failed", e.to_string()))?
+                single_leaf_config(Arc::new(key)).map_err(|e| HandshakeRefusal::LeafMint { error: e.to_string() })?
             }
         };
         start
             .into_stream(config)
             .await
-            .map_err(|e| ("client_handshake_failed", format!("the TLS handshake with the client failed ({e})")))
+            .map_err(|e| HandshakeRefusal::ClientHandshake { error: e.to_string() })
     };
-    let client = decision.client_text();
-    let (reason, message) = match tokio::time::timeout(state.config.settings.proxy.handshake_timeout, handshake).await {
+    let timeout = state.config.settings.proxy.handshake_timeout;
+    let refusal = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => return Some(s),
         Ok(Err(refusal)) => refusal,
-        Err(_) => ("handshake_timeout", "the client TLS handshake did not complete in time".to_string()),
+        Err(_) => HandshakeRefusal::Timeout { after: timeout },
     };
-    metrics.refusal("client", reason);
-    refused(&client, &target.host, reason, message.clone());
+    let (side, reason, message) = (refusal.side().name(), refusal.code(), refusal.to_string());
+    metrics.refusal(side, reason);
+    crate::telemetry::HandshakeRefused { client: &decision.client_text(), host: &target.host, side, addr: "", route: &decision.route, reason, message: &message }.emit();
     log_close(state, decision, started, CloseFacts { mode: "inspect", end: reason, detail: message, ..Default::default() });
     None
 }
@@ -455,6 +453,7 @@ pub async fn inspect(
         held: Mutex::new(None),
         client: Arc::from(client.as_str()),
         host: Arc::from(target.host.as_str()),
+        route: Arc::from(decision.route.as_str()),
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -1206,7 +1205,17 @@ async fn dial(session: &Session, state: &State, ins: &Inspect) -> Result<Upstrea
         Err(failure) => {
             let d = upstream_deny(session, failure);
             state.metrics.refusal("upstream", d.code());
-            tracing::warn!(target: "vpcgate::decision", event = "handshake_refused", side = "upstream", client = %session.client, host = %host, addr = %session.addr, reason = d.code(), message = %d);
+            let message = d.to_string();
+            crate::telemetry::HandshakeRefused {
+                client: &session.client,
+                host,
+                side: Side::Upstream.name(),
+                addr: &session.addr.to_string(),
+                route: &session.route,
+                reason: d.code(),
+                message: &message,
+            }
+            .emit();
             Err(d)
         }
     }

@@ -4,7 +4,9 @@
 //! sides close (half-close kept) or the tunnel is idle for `proxy.idle_timeout`.
 
 use crate::policy::authority::Target;
-use crate::policy::tls::{self, HelloError, HelloRefusal};
+use crate::policy::handshake::{HandshakeRefusal, Side};
+use crate::policy::tls::{self, HelloError};
+use std::net::SocketAddr;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
 use crate::proxy::State;
 use hyper::upgrade::Upgraded;
@@ -17,47 +19,6 @@ use tokio::net::TcpStream;
 
 /// Relay buffer per direction.
 const BUF: usize = 32 * 1024;
-
-/// TLS alert descriptions sent to the client when a hello is refused (RFC 8446 §6).
-const ALERT_HANDSHAKE_FAILURE: u8 = 40;
-const ALERT_PROTOCOL_VERSION: u8 = 70;
-const ALERT_UNRECOGNIZED_NAME: u8 = 112;
-const ALERT_ACCESS_DENIED: u8 = 49;
-
-/// Why the tunnel ended before or instead of relaying.
-#[derive(Debug)]
-struct Cut {
-    reason: &'static str,
-    message: String,
-    /// Alert to send to the client (only while it still talks plaintext handshake to us).
-    alert: Option<u8>,
-}
-
-fn cut_refusal(r: HelloRefusal) -> Cut {
-    let alert = match r {
-        HelloRefusal::SniMissing | HelloRefusal::SniMismatch { .. } => ALERT_UNRECOGNIZED_NAME,
-        HelloRefusal::ClientTlsTooOld { .. } | HelloRefusal::ServerTlsTooOld { .. } => ALERT_PROTOCOL_VERSION,
-        HelloRefusal::ClientNoForwardSecrecy
-        | HelloRefusal::ClientEarlyData
-        | HelloRefusal::ServerNoForwardSecrecy { .. }
-        | HelloRefusal::ServerNoKeyShare => ALERT_HANDSHAKE_FAILURE,
-    };
-    Cut { reason: r.code(), message: r.to_string(), alert: Some(alert) }
-}
-
-fn cut_hello_error(side: &'static str, e: HelloError) -> Cut {
-    let (reason, what) = match (&e, side) {
-        (HelloError::NotTls(w), "client") => ("client_not_tls", w.clone()),
-        (HelloError::NotTls(w), _) => ("upstream_not_tls", w.clone()),
-        (HelloError::TooLarge, "client") => ("client_hello_too_large", "hello too large".to_string()),
-        (HelloError::TooLarge, _) => ("upstream_hello_too_large", "hello too large".to_string()),
-        (HelloError::Malformed(w), "client") => ("client_hello_malformed", w.clone()),
-        (HelloError::Malformed(w), _) => ("upstream_hello_malformed", w.clone()),
-        (HelloError::Incomplete, "client") => ("client_closed_in_handshake", "closed before its hello was complete".into()),
-        (HelloError::Incomplete, _) => ("upstream_closed_in_handshake", "closed before its hello was complete".into()),
-    };
-    Cut { reason, message: format!("the {side} sent no usable TLS hello ({what})"), alert: Some(ALERT_ACCESS_DENIED) }
-}
 
 /// What the hello phase learned.
 #[derive(Debug, Default)]
@@ -160,40 +121,32 @@ async fn run<C>(
         hello_phase(&mut client, pre, &mut upstream, &target.host, &counters),
     )
     .await
-    .unwrap_or_else(|_| {
-        Err(Cut {
-            reason: "handshake_timeout",
-            message: format!(
-                "the TLS hellos did not complete within {}",
-                humantime::format_duration(proxy.handshake_timeout)
-            ),
-            alert: None,
-        })
-    });
+    .unwrap_or(Err(HandshakeRefusal::Timeout { after: proxy.handshake_timeout }));
     let (hello, reason, message) = match hello {
         Ok(h) => {
             let end = client.relay(&mut upstream, proxy.idle_timeout, &counters).await;
             (h, end, String::new())
         }
         Err(cut) => {
-            if let Some(desc) = cut.alert {
+            if let Some(desc) = cut.alert() {
                 let _ = client.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, desc]).await;
             }
             let _ = client.shutdown().await;
             let _ = upstream.shutdown().await;
-            let side = if cut.reason.starts_with("server") || cut.reason.starts_with("upstream") { "upstream" } else { "client" };
-            state.metrics.refusal(side, cut.reason);
-            tracing::warn!(
-                target: "vpcgate::decision",
-                event = "handshake_refused",
-                client = %decision.client_text(),
-                host = %target.host,
-                chosen = %decision.chosen.as_ref().map(|c| c.addr.to_string()).unwrap_or_default(),
-                route = %decision.route,
-                reason = cut.reason,
-                message = %cut.message,
-            );
-            (Hello::default(), cut.reason, cut.message)
+            let side = cut.side().name();
+            state.metrics.refusal(side, cut.code());
+            let message = cut.to_string();
+            crate::telemetry::HandshakeRefused {
+                client: &decision.client_text(),
+                host: &target.host,
+                side,
+                addr: &decision.chosen.as_ref().map(|c| SocketAddr::from((c.addr, target.port)).to_string()).unwrap_or_default(),
+                route: &decision.route,
+                reason: cut.code(),
+                message: &message,
+            }
+            .emit();
+            (Hello::default(), cut.code(), message)
         }
     };
     log_close(
@@ -257,7 +210,7 @@ async fn hello_phase<C>(
     upstream: &mut TcpStream,
     host: &str,
     counters: &Counters,
-) -> Result<Hello, Cut>
+) -> Result<Hello, HandshakeRefusal>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -270,43 +223,39 @@ where
             tls::parse_client_hello(&b[ccs..]).map(|(ch, used)| (ch, ccs + used))
         })
         .await
-        .map_err(|e| cut_hello_error("client", e))?;
-        tls::check_client_hello(&ch, host).map_err(cut_refusal)?;
+        .map_err(|error| HandshakeRefusal::Unreadable { side: Side::Client, error })?;
+        tls::check_client_hello(&ch, host).map_err(HandshakeRefusal::Hello)?;
         hello.sni = ch.sni.clone().unwrap_or_default();
         hello.alpn = ch.alpn.clone();
         // Only the hello goes upstream now; whatever the client sent after it waits until the
         // ServerHello has been checked (or is read as the second hello after a retry).
-        upstream.write_all(&cbuf[..end]).await.map_err(|e| io_cut("upstream_write_failed", e))?;
+        upstream.write_all(&cbuf[..end]).await.map_err(|e| io_cut(Side::Upstream, e))?;
         counters.up.fetch_add(end as u64, Ordering::Relaxed);
         cbuf.drain(..end);
 
         let mut sbuf = Vec::with_capacity(4096);
         let (sh, _) = read_until(upstream, &mut sbuf, tls::parse_server_hello)
             .await
-            .map_err(|e| cut_hello_error("upstream", e))?;
-        tls::check_server_hello(&sh).map_err(cut_refusal)?;
-        client.write_all(&sbuf).await.map_err(|e| io_cut("client_write_failed", e))?;
+            .map_err(|error| HandshakeRefusal::Unreadable { side: Side::Upstream, error })?;
+        tls::check_server_hello(&sh).map_err(HandshakeRefusal::Hello)?;
+        client.write_all(&sbuf).await.map_err(|e| io_cut(Side::Client, e))?;
         counters.down.fetch_add(sbuf.len() as u64, Ordering::Relaxed);
         counters.touch();
         hello.version = sh.version;
         hello.suite = sh.cipher_suite;
         if !sh.hello_retry {
             if !cbuf.is_empty() {
-                upstream.write_all(&cbuf).await.map_err(|e| io_cut("upstream_write_failed", e))?;
+                upstream.write_all(&cbuf).await.map_err(|e| io_cut(Side::Upstream, e))?;
                 counters.up.fetch_add(cbuf.len() as u64, Ordering::Relaxed);
             }
             return Ok(hello);
         }
     }
-    Err(Cut {
-        reason: "upstream_hello_malformed",
-        message: "the upstream sent a second HelloRetryRequest".into(),
-        alert: Some(ALERT_HANDSHAKE_FAILURE),
-    })
+    Err(HandshakeRefusal::SecondRetry)
 }
 
-fn io_cut(reason: &'static str, e: std::io::Error) -> Cut {
-    Cut { reason, message: e.to_string(), alert: None }
+fn io_cut(side: Side, e: std::io::Error) -> HandshakeRefusal {
+    HandshakeRefusal::Write { side, error: e.to_string() }
 }
 
 /// Copy one direction between two TCP sockets until EOF (passed on as a write shutdown, so
