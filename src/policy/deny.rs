@@ -143,7 +143,23 @@ impl Deny {
             Deny::ConnectTimeout { .. } => 504,
             Deny::OverCapacity { .. } => 503,
             Deny::ProxyAuth { .. } => 407,
-            _ => 403,
+            Deny::Authority(AuthorityError::IpLiteral(_) | AuthorityError::Bracketed(_) | AuthorityError::Userinfo | AuthorityError::PortNotAllowed { .. })
+            | Deny::Plaintext { .. }
+            | Deny::NotAws { .. }
+            | Deny::Dualstack { .. }
+            | Deny::Accelerate { .. }
+            | Deny::Website { .. }
+            | Deny::OtherRegion { .. }
+            | Deny::MultiRegionNeedsInterface { .. }
+            | Deny::NoRouteForClass { .. }
+            | Deny::OutsideRoutes { .. }
+            | Deny::SelfConnect { .. }
+            | Deny::Bucket { .. }
+            | Deny::BucketHidden { .. }
+            | Deny::GlobalSts { .. }
+            | Deny::NoRouteForService { .. }
+            | Deny::UnknownAwsName { .. }
+            | Deny::CredentialEndpoint { .. } => 403,
         }
     }
 }

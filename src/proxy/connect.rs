@@ -121,7 +121,7 @@ fn ms(d: Duration) -> f64 {
 /// which SDKs show (most show a failed CONNECT only as "could not connect to proxy"). An
 /// inspected tunnel whose client has not sent a request yet holds no upstream socket.
 /// `decision.pooled` records whether a verified connection was idle in the pool at CONNECT time.
-pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<(Target, Option<TcpStream>), Deny> {
+pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<Allowed, Deny> {
     let settings = &state.config.settings;
     decision.target = super::redact(raw_target);
     if let Some(what) = crate::policy::deny::credential_endpoint(raw_target) {
@@ -146,10 +146,10 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     let chosen = chosen?;
     decision.route = routes[chosen.route].name.clone();
     let addr = SocketAddr::from((chosen.addr, target.port));
-    decision.chosen = Some(chosen);
+    decision.chosen = Some(chosen.clone());
     if let Some(ins) = &state.inspect {
         decision.pooled = ins.pool.has_idle(&target.host, addr);
-        return Ok((target, None));
+        return Ok(Allowed { target, chosen, next: Next::Inspect(ins.clone()) });
     }
 
     let started = Instant::now();
@@ -162,7 +162,22 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     decision.connect_ms = ms(started.elapsed());
     // Without TCP_NODELAY every new connection stalls ~40 ms (Nagle + delayed ACK) on the hellos.
     let _ = stream.set_nodelay(true);
-    Ok((target, Some(stream)))
+    Ok(Allowed { target, chosen, next: Next::Relay(stream) })
+}
+
+/// A CONNECT that passed every check: its target, the address chosen for it and why, and what
+/// the tunnel does next.
+pub struct Allowed {
+    pub target: Target,
+    pub chosen: Chosen,
+    pub next: Next,
+}
+
+pub enum Next {
+    /// Passthrough: relay to this connection, dialled to the chosen address before the 200.
+    Relay(TcpStream),
+    /// Inspect: check every request, dialling the chosen address on the first.
+    Inspect(std::sync::Arc<super::inspect::Inspect>),
 }
 
 /// Resolve candidate names in order, lazily: stop at the first candidate whose answer lies inside

@@ -66,6 +66,8 @@ struct Session {
     host: Arc<str>,
     /// The route the tunnel's address was chosen in, for the upstream's handshake refusals.
     route: Arc<str>,
+    /// The inspect-mode state (leaf cache, upstream pool) the tunnel was opened with.
+    ins: Arc<Inspect>,
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -275,12 +277,12 @@ enum Leaf {
 async fn accept_client(
     upgraded: Upgraded,
     target: &Target,
+    ins: &Inspect,
     leaf: Leaf,
     decision: &Decision,
     started: Instant,
     state: &State,
 ) -> Option<tokio_rustls::server::TlsStream<ClientIo>> {
-    let ins = state.inspect.as_ref()?;
     let metrics = &state.metrics;
     let handshake = async {
         let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -342,9 +344,9 @@ async fn accept_client(
 /// the name, then every request, read up to its head, gets the S3-style XML error with the
 /// refusal's sentence, and the tunnel closes. Nothing is dialled: the route check already said no.
 /// A client that sends no request is cut after `proxy.handshake_timeout`.
-pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: Decision, started: Instant, state: Arc<State>) {
+pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Inspect>, decision: Decision, started: Instant, state: Arc<State>) {
     let _active = crate::telemetry::TunnelGuard::new(&state.metrics);
-    let Some(tls_stream) = accept_client(upgraded, &target, Leaf::Once, &decision, started, &state).await else { return };
+    let Some(tls_stream) = accept_client(upgraded, &target, &ins, Leaf::Once, &decision, started, &state).await else { return };
     let (client_version, client_cipher) = {
         let c = tls_stream.get_ref().1;
         (upstream::version_name(c.protocol_version()), upstream::suite_name(c.negotiated_cipher_suite()))
@@ -416,19 +418,18 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, decision: De
 pub async fn inspect(
     upgraded: Upgraded,
     target: Target,
+    addr: SocketAddr,
+    ins: Arc<Inspect>,
     decision: Decision,
     started: Instant,
     state: Arc<State>,
 ) {
-    let ins = state.inspect.as_ref().expect("inspect mode has inspect state");
     let proxy = &state.config.settings.proxy;
     let client = decision.client_text();
-    let chosen = decision.chosen.clone().expect("allowed CONNECT has a chosen address");
-    let addr = SocketAddr::from((chosen.addr, target.port));
     let metrics = &state.metrics;
     let _active = crate::telemetry::TunnelGuard::new(metrics);
 
-    let Some(mut tls_stream) = accept_client(upgraded, &target, Leaf::Cached, &decision, started, &state).await else { return };
+    let Some(mut tls_stream) = accept_client(upgraded, &target, &ins, Leaf::Cached, &decision, started, &state).await else { return };
     tls_stream.get_mut().1.set_buffer_limit(Some(upstream::TLS_SEND_BUF));
     let (client_version, client_cipher) = {
         let c = tls_stream.get_ref().1;
@@ -454,6 +455,7 @@ pub async fn inspect(
         client: Arc::from(client.as_str()),
         host: Arc::from(target.host.as_str()),
         route: Arc::from(decision.route.as_str()),
+        ins: ins.clone(),
         requests: AtomicU64::new(0),
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
@@ -810,7 +812,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         session: InFlight::new(&session),
         metrics: state.metrics.clone(),
     };
-    let ins = state.inspect.as_ref().expect("inspect state");
+    let ins = &session.ins;
     let shape = shape_of(session.s3, &parts.headers);
     let deny = |mut log: RequestLog, d: RequestDeny| {
         log.status = d.status();

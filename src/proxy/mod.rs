@@ -159,9 +159,9 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let pending = slot.lock().expect("tunnel slot").take();
     if let Some(p) = pending {
         match (p.on_upgrade.await, p.then) {
-            (Ok(upgraded), Then::Inspect) => inspect::inspect(upgraded, p.target, p.decision, p.started, state).await,
-            (Ok(upgraded), Then::Refuse(deny)) => inspect::refuse(upgraded, p.target, deny, p.decision, p.started, state).await,
-            (Ok(upgraded), Then::Relay(upstream)) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Allowed(connect::Next::Inspect(ins), addr)) => inspect::inspect(upgraded, p.target, addr, ins, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Refuse(deny, ins)) => inspect::refuse(upgraded, p.target, deny, ins, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Allowed(connect::Next::Relay(upstream), _)) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
             (Err(e), _) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }
     }
@@ -242,19 +242,19 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
 
 /// Whether `deny` goes inside the tunnel: inspect mode with `proxy.refuse_in_tunnel`, a policy
 /// refusal of a name the CA may sign (so the client's handshake verifies).
-fn refuse_in_tunnel(state: &State, deny: &Deny, decision: &Decision) -> bool {
-    let Some(ins) = &state.inspect else { return false };
-    state.config.settings.proxy.refuse_in_tunnel && deny.deliverable_in_tunnel() && !decision.host.is_empty() && ins.leaves.ca().may_sign(&decision.host)
+/// The inspect state to answer `deny` inside the tunnel with, when it is to be answered there.
+fn refuse_in_tunnel(state: &State, deny: &Deny, decision: &Decision) -> Option<Arc<inspect::Inspect>> {
+    let ins = state.inspect.as_ref()?;
+    (state.config.settings.proxy.refuse_in_tunnel && deny.deliverable_in_tunnel() && !decision.host.is_empty() && ins.leaves.ca().may_sign(&decision.host))
+        .then(|| ins.clone())
 }
 
 /// What an answered CONNECT turns into once hyper hands over the client's socket.
 enum Then {
-    /// Passthrough: relay to this connection, dialled before the 200.
-    Relay(TcpStream),
-    /// Inspect: check every request, dialling on the first.
-    Inspect,
+    /// An allowed tunnel: passthrough relays, inspect checks every request.
+    Allowed(connect::Next, std::net::SocketAddr),
     /// Inspect: answer every request with this refusal, dialling nothing.
-    Refuse(Deny),
+    Refuse(Deny, Arc<inspect::Inspect>),
 }
 
 /// A CONNECT that was answered 200 and waits for hyper to hand over the client's socket.
@@ -364,21 +364,20 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
     };
     let started = Instant::now();
     match connect::establish(&state, &raw, &mut decision).await {
-        Err(deny) if refuse_in_tunnel(&state, &deny, &decision) => {
+        Err(deny) if let Some(ins) = refuse_in_tunnel(&state, &deny, &decision) => {
             // The reason goes inside the tunnel, where SDKs print it; nothing is dialled.
             log_refusal_as(&state, &decision, &deny, Delivery::InTunnel);
             let target = crate::policy::authority::Target { host: decision.host.clone(), port: decision.port };
             let on_upgrade = hyper::upgrade::on(&mut req);
-            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then: Then::Refuse(deny), target, decision, started });
+            *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then: Then::Refuse(deny, ins), target, decision, started });
             Response::new(Full::new(Bytes::new()))
         }
         Err(deny) => {
             log_refusal(&state, &decision, &deny);
             deny_response(&deny)
         }
-        Ok((target, upstream)) => {
+        Ok(connect::Allowed { target, chosen, next }) => {
             state.metrics.connection("allow", "");
-            let chosen = decision.chosen.clone().expect("establish sets chosen");
             tracing::info!(
                 target: "vpcgate::decision",
                 event = "connect",
@@ -403,10 +402,7 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                 },
             );
             let on_upgrade = hyper::upgrade::on(&mut req);
-            let then = match upstream {
-                Some(stream) => Then::Relay(stream),
-                None => Then::Inspect,
-            };
+            let then = Then::Allowed(next, std::net::SocketAddr::from((chosen.addr, target.port)));
             *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then, target, decision, started });
             Response::new(Full::new(Bytes::new()))
         }
