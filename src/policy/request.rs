@@ -272,23 +272,11 @@ impl fmt::Display for RequestDeny {
     }
 }
 
-/// Percent-decode a query key (only keys are inspected; `+` is a space in forms).
+/// Percent-decode a query or form key (only keys are inspected; `+` is a space in forms, and a
+/// `%2B` a plus).
 fn decode_key(k: &str) -> String {
-    let b = k.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = ((b[i + 1] as char).to_digit(16), (b[i + 2] as char).to_digit(16)) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced = k.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
 /// Keys (lower case, decoded) that only SigV0-2 put in a query string or a Query-API form body:

@@ -942,55 +942,14 @@ pub fn is_forward_secret_suite(suite: u16) -> bool {
     )
 }
 
-/// IANA name for the common suites (all TLS1.3, the ECDHE and DHE AEAD/CBC ones, TLS_RSA_WITH_AES_*), else "0x" and 4 hex digits.
+/// The IANA name of a cipher suite (from rustls's copy of the registry), else "0x" and 4 hex digits.
 pub fn suite_name(suite: u16) -> String {
-    let name = match suite {
-        0x1301 => "TLS_AES_128_GCM_SHA256",
-        0x1302 => "TLS_AES_256_GCM_SHA384",
-        0x1303 => "TLS_CHACHA20_POLY1305_SHA256",
-        0x1304 => "TLS_AES_128_CCM_SHA256",
-        0x1305 => "TLS_AES_128_CCM_8_SHA256",
-        0xC009 => "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-        0xC00A => "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-        0xC013 => "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-        0xC014 => "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-        0xC023 => "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-        0xC024 => "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-        0xC027 => "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-        0xC028 => "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-        0xC02B => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        0xC02C => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        0xC02F => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        0xC030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        0xC0AC => "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
-        0xC0AD => "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
-        0xC0AE => "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
-        0xC0AF => "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8",
-        0xCCA8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        0xCCA9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        0xCCAA => "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        0x0033 => "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
-        0x0039 => "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
-        0x0067 => "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
-        0x006B => "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
-        0x009E => "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-        0x009F => "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-        0x000A => "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
-        0x002F => "TLS_RSA_WITH_AES_128_CBC_SHA",
-        0x0035 => "TLS_RSA_WITH_AES_256_CBC_SHA",
-        0x003C => "TLS_RSA_WITH_AES_128_CBC_SHA256",
-        0x003D => "TLS_RSA_WITH_AES_256_CBC_SHA256",
-        0x009C => "TLS_RSA_WITH_AES_128_GCM_SHA256",
-        0x009D => "TLS_RSA_WITH_AES_256_GCM_SHA384",
-        0xC09C => "TLS_RSA_WITH_AES_128_CCM",
-        0xC09D => "TLS_RSA_WITH_AES_256_CCM",
-        0xC0A0 => "TLS_RSA_WITH_AES_128_CCM_8",
-        0xC0A1 => "TLS_RSA_WITH_AES_256_CCM_8",
-        0x00FF => "TLS_EMPTY_RENEGOTIATION_INFO_SCSV",
-        0x5600 => "TLS_FALLBACK_SCSV",
-        _ => return format!("0x{suite:04X}"),
-    };
-    name.to_string()
+    // rustls knows the IANA registry's names; it writes the TLS 1.3 ones `TLS13_…`, IANA `TLS_…`.
+    match rustls::CipherSuite::from(suite).as_str() {
+        Some(name) => name.strip_prefix("TLS13_").map(|rest| format!("TLS_{rest}")).unwrap_or_else(|| name.to_string()),
+        None if suite == 0x5600 => "TLS_FALLBACK_SCSV".to_string(),
+        None => format!("0x{suite:04X}"),
+    }
 }
 
 /// "TLS1.0".."TLS1.3", "SSL3.0", else "unknown".
@@ -1829,7 +1788,8 @@ mod tests {
         assert_eq!(suite_name(0x009c), "TLS_RSA_WITH_AES_128_GCM_SHA256");
         assert_eq!(suite_name(0x0035), "TLS_RSA_WITH_AES_256_CBC_SHA");
         assert_eq!(suite_name(0xabcd), "0xABCD");
-        assert_eq!(suite_name(0x000b), "0x000B");
+        assert_eq!(suite_name(0x000b), "TLS_DH_DSS_EXPORT_WITH_DES40_CBC_SHA");
+        assert_eq!((suite_name(0x5600), suite_name(0x00ff)), ("TLS_FALLBACK_SCSV".to_string(), "TLS_EMPTY_RENEGOTIATION_INFO_SCSV".to_string()));
         assert_eq!(version_name(0x0300), "SSL3.0");
         assert_eq!(version_name(0x0301), "TLS1.0");
         assert_eq!(version_name(0x0302), "TLS1.1");
