@@ -391,7 +391,7 @@ impl BulkMover for CopyBulk {
 mod splice {
     use super::Counters;
     use std::io;
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
@@ -399,10 +399,10 @@ mod splice {
     /// Bytes asked of one splice call; the pipe is sized to match.
     const CHUNK: usize = 256 * 1024;
 
-    /// A pipe that lives while a flow is bulk; closed on drop.
+    /// A pipe that lives while a flow is bulk; its descriptors close on drop.
     pub(super) struct Pipe {
-        r: RawFd,
-        w: RawFd,
+        r: OwnedFd,
+        w: OwnedFd,
     }
 
     impl Pipe {
@@ -412,21 +412,12 @@ mod splice {
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let p = Pipe { r: fds[0], w: fds[1] };
+            // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
+            let p = unsafe { Pipe { r: OwnedFd::from_raw_fd(fds[0]), w: OwnedFd::from_raw_fd(fds[1]) } };
             // A larger pipe moves more per call; the default (64 KiB) still works if this is refused.
-            // SAFETY: p.w is a pipe descriptor we own.
-            unsafe { libc::fcntl(p.w, libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+            // SAFETY: fcntl on a pipe descriptor this Pipe owns.
+            unsafe { libc::fcntl(p.w.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
             Ok(p)
-        }
-    }
-
-    impl Drop for Pipe {
-        fn drop(&mut self) {
-            // SAFETY: both descriptors were opened by pipe2 and are closed exactly once, here.
-            unsafe {
-                libc::close(self.r);
-                libc::close(self.w);
-            }
         }
     }
 
@@ -454,7 +445,7 @@ mod splice {
         let mut moved = 0u64;
         loop {
             // The pipe is empty here, so WouldBlock can only come from the socket.
-            let n = match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.w, CHUNK)) {
+            let n = match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK)) {
                 Ok(0) => return Ok((moved, true)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((moved, false)),
@@ -463,7 +454,7 @@ mod splice {
             let mut left = n;
             while left > 0 {
                 dst.writable().await?;
-                match dst.try_io(Interest::WRITABLE, || splice(pipe.r, dst.as_raw_fd(), left)) {
+                match dst.try_io(Interest::WRITABLE, || splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)) {
                     Ok(m) => left -= m,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
