@@ -540,9 +540,10 @@ fn sidecar() -> Sidecar {
     assert_eq!(volume(&m.volume)["configMap"]["name"].as_str(), Some(cfg_gen.name.as_str()));
     assert_eq!(cfg_path, &format!("{}/vpcgate.toml", m.path), "VPCGATE_CONFIG is the ConfigMap's vpcgate.toml");
     let probe = strings(&gate["livenessProbe"]["exec"]["command"]);
-    for p in ["startupProbe", "livenessProbe", "readinessProbe"] {
+    for p in ["startupProbe", "livenessProbe"] {
         assert_eq!(strings(&gate[p]["exec"]["command"]), ["vpcgate", "healthcheck"], "{p}: vpcgate healthcheck (the admin port is on loopback)");
     }
+    assert_eq!(strings(&gate["readinessProbe"]["exec"]["command"]), ["vpcgate", "healthcheck", "--ready"], "readiness follows /readyz");
     let config = toml(&format!("{KUBE}/sidecar/vpcgate.toml"));
     let listen = config["proxy"]["listen"].as_str().unwrap();
     assert_eq!(listen, "127.0.0.1:3128", "the sidecar listens on loopback only");

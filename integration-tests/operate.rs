@@ -193,6 +193,19 @@ async fn check_reports_network_and_client_setup_in_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_ready_follows_readyz_for_in_pod_readiness_probes() {
+    // DNS that never answers: alive, not ready.
+    let silent = unreachable_dns_addr().await;
+    let p = Proxy::start(66, silent, "");
+    let cfg = p.config.to_str().unwrap();
+    let (code, out, err, _) = vpcgate(&["--config", cfg, "healthcheck"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err, _) = vpcgate(&["--config", cfg, "healthcheck", "--ready"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("/readyz answered \"HTTP/1.1 503") && err.contains("not ready"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_listener_serves_health_readiness_and_metrics_after_traffic() {
     let n = 62;
     let w = world();
@@ -218,6 +231,8 @@ async fn admin_listener_serves_health_readiness_and_metrics_after_traffic() {
     assert_eq!(code, 0, "{out}{err}");
     let (s, body) = http_get(p.admin_port, "/readyz");
     assert_eq!(s, 200, "{body}");
+    let (code, out, err, _) = vpcgate(&["--config", p.config.to_str().unwrap(), "healthcheck", "--ready"], &[]);
+    assert_eq!((code, out.trim_end().starts_with("ready")), (0, true), "{out}{err}");
     let (s, m) = http_get(p.admin_port, "/metrics");
     assert_eq!(s, 200);
     for needle in [

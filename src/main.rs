@@ -53,7 +53,12 @@ enum Command {
     /// Validate the configuration and exit (0 when it loads).
     CheckConfig,
     /// Ask the running vpcgate's admin listener for /healthz (for container health checks).
-    Healthcheck,
+    Healthcheck {
+        /// Ask /readyz (DNS answers, a leaf can be minted) instead of /healthz: for readiness
+        /// probes that must run inside the pod because the admin listener is on loopback.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Manage the certificate authority used by inspect mode.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -139,7 +144,7 @@ fn main() -> ExitCode {
             })
             .map_err(Exit::from),
         // Docker reserves exit status 2: unhealthy is 1.
-        Command::Healthcheck => load(&cli).and_then(|l| healthcheck(&l)).map_err(|e| {
+        Command::Healthcheck { ready } => load(&cli).and_then(|l| healthcheck(&l, *ready)).map_err(|e| {
             eprintln!("vpcgate: unhealthy: {e}");
             Exit::No
         }),
@@ -228,7 +233,7 @@ fn check(l: &Loaded, buckets: &[String]) -> Result<(), Exit> {
     }
 }
 
-fn healthcheck(l: &Loaded) -> Result<(), String> {
+fn healthcheck(l: &Loaded, ready: bool) -> Result<(), String> {
     use std::io::{Read, Write};
     let a = l.settings.admin.listen;
     let addr = if a.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], a.port())) } else { a };
@@ -236,14 +241,16 @@ fn healthcheck(l: &Loaded) -> Result<(), String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("the admin listener {addr} does not answer ({e}); is vpcgate running with admin.enabled = true?"))?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: vpcgate\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let path = if ready { "/readyz" } else { "/healthz" };
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: vpcgate\r\nConnection: close\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     if resp.starts_with("HTTP/1.1 200") {
-        println!("healthy ({addr})");
+        println!("{} ({addr})", if ready { "ready" } else { "healthy" });
         Ok(())
     } else {
-        Err(format!("{addr}/healthz answered {:?}; see vpcgate's log", resp.lines().next().unwrap_or("nothing")))
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or("");
+        Err(format!("{addr}{path} answered {:?} {body}; see vpcgate's log", resp.lines().next().unwrap_or("nothing")))
     }
 }
 
