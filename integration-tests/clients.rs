@@ -158,11 +158,7 @@ impl Matrix {
         // A needle may be several texts joined by "&&", all of which must be shown.
         let shown = needle.split("&&").all(|n| output.contains(n));
         let pass = observed == expected && (expected == Expect::Allow || shown);
-        let how = if !pass && expected == Expect::Refuse && !ok && !shown {
-            format!("{how} [expected to mention {needle:?}]")
-        } else {
-            how
-        };
+        let how = if !pass && expected == Expect::Refuse && !ok && !shown { format!("{how} [expected to mention {needle:?}]") } else { how };
         self.rows.push(Row { client, case: case.to_string(), expected, observed, how, pass });
     }
 }
@@ -247,7 +243,8 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     m.record("aws CLI v1", "sha256 round trip", Expect::Allow, !a.is_empty() && a == b, &format!("sha256 {}… both ways", &a[..16.min(a.len())]), "");
     let cfg = work.join("aws-config-v4");
     std::fs::write(&cfg, "[default]\nregion = us-east-1\ns3 =\n  signature_version = s3v4\n").unwrap();
-    let r = run(ctx, &ctx.bin("aws"), &["s3", "presign", "s3://matrix-cli/big.bin"], &[("AWS_CONFIG_FILE", cfg.to_str().unwrap())], Duration::from_secs(60)).await;
+    let r =
+        run(ctx, &ctx.bin("aws"), &["s3", "presign", "s3://matrix-cli/big.bin"], &[("AWS_CONFIG_FILE", cfg.to_str().unwrap())], Duration::from_secs(60)).await;
     presigned(ctx, m, "aws CLI v1", "s3 presign (s3v4) + curl", r.stdout.trim(), Expect::Allow, "").await;
     let r = run(ctx, &ctx.bin("aws"), &["s3", "presign", "s3://matrix-cli/big.bin"], &[], Duration::from_secs(60)).await;
     presigned(ctx, m, "aws CLI v1", "s3 presign (default: SigV2) + curl", r.stdout.trim(), Expect::Refuse, sigv2).await;
@@ -255,10 +252,27 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     // Refused names: the CLI prints the S3 error vpcgate answers inside the tunnel (for a refused
     // CONNECT it printed only "Failed to connect to proxy URL").
     let cli = |what: &str| format!("An error occurred (AccessDenied) when calling the ListObjectsV2 operation: vpcgate refused: &&{what}");
-    aws(ctx, m, "s3 ls, dualstack endpoint", &["s3", "ls", "s3://matrix-cli/", "--endpoint-url", "https://s3.dualstack.us-east-1.amazonaws.com"], Expect::Refuse, &cli(DUALSTACK)).await;
+    aws(
+        ctx,
+        m,
+        "s3 ls, dualstack endpoint",
+        &["s3", "ls", "s3://matrix-cli/", "--endpoint-url", "https://s3.dualstack.us-east-1.amazonaws.com"],
+        Expect::Refuse,
+        &cli(DUALSTACK),
+    )
+    .await;
     aws(ctx, m, "s3 ls, other region", &["s3", "ls", "s3://matrix-cli/", "--region", "eu-west-1"], Expect::Refuse, &cli(OTHER_REGION)).await;
     aws(ctx, m, "s3 ls, answer outside the routes", &["s3", "ls", "s3://outside-bucket/"], Expect::Refuse, &cli(OUTSIDE)).await;
-    aws_env(ctx, m, "s3 ls, legacy global name", &["s3", "ls", "s3://legacy-bucket/"], &[("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "legacy")], Expect::Refuse, &cli(OUTSIDE)).await;
+    aws_env(
+        ctx,
+        m,
+        "s3 ls, legacy global name",
+        &["s3", "ls", "s3://legacy-bucket/"],
+        &[("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "legacy")],
+        Expect::Refuse,
+        &cli(OUTSIDE),
+    )
+    .await;
     aws(ctx, m, "s3 ls (untrusted upstream)", &["s3", "ls", "s3://untrusted-bucket/"], Expect::Refuse, "did not verify").await;
     aws(ctx, m, "s3 ls (non-FS upstream)", &["s3", "ls", "s3://nonfs-bucket/"], Expect::Refuse, "forward").await;
 
@@ -280,17 +294,28 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
         a
     };
     // `ls s3://BUCKET` through another endpoint (s3cmd's --host and --host-bucket).
-    let host_args = |host: &str, bucket: &str| vec![format!("--host={host}"), format!("--host-bucket=%(bucket)s.{host}"), "ls".to_string(), format!("s3://{bucket}")];
+    let host_args =
+        |host: &str, bucket: &str| vec![format!("--host={host}"), format!("--host-bucket=%(bucket)s.{host}"), "ls".to_string(), format!("s3://{bucket}")];
     let small = work.join("s3cmd.txt");
     std::fs::write(&small, "hello from s3cmd").unwrap();
     for (case, args, expected, needle) in [
         ("ls (SigV4)", s3cmd(vec!["ls".into(), format!("s3://{BUCKET}")]), Expect::Allow, String::new()),
         ("put", s3cmd(vec!["put".into(), small.display().to_string(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, String::new()),
-        ("get", s3cmd(vec!["get".into(), "--force".into(), format!("s3://{BUCKET}/s3cmd.txt"), work.join("s3cmd-back.txt").display().to_string()]), Expect::Allow, String::new()),
+        (
+            "get",
+            s3cmd(vec!["get".into(), "--force".into(), format!("s3://{BUCKET}/s3cmd.txt"), work.join("s3cmd-back.txt").display().to_string()]),
+            Expect::Allow,
+            String::new(),
+        ),
         ("del", s3cmd(vec!["del".into(), format!("s3://{BUCKET}/s3cmd.txt")]), Expect::Allow, String::new()),
         ("--signature-v2 ls", s3cmd(vec!["--signature-v2".into(), "ls".into(), format!("s3://{BUCKET}")]), Expect::Refuse, sigv2.to_string()),
         ("ls, dualstack host", s3cmd(host_args("s3.dualstack.us-east-1.amazonaws.com", BUCKET)), Expect::Refuse, format!("AccessDenied&&{DUALSTACK}")),
-        ("ls, other region", s3cmd([host_args("s3.eu-west-1.amazonaws.com", BUCKET), vec!["--region=eu-west-1".into()]].concat()), Expect::Refuse, format!("AccessDenied&&{OTHER_REGION}")),
+        (
+            "ls, other region",
+            s3cmd([host_args("s3.eu-west-1.amazonaws.com", BUCKET), vec!["--region=eu-west-1".into()]].concat()),
+            Expect::Refuse,
+            format!("AccessDenied&&{OTHER_REGION}"),
+        ),
         ("ls, answer outside the routes", s3cmd(vec!["ls".into(), "s3://outside-bucket".into()]), Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
         ("ls, legacy global name", s3cmd(host_args("s3.amazonaws.com", "legacy-bucket")), Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
     ] {
@@ -321,12 +346,44 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
         ("copy up", vec!["copy".to_string(), rsrc.display().to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, String::new()),
         ("ls", vec!["ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Allow, String::new()),
         ("copy down", vec!["copy".to_string(), format!("vg:{BUCKET}/rclone"), rdst.display().to_string()], Expect::Allow, String::new()),
-        ("--s3-v2-auth ls", vec!["--s3-v2-auth".to_string(), "ls".to_string(), format!("vg:{BUCKET}/rclone")], Expect::Refuse, "Signature Version 2".to_string()),
-        ("ls, dualstack endpoint", vec!["--s3-endpoint".into(), "https://s3.dualstack.us-east-1.amazonaws.com".into(), "ls".into(), format!("vg:{BUCKET}")], Expect::Refuse, format!("AccessDenied&&{DUALSTACK}")),
-        ("ls, other region", vec!["--s3-region".into(), "eu-west-1".into(), "--s3-endpoint".into(), "https://s3.eu-west-1.amazonaws.com".into(), "ls".into(), format!("vg:{BUCKET}")], Expect::Refuse, format!("AccessDenied&&{OTHER_REGION}")),
+        (
+            "--s3-v2-auth ls",
+            vec!["--s3-v2-auth".to_string(), "ls".to_string(), format!("vg:{BUCKET}/rclone")],
+            Expect::Refuse,
+            "Signature Version 2".to_string(),
+        ),
+        (
+            "ls, dualstack endpoint",
+            vec!["--s3-endpoint".into(), "https://s3.dualstack.us-east-1.amazonaws.com".into(), "ls".into(), format!("vg:{BUCKET}")],
+            Expect::Refuse,
+            format!("AccessDenied&&{DUALSTACK}"),
+        ),
+        (
+            "ls, other region",
+            vec![
+                "--s3-region".into(),
+                "eu-west-1".into(),
+                "--s3-endpoint".into(),
+                "https://s3.eu-west-1.amazonaws.com".into(),
+                "ls".into(),
+                format!("vg:{BUCKET}"),
+            ],
+            Expect::Refuse,
+            format!("AccessDenied&&{OTHER_REGION}"),
+        ),
         // rclone uses path style unless told otherwise; these names are the buckets' own.
-        ("ls, answer outside the routes", vec!["--s3-force-path-style=false".into(), "ls".into(), "vg:outside-bucket".into()], Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
-        ("ls, legacy global name", vec!["--s3-force-path-style=false".into(), "--s3-endpoint".into(), "https://s3.amazonaws.com".into(), "ls".into(), "vg:legacy-bucket".into()], Expect::Refuse, format!("AccessDenied&&{OUTSIDE}")),
+        (
+            "ls, answer outside the routes",
+            vec!["--s3-force-path-style=false".into(), "ls".into(), "vg:outside-bucket".into()],
+            Expect::Refuse,
+            format!("AccessDenied&&{OUTSIDE}"),
+        ),
+        (
+            "ls, legacy global name",
+            vec!["--s3-force-path-style=false".into(), "--s3-endpoint".into(), "https://s3.amazonaws.com".into(), "ls".into(), "vg:legacy-bucket".into()],
+            Expect::Refuse,
+            format!("AccessDenied&&{OUTSIDE}"),
+        ),
     ] {
         let mut argv: Vec<&str> = vec!["--ca-cert", &ca, "--retries", "1", "--low-level-retries", "1", "--contimeout", "10s", "--timeout", "30s"];
         argv.extend(args.iter().map(String::as_str));
@@ -351,7 +408,8 @@ async fn cases(ctx: &Ctx, m: &mut Matrix) {
     )
     .await;
     curl_case(ctx, m, "curl", "plain http:// through the proxy", &[&format!("http://{BUCKET}.{REGIONAL}/presigned.txt")], Expect::Refuse, "plaintext").await;
-    curl_case(ctx, m, "curl", "CONNECT to port 8443", &[&format!("https://{BUCKET}.{REGIONAL}:8443/")], Expect::Refuse, "X-Vpcgate-Reason: port_not_allowed").await;
+    curl_case(ctx, m, "curl", "CONNECT to port 8443", &[&format!("https://{BUCKET}.{REGIONAL}:8443/")], Expect::Refuse, "X-Vpcgate-Reason: port_not_allowed")
+        .await;
     curl_case(ctx, m, "curl", "CONNECT to an IP literal", &[&format!("https://127.{N}.1.1/")], Expect::Refuse, "X-Vpcgate-Reason: ip_literal").await;
     curl_case(ctx, m, "curl", "untrusted upstream", &[&format!("https://untrusted-bucket.{REGIONAL}/")], Expect::Refuse, "did not verify").await;
     curl_case(ctx, m, "curl", "non-FS upstream", &[&format!("https://nonfs-bucket.{REGIONAL}/")], Expect::Refuse, "forward").await;
@@ -394,7 +452,15 @@ async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
     aws(ctx, m, "perimeter: s3 ls s3://other-bucket", &["s3", "ls", "s3://other-bucket/"], Expect::Refuse, &cli(not_listed)).await;
     // (`aws s3 cp` between buckets first sends a HEAD to the source, whose 403 has no body to
     // carry the sentence; CopyObject itself does.)
-    aws(ctx, m, "perimeter: s3api copy-object from other-bucket", &["s3api", "copy-object", "--bucket", "matrix-cli", "--key", "k.txt", "--copy-source", "other-bucket/k.txt"], Expect::Refuse, &cli("a copy from other-bucket")).await;
+    aws(
+        ctx,
+        m,
+        "perimeter: s3api copy-object from other-bucket",
+        &["s3api", "copy-object", "--bucket", "matrix-cli", "--key", "k.txt", "--copy-source", "other-bucket/k.txt"],
+        Expect::Refuse,
+        &cli("a copy from other-bucket"),
+    )
+    .await;
     let port = ctx.proxy.port.to_string();
     let s3cfg = ctx.work.path().join("s3cfg");
     std::fs::write(
@@ -407,7 +473,14 @@ async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
     )
     .unwrap();
     let r = run(ctx, &ctx.bin("s3cmd"), &["-c", s3cfg.to_str().unwrap(), "ls", "s3://other-bucket"], &[], Duration::from_secs(90)).await;
-    m.record("s3cmd", "perimeter: ls s3://other-bucket", Expect::Refuse, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &format!("AccessDenied&&{not_listed}"));
+    m.record(
+        "s3cmd",
+        "perimeter: ls s3://other-bucket",
+        Expect::Refuse,
+        r.code == 0,
+        &format!("{}{}", r.stdout, r.stderr),
+        &format!("AccessDenied&&{not_listed}"),
+    );
     let ca = ctx.ca().display().to_string();
     let rclone_env = [
         ("RCLONE_CONFIG_VG_TYPE", "s3"),
@@ -419,8 +492,22 @@ async fn perimeter_cases(ctx: &Ctx, m: &mut Matrix) {
         ("RCLONE_CONFIG", "/dev/null"),
         ("AWS_CA_BUNDLE", ""),
     ];
-    let r = run(ctx, Path::new("rclone"), &["--ca-cert", &ca, "--retries", "1", "--low-level-retries", "1", "ls", "vg:other-bucket"], &rclone_env, Duration::from_secs(90)).await;
-    m.record("rclone", "perimeter: ls vg:other-bucket (path-style)", Expect::Refuse, r.code == 0, &format!("{}{}", r.stdout, r.stderr), &format!("AccessDenied&&{not_listed}"));
+    let r = run(
+        ctx,
+        Path::new("rclone"),
+        &["--ca-cert", &ca, "--retries", "1", "--low-level-retries", "1", "ls", "vg:other-bucket"],
+        &rclone_env,
+        Duration::from_secs(90),
+    )
+    .await;
+    m.record(
+        "rclone",
+        "perimeter: ls vg:other-bucket (path-style)",
+        Expect::Refuse,
+        r.code == 0,
+        &format!("{}{}", r.stdout, r.stderr),
+        &format!("AccessDenied&&{not_listed}"),
+    );
     let js = ctx.clients.join("js/js_case.mjs");
     let r = run(ctx, Path::new("node"), &[js.to_str().unwrap(), "outside-answer", "other-bucket"], &[], Duration::from_secs(60)).await;
     let v: Value = serde_json::from_str(r.stdout.trim().lines().last().unwrap_or("")).unwrap_or(Value::Null);
@@ -439,7 +526,14 @@ async fn auth_cases(ctx: &Ctx, m: &mut Matrix) {
     let work = ctx.work.path().display().to_string();
     for (label, url, case, bucket, expected, needle) in [
         ("auth: crud-virtual with etl's credentials", &good, "crud-virtual", BUCKET, Expect::Allow, String::new()),
-        ("auth: list other-bucket (not in etl's list)", &good, "list", "other-bucket", Expect::Refuse, "AccessDenied: vpcgate refused&&not in s3.buckets".to_string()),
+        (
+            "auth: list other-bucket (not in etl's list)",
+            &good,
+            "list",
+            "other-bucket",
+            Expect::Refuse,
+            "AccessDenied: vpcgate refused&&not in s3.buckets".to_string(),
+        ),
         ("auth: a wrong password", &bad, "list", BUCKET, Expect::Refuse, "407&&match no configured client".to_string()),
     ] {
         let e = env(url);

@@ -20,8 +20,6 @@ const HOST: &str = "s3.us-east-1.amazonaws.com";
 const BUCKET_HOST: &str = "my-bucket.s3.us-east-1.amazonaws.com";
 const ENDPOINT: &str = "vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com";
 
-
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_connect_is_tunnelled_and_explained() {
     let n = 11;
@@ -142,11 +140,8 @@ async fn interface_route_dials_the_endpoint_address_with_the_requested_sni() {
     let foreign = "bucket.vpce-0fff-9999.s3.us-east-1.vpce.amazonaws.com";
     let inside = a(&[ip(n, 3, 5)]);
     let dns = FakeDns::start(&[(BUCKET_HOST, &a(&[ip(n, 2, 1)])), (ENDPOINT, &inside), (&own, &inside), (foreign, &inside)]).await;
-    let p = Proxy::start(
-        n,
-        dns.addr,
-        &format!("[[routes]]\nname = \"s3-vpn\"\nkind = \"interface\"\nendpoint = \"{ENDPOINT}\"\ncidrs = [\"127.{n}.3.0/24\"]\n"),
-    );
+    let p =
+        Proxy::start(n, dns.addr, &format!("[[routes]]\nname = \"s3-vpn\"\nkind = \"interface\"\nendpoint = \"{ENDPOINT}\"\ncidrs = [\"127.{n}.3.0/24\"]\n"));
     let out = curl_via(&p, &w.ca_path, &format!("https://{BUCKET_HOST}/k")).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert!(out.body.contains(&format!("host={BUCKET_HOST} sni={BUCKET_HOST}")), "{}", out.body);
@@ -231,9 +226,7 @@ async fn client_hello_checks_sni_and_forward_secrecy() {
     ])
     .await;
     assert_ne!(out.code, 0);
-    eventually(10, || p.log_text(), || {
-        p.events("handshake_refused").iter().any(|v| v["reason"] == "client_no_forward_secrecy").then_some(())
-    });
+    eventually(10, || p.log_text(), || p.events("handshake_refused").iter().any(|v| v["reason"] == "client_no_forward_secrecy").then_some(()));
     // Neither hello reached the upstream.
     assert_eq!(up.connections(), 2, "the TCP connections were dialled");
     assert_eq!(up.handshakes(), 0, "but no ClientHello was relayed");
@@ -361,7 +354,10 @@ async fn authority_tricks_plaintext_and_ports_are_refused() {
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         let text = String::from_utf8_lossy(&got);
-        assert!(text.starts_with("HTTP/1.1 400") && text.contains("X-Vpcgate-Reason: bad_request") && text.contains("send `CONNECT host:443 HTTP/1.1`"), "{what}: {text}");
+        assert!(
+            text.starts_with("HTTP/1.1 400") && text.contains("X-Vpcgate-Reason: bad_request") && text.contains("send `CONNECT host:443 HTTP/1.1`"),
+            "{what}: {text}"
+        );
     }
     let out = curl_via(&p, &w.ca_path, &format!("https://{HOST}/still-serving")).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
@@ -479,11 +475,7 @@ fn bad_config_stops_startup_with_one_sentence() {
     assert!(err.contains("conect_timeout") && err.contains(&cfg.display().to_string()), "{err}");
     assert!(TcpStream::connect("127.0.0.1:3999").is_err(), "nothing listens");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_vpcgate"))
-        .arg("run")
-        .env("VPCGATE__DNS__TIMEOUT", "forever")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcgate")).arg("run").env("VPCGATE__DNS__TIMEOUT", "forever").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dns.timeout") && err.contains("environment"), "{err}");
@@ -509,9 +501,11 @@ async fn sigterm_stops_accepting_and_lets_open_tunnels_finish() {
     drop(tunnel);
     let mut p = p;
     let log = p.log.clone();
-    let status = eventually(4, || format!("did not exit after its last tunnel closed: {}", std::fs::read_to_string(&log).unwrap_or_default()), || {
-        p.child.try_wait().unwrap()
-    });
+    let status = eventually(
+        4,
+        || format!("did not exit after its last tunnel closed: {}", std::fs::read_to_string(&log).unwrap_or_default()),
+        || p.child.try_wait().unwrap(),
+    );
     assert!(status.success(), "{status}");
 }
 
@@ -525,18 +519,9 @@ async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
 
     // 200 MB through the relay (bulk bursts take the splice path on Linux).
     let size: u64 = 200_000_000;
-    let out = curl(&[
-        "--proxy",
-        &p.url(),
-        "--cacert",
-        w.ca_path.to_str().unwrap(),
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "120",
-        &format!("https://{HOST}/bytes/{size}"),
-    ])
-    .await;
+    let out =
+        curl(&["--proxy", &p.url(), "--cacert", w.ca_path.to_str().unwrap(), "-o", "/dev/null", "--max-time", "120", &format!("https://{HOST}/bytes/{size}")])
+            .await;
     assert_eq!((out.code, out.status), (0, 200), "{}", out.stderr);
     let c = p.wait_event("close", HOST);
     assert!(c["bytes_down"].as_u64().unwrap() > size, "{c}");
@@ -549,10 +534,14 @@ async fn passthrough_streams_bulk_and_ends_a_tunnel_whose_client_resets() {
     tcp.set_linger(Some(Duration::ZERO)).unwrap();
     let before = p.events("close").len();
     drop(tcp);
-    let last = eventually(5, || format!("the reset tunnel stayed open: {}", p.log_text()), || {
-        let closes = p.events("close");
-        (closes.len() > before).then(|| closes.last().unwrap().clone())
-    });
+    let last = eventually(
+        5,
+        || format!("the reset tunnel stayed open: {}", p.log_text()),
+        || {
+            let closes = p.events("close");
+            (closes.len() > before).then(|| closes.last().unwrap().clone())
+        },
+    );
     assert_eq!(last["end"], "reset", "{last}");
 }
 
@@ -612,7 +601,11 @@ async fn inspect_ends_a_request_on_which_nothing_moves_for_idle_timeout() {
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
 
     let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
-    tls.write_all(format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 500\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n\r\n--XyZ\r\n").as_bytes()).await.unwrap();
+    tls.write_all(
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 500\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n\r\n--XyZ\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let (ended, text, waited) = read_all(tls).await;
     assert!(ended && waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{ended} {waited:?} {text:?}");
 

@@ -33,14 +33,7 @@ fn read(rel: &str) -> String {
 
 /// The vpcgate binary with exactly `env` (nothing inherited), from the repository root, bounded.
 fn vpcgate(args: &[&str], env: &BTreeMap<String, String>) -> Output {
-    std::process::Command::new("timeout")
-        .args(["-k", "2", "30", VPCGATE])
-        .args(args)
-        .current_dir(repo())
-        .env_clear()
-        .envs(env)
-        .output()
-        .expect("run vpcgate")
+    std::process::Command::new("timeout").args(["-k", "2", "30", VPCGATE]).args(args).current_dir(repo()).env_clear().envs(env).output().expect("run vpcgate")
 }
 
 fn text(out: &Output) -> String {
@@ -174,10 +167,7 @@ fn mounts(svc: &Value) -> Vec<Mount> {
 
 /// The mount that holds `path` (the longest target that is `path` or a parent of it).
 fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
-    mounts
-        .iter()
-        .filter(|m| path == m.target || path.starts_with(&format!("{}/", m.target.trim_end_matches('/'))))
-        .max_by_key(|m| m.target.len())
+    mounts.iter().filter(|m| path == m.target || path.starts_with(&format!("{}/", m.target.trim_end_matches('/')))).max_by_key(|m| m.target.len())
 }
 
 fn relative_in(m: &Mount, path: &str) -> String {
@@ -186,10 +176,7 @@ fn relative_in(m: &Mount, path: &str) -> String {
 
 /// The vpcgate service's environment after interpolation (pass-through variables left out).
 fn vpcgate_env(c: &Value) -> BTreeMap<String, String> {
-    environment(service(c, "vpcgate"))
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, interpolate(&v))))
-        .collect()
+    environment(service(c, "vpcgate")).into_iter().filter_map(|(k, v)| v.map(|v| (k, interpolate(&v)))).collect()
 }
 
 fn port_of(listen: &str) -> u16 {
@@ -203,8 +190,7 @@ fn compose_topology_keeps_app_behind_vpcgate_and_the_ca_key_private() {
     let gate = service(&c, "vpcgate");
     let app = service(&c, "app");
     let genv = vpcgate_env(&c);
-    let aenv: BTreeMap<String, String> =
-        environment(app).into_iter().filter_map(|(k, v)| v.map(|v| (k, interpolate(&v)))).collect();
+    let aenv: BTreeMap<String, String> = environment(app).into_iter().filter_map(|(k, v)| v.map(|v| (k, interpolate(&v)))).collect();
     assert!(!gate["build"].is_null(), "the vpcgate service builds the image from this repository");
 
     // Networks: internal has no egress; app is only on it; vpcgate bridges both.
@@ -243,11 +229,7 @@ fn compose_topology_keeps_app_behind_vpcgate_and_the_ca_key_private() {
         assert!(!v.read_only, "vpcgate writes the CA into {v:?} on first start");
     }
     assert_ne!(cert_vol.source, key_vol.source, "the CA key must not share the certificate's volume");
-    assert!(
-        amounts.iter().all(|m| m.source != key_vol.source),
-        "app must not mount the CA key's volume {}: {amounts:?}",
-        key_vol.source
-    );
+    assert!(amounts.iter().all(|m| m.source != key_vol.source), "app must not mount the CA key's volume {}: {amounts:?}", key_vol.source);
     assert!(amounts.iter().all(|m| !m.bind), "app mounts no host paths: {amounts:?}");
     let bundle = aenv.get("AWS_CA_BUNDLE").expect("app sets AWS_CA_BUNDLE");
     let bundle_vol = mount_of(&amounts, bundle).unwrap_or_else(|| panic!("AWS_CA_BUNDLE {bundle} is in no volume app mounts"));
@@ -366,10 +348,7 @@ fn dockerfile_agrees_with_compose_and_the_sidecar_config() {
     let env = vpcgate_env(&c);
     for key in ["VPCGATE__TLS__CA_CERT", "VPCGATE__TLS__CA_KEY"] {
         let dir = Path::new(&env[key]).parent().unwrap().display().to_string();
-        assert!(
-            d.iter().any(|(i, a)| i == "RUN" && a.contains("chown") && a.contains(&dir)),
-            "the Dockerfile creates {dir} owned by vpcgate"
-        );
+        assert!(d.iter().any(|(i, a)| i == "RUN" && a.contains("chown") && a.contains(&dir)), "the Dockerfile creates {dir} owned by vpcgate");
     }
 
     // Ports: EXPOSE = the sidecar config's listeners = compose's.
@@ -378,30 +357,21 @@ fn dockerfile_agrees_with_compose_and_the_sidecar_config() {
         .filter(|(i, _)| i == "EXPOSE")
         .flat_map(|(_, a)| a.split_whitespace().map(|p| p.trim_end_matches("/tcp").parse::<u16>().expect("EXPOSE port")).collect::<Vec<_>>())
         .collect();
-    let sidecar: BTreeSet<u16> = [toml_listen("config/sidecar.toml", "proxy"), toml_listen("config/sidecar.toml", "admin")].iter().map(|l| port_of(l)).collect();
+    let sidecar: BTreeSet<u16> =
+        [toml_listen("config/sidecar.toml", "proxy"), toml_listen("config/sidecar.toml", "admin")].iter().map(|l| port_of(l)).collect();
     let composed: BTreeSet<u16> = ["VPCGATE__PROXY__LISTEN", "VPCGATE__ADMIN__LISTEN"].iter().map(|k| port_of(&env[*k])).collect();
     assert_eq!(expose, sidecar, "EXPOSE vs config/sidecar.toml");
     assert_eq!(expose, composed, "EXPOSE vs docker-compose.yml");
 
     // One health check command for both.
     let hc = d.iter().find(|(i, _)| i == "HEALTHCHECK").map(|(_, a)| a.clone()).expect("a HEALTHCHECK");
-    let compose_test: Vec<String> = service(&c, "vpcgate")["healthcheck"]["test"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| scalar(v).unwrap())
-        .collect();
+    let compose_test: Vec<String> = service(&c, "vpcgate")["healthcheck"]["test"].as_sequence().unwrap().iter().map(|v| scalar(v).unwrap()).collect();
     let exec_form = format!("CMD [{}]", compose_test[1..].iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "));
     assert_eq!(compose_test.first().map(String::as_str), Some("CMD"));
     assert!(hc.ends_with(&exec_form), "HEALTHCHECK {hc:?} runs {exec_form}, like compose");
 
     // Every COPY source exists and is not excluded from the build context.
-    let ignore: Vec<String> = read(".dockerignore")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let ignore: Vec<String> = read(".dockerignore").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
     for needed in [".git", "target/", "certs/*"] {
         assert!(ignore.iter().any(|l| l == needed), ".dockerignore lists {needed}");
     }
@@ -456,20 +426,14 @@ fn every_example_config_loads() {
     }
     assert_eq!(gw.lines().count(), 9, "one route: {gw}");
     let vpn = routes("config/laptop-vpn.toml");
-    assert!(
-        vpn.starts_with("s3-interface (s3 interface, endpoint vpce-0abc1234def567890-abcdefgh.s3.us-east-1.vpce.amazonaws.com) 1 CIDRs"),
-        "{vpn}"
-    );
+    assert!(vpn.starts_with("s3-interface (s3 interface, endpoint vpce-0abc1234def567890-abcdefgh.s3.us-east-1.vpce.amazonaws.com) 1 CIDRs"), "{vpn}");
     assert!(!vpn.contains("(gateway"), "no gateway route over a VPN: {vpn}");
     let side = routes("config/sidecar.toml");
     assert!(side.starts_with("s3-default (s3 gateway)"), "{side}");
 
     // The sidecar takes its region from AWS_REGION (decided before any lookup; the DNS server is a
     // closed loopback port all the same, so nothing leaves this machine).
-    let env = BTreeMap::from([
-        ("AWS_REGION".to_string(), "eu-west-1".to_string()),
-        ("VPCGATE__DNS__SERVERS".to_string(), "127.0.0.1:9".to_string()),
-    ]);
+    let env = BTreeMap::from([("AWS_REGION".to_string(), "eu-west-1".to_string()), ("VPCGATE__DNS__SERVERS".to_string(), "127.0.0.1:9".to_string())]);
     let out = vpcgate(&["--config", "config/sidecar.toml", "explain", "s3.us-east-1.amazonaws.com", "--json"], &env);
     let ex: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("explain --json ({e}):\n{}", text(&out)));
     assert_eq!(ex["decision"], "deny", "{ex}");

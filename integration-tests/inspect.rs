@@ -173,8 +173,16 @@ async fn heads_and_forms_that_could_be_read_two_ways_are_refused() {
         ("a content-type with a byte over 0x7f", post(b"multipart/form-data; boundary=XyZ; x=\xe9", v2_fields.as_bytes()), "unreadable_header"),
         ("a multipart type other than form-data", post(b"multipart/mixed; boundary=XyZ", v2_fields.as_bytes()), "malformed_form"),
         ("two content-types", post(b"text/plain\r\nContent-Type: multipart/form-data; boundary=XyZ", v2_fields.as_bytes()), "duplicate_header"),
-        ("SigV4 then SigV2 authorization", get(format!("{host_line}{v4}Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=\r\n").as_bytes()), "duplicate_header"),
-        ("SigV2 authorization with a byte over 0x7f", get(&[host_line.as_bytes(), b"Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKD\x80\r\n"].concat()), "unreadable_header"),
+        (
+            "SigV4 then SigV2 authorization",
+            get(format!("{host_line}{v4}Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=\r\n").as_bytes()),
+            "duplicate_header",
+        ),
+        (
+            "SigV2 authorization with a byte over 0x7f",
+            get(&[host_line.as_bytes(), b"Authorization: AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKD\x80\r\n"].concat()),
+            "unreadable_header",
+        ),
         ("two Host headers", get(format!("{host_line}Host: other-bucket.s3.us-east-1.amazonaws.com\r\n").as_bytes()), "duplicate_header"),
         ("a Host port over 65535", get(format!("Host: {HOST}:66979\r\n").as_bytes()), "host_mismatch"),
     ];
@@ -231,13 +239,18 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
     let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
     let roots = client_roots(&p, true, &w);
     let part = |b: &str, name: &str, value: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
-    let file = |b: &str, name: &str, content: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f.txt\"\r\n\r\n{content}\r\n");
-    let v2 = |b: &str| [part(b, "AWSAccessKeyId", "AKIAIOSFODNN7EXAMPLE"), part(b, "policy", "e30="), part(b, "signature", "0RavWzkygo6QX9caELEqKi9kDbU=")].concat();
+    let file =
+        |b: &str, name: &str, content: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f.txt\"\r\n\r\n{content}\r\n");
+    let v2 =
+        |b: &str| [part(b, "AWSAccessKeyId", "AKIAIOSFODNN7EXAMPLE"), part(b, "policy", "e30="), part(b, "signature", "0RavWzkygo6QX9caELEqKi9kDbU=")].concat();
     let v2_form = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), v2("XyZ"), file("XyZ", "file", "hello"));
-    let post = |target: &str, ct: &str, body: &str| format!("POST {target} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes();
+    let post = |target: &str, ct: &str, body: &str| {
+        format!("POST {target} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
     let form_ct = "multipart/form-data; boundary=XyZ";
     // 2: vpcgate would read the X parts (a key and a decoy file), an RFC 2231 reader the EVIL ones.
-    let two_boundaries = format!("{}{}--X--\r\n{}{}--EVIL--\r\n", part("X", "key", "k"), file("X", "file", "decoy"), v2("EVIL"), file("EVIL", "file", "payload"));
+    let two_boundaries =
+        format!("{}{}--X--\r\n{}{}--EVIL--\r\n", part("X", "key", "k"), file("X", "file", "decoy"), v2("EVIL"), file("EVIL", "file", "payload"));
     // 3: a case-sensitive reader reads on past FILE (and past a first file part) to the SigV2 fields.
     let upper_file = format!("{}{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), file("XyZ", "FILE", "decoy"), v2("XyZ"), file("XyZ", "file", "payload"));
     let after_file = format!("{}{}{}--XyZ--\r\n", part("XyZ", "key", "k"), file("XyZ", "file", "decoy"), v2("XyZ"));
@@ -281,7 +294,10 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
     // Transfer-Encoding went through.
     let pair = format!("POST /b HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
     for (what, lead) in [
-        ("a head hidden in trailers", format!("POST /a HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\nPOST /b HTTP/1.1\r\nHost: {HOST}\r\n\r\n")),
+        (
+            "a head hidden in trailers",
+            format!("POST /a HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\nPOST /b HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+        ),
         ("a CONNECT first", format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\nPOST /c HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n")),
     ] {
         let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
@@ -314,7 +330,9 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
     // answers to the requests before them.
     let huge = format!("GET /k HTTP/1.1\r\nHost: {HOST}\r\nx-amz-meta-a: {}\r\n\r\n", "a".repeat(40 * 1024));
     let good_then_garbage = format!("GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\n\x01\x02 not a request\r\n\r\n");
-    for (what, request, before) in [("a head over 32 KiB", huge, None), ("a good request, then bytes that are no HTTP", good_then_garbage, Some("saw GET /first"))] {
+    for (what, request, before) in
+        [("a head over 32 KiB", huge, None), ("a good request, then bytes that are no HTTP", good_then_garbage, Some("saw GET /first"))]
+    {
         let mut tls = tls_tunnel(p.port, HOST, roots.clone()).await;
         tls.write_all(request.as_bytes()).await.unwrap();
         let text = read_text_until(&mut tls, |t| t.contains("</Error>")).await;
@@ -322,7 +340,12 @@ async fn the_hostile_input_review_s_form_and_framing_bypasses_are_refused() {
             assert!(text.starts_with("HTTP/1.1 200") && text.contains(saw), "{what}: {text}");
         }
         let error = &text[text.find("HTTP/1.1 403").unwrap_or_else(|| panic!("{what}: {text}"))..];
-        assert!(error.contains("<Code>AccessDenied</Code>") && error.contains("X-Vpcgate-Reason: unreadable_head") && error.contains("could not read this request's head"), "{what}: {text}");
+        assert!(
+            error.contains("<Code>AccessDenied</Code>")
+                && error.contains("X-Vpcgate-Reason: unreadable_head")
+                && error.contains("could not read this request's head"),
+            "{what}: {text}"
+        );
     }
     // At the CONNECT: a strict reader's authority, port without leading zeros, no URL.
     for target in [format!("{HOST}:0443"), format!("http://{HOST}:443")] {
@@ -384,7 +407,10 @@ async fn refused_aws_names_are_answered_inside_the_tunnel_where_sdks_print_it() 
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 403") && text.contains("use_dualstack_endpoint = false"), "{text}");
     assert_eq!(outside.connections(), 0, "nothing was dialled for a refused name");
-    assert!(!dns.queried_names().iter().any(|q| q.contains("dualstack") || q.contains("eu-west-1") || q.contains("accelerate")), "refused by name, DNS never asked");
+    assert!(
+        !dns.queried_names().iter().any(|q| q.contains("dualstack") || q.contains("eu-west-1") || q.contains("accelerate")),
+        "refused by name, DNS never asked"
+    );
     // A client that opens the tunnel and sends nothing is cut after handshake_timeout (5 s here).
     let started = std::time::Instant::now();
     let mut idle = tls_tunnel(p.port, "idle-bucket.s3.dualstack.us-east-1.amazonaws.com", roots.clone()).await;
@@ -489,14 +515,39 @@ async fn the_bucket_perimeter_refuses_other_buckets_in_every_form() {
     let cases: Vec<Case> = vec![
         ("a listed bucket, virtual-hosted", ok_host, get(ok_host, "/k", ""), Ok("saw GET /k")),
         ("a listed bucket, path-style", regional, get(regional, "/harness-a/k", ""), Ok("saw GET /harness-a/k")),
-        ("another bucket, path-style", regional, get(regional, "/other-b/k", ""), Err(("bucket_not_allowed", "a request for other-b, which is not in s3.buckets"))),
-        ("another bucket, presigned path-style", regional, get(regional, "/other-b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=ff", ""), Err(("bucket_not_allowed", "other-b"))),
+        (
+            "another bucket, path-style",
+            regional,
+            get(regional, "/other-b/k", ""),
+            Err(("bucket_not_allowed", "a request for other-b, which is not in s3.buckets")),
+        ),
+        (
+            "another bucket, presigned path-style",
+            regional,
+            get(regional, "/other-b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=ff", ""),
+            Err(("bucket_not_allowed", "other-b")),
+        ),
         ("ListBuckets with allow_list_buckets = false", regional, get(regional, "/", ""), Err(("list_buckets_not_allowed", "s3.allow_list_buckets"))),
         ("an empty first segment", regional, get(regional, "//harness-a/k", ""), Err(("bucket_unknown", "no bucket name"))),
         ("an encoded slash in the bucket", regional, get(regional, "/harness-a%2F..%2Fother-b/k", ""), Err(("bucket_unknown", "no bucket name"))),
-        ("a copy from another bucket into a listed one", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: /other-b/k%20x?versionId=1\r\nContent-Length: 0\r\n\r\n"), Err(("bucket_not_allowed", "a copy from other-b"))),
-        ("a copy between listed buckets", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nContent-Length: 0\r\n\r\n"), Ok("saw PUT /copy")),
-        ("two copy sources", ok_host, format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nx-amz-copy-source: other-b/k\r\nContent-Length: 0\r\n\r\n"), Err(("duplicate_header", "more than one x-amz-copy-source"))),
+        (
+            "a copy from another bucket into a listed one",
+            ok_host,
+            format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: /other-b/k%20x?versionId=1\r\nContent-Length: 0\r\n\r\n"),
+            Err(("bucket_not_allowed", "a copy from other-b")),
+        ),
+        (
+            "a copy between listed buckets",
+            ok_host,
+            format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nContent-Length: 0\r\n\r\n"),
+            Ok("saw PUT /copy"),
+        ),
+        (
+            "two copy sources",
+            ok_host,
+            format!("PUT /copy HTTP/1.1\r\nHost: {ok_host}\r\n{v4}x-amz-copy-source: harness-b/k\r\nx-amz-copy-source: other-b/k\r\nContent-Length: 0\r\n\r\n"),
+            Err(("duplicate_header", "more than one x-amz-copy-source")),
+        ),
         ("another bucket, virtual-hosted (refused by name, inside the tunnel)", other_host, get(other_host, "/k", ""), Err(("bucket_not_allowed", "other-b"))),
     ];
     for (what, host, head, want) in cases {
@@ -515,7 +566,9 @@ async fn the_bucket_perimeter_refuses_other_buckets_in_every_form() {
     assert!(refused.iter().any(|v| v["bucket"] == "other-b"), "{refused:?}");
     // Passthrough sees only the name: a path-style service name cannot be checked, so it is refused.
     let q = Proxy::start(n, dns.addr, perimeter);
-    for (target, status, code) in [(format!("{regional}:443"), 403, "bucket_hidden"), (format!("{other_host}:443"), 403, "bucket_not_allowed"), (format!("{ok_host}:443"), 200, "")] {
+    for (target, status, code) in
+        [(format!("{regional}:443"), 403, "bucket_hidden"), (format!("{other_host}:443"), 403, "bucket_not_allowed"), (format!("{ok_host}:443"), 200, "")]
+    {
         let (got, text) = raw_request(q.port, &connect_req(&target));
         assert_eq!(got, status, "{target}: {text}");
         assert!(code.is_empty() || text.contains(&format!("X-Vpcgate-Reason: {code}")), "{target}: {text}");
@@ -577,7 +630,10 @@ async fn proxy_auth_names_the_client_and_each_client_has_its_own_buckets() {
     let log = p.log_text();
     assert!(!log.contains("etl-pass") && !log.contains("web-pass") && !log.contains(&b64("etl:etl-pass:1")), "no secret in the log");
     let (_, metrics) = http_get(p.admin_port, "/metrics");
-    assert!(metrics.contains("vpcgate_auth_failures_total{kind=\"missing\"} 1") && metrics.contains("vpcgate_auth_failures_total{kind=\"wrong\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("vpcgate_auth_failures_total{kind=\"missing\"} 1") && metrics.contains("vpcgate_auth_failures_total{kind=\"wrong\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,11 +646,7 @@ async fn every_request_in_a_tunnel_is_checked_not_only_the_first() {
     // One connection: an allowed request, then a SigV2 presigned one, then an allowed one again.
     let out = inspect_curl(
         &p,
-        &[
-            &format!("https://{HOST}/first"),
-            &format!("https://{HOST}/second?AWSAccessKeyId=AKIA&Expires=1&Signature=x"),
-            &format!("https://{HOST}/third"),
-        ],
+        &[&format!("https://{HOST}/first"), &format!("https://{HOST}/second?AWSAccessKeyId=AKIA&Expires=1&Signature=x"), &format!("https://{HOST}/third")],
     )
     .await;
     assert!(out.body.contains("saw GET /first") && out.body.contains("saw GET /third"), "{}", out.body);
@@ -686,10 +738,14 @@ async fn client_handshakes_without_forward_secrecy_or_with_another_sni_are_refus
         .unwrap();
     assert!(!out.status.success());
     let reasons = || -> Vec<String> { p.events("handshake_refused").iter().filter_map(|v| v["reason"].as_str().map(str::to_string)).collect() };
-    eventually(10, || format!("{:?}", reasons()), || {
-        let r = reasons();
-        (r.contains(&"client_no_forward_secrecy".to_string()) && r.contains(&"sni_mismatch".to_string())).then_some(())
-    });
+    eventually(
+        10,
+        || format!("{:?}", reasons()),
+        || {
+            let r = reasons();
+            (r.contains(&"client_no_forward_secrecy".to_string()) && r.contains(&"sni_mismatch".to_string())).then_some(())
+        },
+    );
     for v in p.events("handshake_refused") {
         assert_eq!((event_fields(&v), v["side"].as_str()), (HANDSHAKE_REFUSED_FIELDS.map(String::from).to_vec(), Some("client")), "{v}");
     }

@@ -441,9 +441,7 @@ fn env_of(c: &Value) -> BTreeMap<String, String> {
 }
 
 fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_sequence()
-        .and_then(|l| l.iter().find(|c| c["name"].as_str() == Some(name)))
-        .unwrap_or_else(|| panic!("no entry named {name:?} in {list:?}"))
+    list.as_sequence().and_then(|l| l.iter().find(|c| c["name"].as_str() == Some(name))).unwrap_or_else(|| panic!("no entry named {name:?} in {list:?}"))
 }
 
 fn object<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
@@ -679,7 +677,10 @@ fn gateway() -> Vec<String> {
     }
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
     let pause = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap_or(0);
-    assert!(grace > seconds(&config["proxy"]["shutdown_grace"]) + pause, "terminationGracePeriodSeconds {grace} outlasts the preStop pause and proxy.shutdown_grace");
+    assert!(
+        grace > seconds(&config["proxy"]["shutdown_grace"]) + pause,
+        "terminationGracePeriodSeconds {grace} outlasts the preStop pause and proxy.shutdown_grace"
+    );
     assert!(c["resources"]["requests"]["cpu"].as_str().is_some(), "a CPU request, which the autoscaler scales against");
 
     let svc = object(&docs, "Service", "vpcgate");
@@ -952,7 +953,10 @@ fn sidecar_egress_rules_leave_only_vpcgate_a_way_out() {
     let resolve = format!("{HOST}:443:{AWS}");
     let ca_arg = p(&test_ca);
     let mut direct: Vec<String> = setpriv(app).to_vec();
-    direct.extend(["curl", "-sS", "-v", "--noproxy", "*", "--connect-timeout", "5", "--resolve", resolve.as_str(), "--cacert", ca_arg.as_str(), url.as_str()].map(String::from));
+    direct.extend(
+        ["curl", "-sS", "-v", "--noproxy", "*", "--connect-timeout", "5", "--resolve", resolve.as_str(), "--cacert", ca_arg.as_str(), url.as_str()]
+            .map(String::from),
+    );
     let out = lab.exec(&pod, &direct.iter().map(String::as_str).collect::<Vec<_>>(), 15);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "curl from the app straight to {AWS}: couldn't connect:\n{err}");
@@ -976,20 +980,29 @@ fn sidecar_egress_rules_leave_only_vpcgate_a_way_out() {
     let srv = lab.spawn(&pod, "app-server", &serve.iter().map(String::as_str).collect::<Vec<_>>(), &[], 60);
     lab.wait_listening(&pod, Proto::Tcp, &format!("{POD}:8443"), srv);
     let inbound = lab.exec(&aws, &["curl", "-sS", "--max-time", "5", "-k", &format!("https://{POD}:8443/")], 10);
-    assert!(inbound.status.success() && String::from_utf8_lossy(&inbound.stdout).contains("s_server"), "a client outside reaches the app's own port:\n{}", text(&inbound));
+    assert!(
+        inbound.status.success() && String::from_utf8_lossy(&inbound.stdout).contains("s_server"),
+        "a client outside reaches the app's own port:\n{}",
+        text(&inbound)
+    );
 
     // The same request through vpcgate, with the application container's proxy environment.
     let mut via: Vec<String> = vec!["env".into(), "-i".into(), format!("PATH={}", std::env::var("PATH").unwrap_or_default())];
     via.extend(sc.app_env.iter().filter(|(k, _)| k.to_ascii_lowercase().ends_with("_proxy")).map(|(k, v)| format!("{k}={v}")));
     via.extend(setpriv(app));
-    via.extend(["curl", "-sS", "-v", "--connect-timeout", "5", "--max-time", "10", "--cacert", ca_arg.as_str(), "-w", "\n%{http_connect} %{http_code}", url.as_str()].map(String::from));
+    via.extend(
+        ["curl", "-sS", "-v", "--connect-timeout", "5", "--max-time", "10", "--cacert", ca_arg.as_str(), "-w", "\n%{http_connect} %{http_code}", url.as_str()]
+            .map(String::from),
+    );
     let out = lab.exec(&pod, &via.iter().map(String::as_str).collect::<Vec<_>>(), 15);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.ends_with("\n200 200"), "the app through vpcgate:\n{}\n{}", text(&out), lab_log(&dir));
     assert!(stdout.contains(&format!("s_server -accept {AWS}:443")), "the answer came from the upstream on the peer: {stdout}");
-    let connect = eventually(5, || lab_log(&dir), || {
-        lab_log(&dir).lines().filter_map(|l| serde_json::from_str::<Json>(l).ok()).find(|v| v["event"] == "connect" && v["host"] == HOST)
-    });
+    let connect = eventually(
+        5,
+        || lab_log(&dir),
+        || lab_log(&dir).lines().filter_map(|l| serde_json::from_str::<Json>(l).ok()).find(|v| v["event"] == "connect" && v["host"] == HOST),
+    );
     assert_eq!(connect["decision"], "allow", "{connect}");
     assert_eq!(connect["chosen"], AWS, "{connect}");
     assert!(connect["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "the app came over loopback: {connect}");
@@ -1088,7 +1101,18 @@ fn gateway_reloads_a_configmap_updated_as_kubelet_does() {
 
     // The Deployment's arguments, with this directory for /etc/vpcgate and 1s for 10s.
     let cfg = dir.join("vpcgate.toml").display().to_string();
-    let argv: Vec<String> = args.iter().map(|a| if a.starts_with("/etc/vpcgate/") { cfg.clone() } else if a == "10s" { "1s".into() } else { a.clone() }).collect();
+    let argv: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("/etc/vpcgate/") {
+                cfg.clone()
+            } else if a == "10s" {
+                "1s".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
     assert_ne!(argv, args);
     let log = tmp.path().join("vpcgate.log");
     let child = Command::new(VPCGATE)

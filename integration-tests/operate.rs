@@ -19,19 +19,23 @@ fn vpcgate(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String, Durati
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpcgate"));
     cmd.args(args).env_remove("RUST_LOG");
-    for k in ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"] {
+    for k in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "AWS_CA_BUNDLE",
+        "AWS_CONFIG_FILE",
+        "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",
+        "AWS_USE_DUALSTACK_ENDPOINT",
+    ] {
         cmd.env_remove(k);
     }
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-        started.elapsed(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string(), started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +92,14 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     // A URL: the CONNECT and, in inspect mode, the request's own decision.
     let dir = tempfile::tempdir().unwrap();
     let icfg = dir.path().join("i.toml");
-    std::fs::write(&icfg, format!("[dns]\nservers = [\"{}\"]\n[s3]\nbuckets = [\"my-*\"]\n[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n", dns.addr)).unwrap();
+    std::fs::write(
+        &icfg,
+        format!(
+            "[dns]\nservers = [\"{}\"]\n[s3]\nbuckets = [\"my-*\"]\n[[routes]]\nname = \"test-gateway\"\nkind = \"gateway\"\ncidrs = [\"127.{n}.1.0/24\"]\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
     let icfg = icfg.to_str().unwrap();
     let (code, out, _, _) = vpcgate(&["--config", icfg, "explain", "s3://my-bucket/a/b.txt"], &[]);
     assert_eq!(code, 0, "{out}");
@@ -100,7 +111,14 @@ async fn explain_shows_class_answers_routes_and_verdict() {
     // --client NAME: that client's own list too.
     let hash = "$argon2id$v=19$m=19456,t=2,p=1$9kVZLWC8nfjNbVU+ZfzQRw$q4kvhGJgwgwS1dezM9Ko81/ZFPf6nl3B8PZpFHsct+0";
     let ccfg = dir.path().join("c.toml");
-    std::fs::write(&ccfg, format!("[proxy]\nauth = \"basic\"\n[[clients]]\nname = \"etl\"\npassword_hash = \"{hash}\"\nbuckets = [\"my-other-*\"]\n{}", std::fs::read_to_string(icfg).unwrap())).unwrap();
+    std::fs::write(
+        &ccfg,
+        format!(
+            "[proxy]\nauth = \"basic\"\n[[clients]]\nname = \"etl\"\npassword_hash = \"{hash}\"\nbuckets = [\"my-other-*\"]\n{}",
+            std::fs::read_to_string(icfg).unwrap()
+        ),
+    )
+    .unwrap();
     let ccfg = ccfg.to_str().unwrap();
     let (code, out, _, _) = vpcgate(&["--config", ccfg, "explain", "s3://my-bucket/k"], &[]);
     assert_eq!(code, 0, "without --client, the global list: {out}");
@@ -346,10 +364,14 @@ async fn text_logs_to_a_file_carry_no_terminal_colour_codes() {
         dns.addr
     );
     let p = Proxy::start_with(port, &toml);
-    let text = eventually(5, || format!("no start-up line: {}", p.log_text()), || {
-        let t = p.log_text();
-        t.contains("vpcgate listening").then_some(t)
-    });
+    let text = eventually(
+        5,
+        || format!("no start-up line: {}", p.log_text()),
+        || {
+            let t = p.log_text();
+            t.contains("vpcgate listening").then_some(t)
+        },
+    );
     assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text:?}");
 }
 
@@ -360,7 +382,11 @@ fn a_low_open_file_limit_is_raised_and_named_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vpcgate.toml");
     let port = support::upstream::free_port();
-    std::fs::write(&cfg, format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[tls]\nmode = \"passthrough\"\n[log]\nformat = \"json\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[tls]\nmode = \"passthrough\"\n[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
     let log = dir.path().join("log");
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -Sn 100 && ulimit -Hn 300 && exec \"$0\" --config \"$1\" run", env!("CARGO_BIN_EXE_vpcgate"), cfg.to_str().unwrap()])
@@ -369,9 +395,7 @@ fn a_low_open_file_limit_is_raised_and_named_at_start() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let text = eventually(10, || std::fs::read_to_string(&log).unwrap_or_default(), || {
-        std::fs::read_to_string(&log).ok().filter(|t| t.contains("open files"))
-    });
+    let text = eventually(10, || std::fs::read_to_string(&log).unwrap_or_default(), || std::fs::read_to_string(&log).ok().filter(|t| t.contains("open files")));
     let _ = child.kill();
     let _ = child.wait();
     assert!(text.contains("needs about 20320 open files but this process may open 300"), "{text}");

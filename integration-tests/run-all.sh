@@ -22,13 +22,17 @@ fi
 
 log=$(mktemp)
 set +e
-# Lints first: a warning is a failure (clippy ships with the toolchain).
+# Lints first: a tree that is not rustfmt-formatted (rustfmt.toml) or has a clippy warning is a
+# failure (both ship with the toolchain).
+cargo fmt --check
+fmt=$?
 cargo clippy --locked --all-targets -- -D warnings
 lint=$?
+if [ "$fmt" -ne 0 ]; then echo "cargo fmt --check found unformatted code (above); run cargo fmt"; [ "$lint" -ne 0 ] || lint=$fmt; fi
 cargo test --locked --all-targets -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-if [ "$lint" -ne 0 ]; then echo "clippy found warnings (above); fix them"; [ "$rc" -ne 0 ] || rc=$lint; fi
+if [ "$lint" -ne 0 ]; then echo "the lints failed (cargo fmt --check or clippy, above); fix them"; [ "$rc" -ne 0 ] || rc=$lint; fi
 # One closing line for the whole suite: cargo's per-binary results plus the client matrix's own line.
 passed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -aE '^test result: |^[0-9]+ passed, [0-9]+ failed$' "$log" | grep -aoE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

@@ -58,12 +58,16 @@ impl Moto {
             .expect("moto starts");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut m = Moto { child, addr };
-        eventually(30, || "moto did not listen".into(), || {
-            if let Ok(Some(st)) = m.child.try_wait() {
-                panic!("moto exited with {st}");
-            }
-            std::net::TcpStream::connect(addr).ok()
-        });
+        eventually(
+            30,
+            || "moto did not listen".into(),
+            || {
+                if let Ok(Some(st)) = m.child.try_wait() {
+                    panic!("moto exited with {st}");
+                }
+                std::net::TcpStream::connect(addr).ok()
+            },
+        );
         m
     }
 }
@@ -323,7 +327,16 @@ async fn query_api_sigv2_is_refused_with_a_sentence_and_never_reaches_sts() {
     assert!(out.body.contains("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"), "{}", out.body);
     assert_eq!(lab.sts.connections(), 0);
     // The S3 request checks hold for every service: a Host other than the CONNECT host is refused.
-    let out = curl(&["--proxy", &p.url(), "--cacert", ca.to_str().unwrap(), "-H", "Host: kms.us-east-1.amazonaws.com", &format!("https://{STS}/?Action=GetCallerIdentity")]).await;
+    let out = curl(&[
+        "--proxy",
+        &p.url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        "Host: kms.us-east-1.amazonaws.com",
+        &format!("https://{STS}/?Action=GetCallerIdentity"),
+    ])
+    .await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("<ErrorResponse>") && out.body.contains("domain fronting"), "{}", out.body);
     assert_eq!(lab.sts.connections(), 0);

@@ -11,11 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+    Response::builder().status(status).header("Content-Type", content_type).body(Full::new(Bytes::from(body))).expect("static response parts are valid")
 }
 
 /// Whether vpcgate can serve: DNS answers for the first region's S3 name within a second

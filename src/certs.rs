@@ -6,8 +6,8 @@
 //!   validity, kept in a bounded cache; concurrent first requests for one host mint once.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -65,18 +65,10 @@ pub fn init_ca(cert_path: &Path, key_path: &Path, extra_names: &[String], force:
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let permitted = AWS_NAME_CONSTRAINTS
-        .iter()
-        .map(|s| s.to_string())
-        .chain(extra_names.iter().cloned())
-        .map(GeneralSubtree::DnsName)
-        .collect();
+    let permitted = AWS_NAME_CONSTRAINTS.iter().map(|s| s.to_string()).chain(extra_names.iter().cloned()).map(GeneralSubtree::DnsName).collect();
     // No IP addresses at all: without an excluded IP subtree, DNS-only constraints leave IP SANs
     // unconstrained (RFC 5280), and a leaked key could sign for https://10.0.0.5/.
-    let no_ips = vec![
-        GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
-        GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
-    ];
+    let no_ips = vec![GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])), GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16]))];
     params.name_constraints = Some(NameConstraints { permitted_subtrees: permitted, excluded_subtrees: no_ips });
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
@@ -155,10 +147,7 @@ impl DnsConstraints {
             Some(names).filter(|n| !n.is_empty())
         };
         match cert.name_constraints() {
-            Ok(Some(nc)) => DnsConstraints {
-                permitted: dns(&nc.value.permitted_subtrees),
-                excluded: dns(&nc.value.excluded_subtrees).unwrap_or_default(),
-            },
+            Ok(Some(nc)) => DnsConstraints { permitted: dns(&nc.value.permitted_subtrees), excluded: dns(&nc.value.excluded_subtrees).unwrap_or_default() },
             _ => DnsConstraints::default(),
         }
     }
@@ -205,12 +194,7 @@ impl Ca {
                 init_ca(cert_path, key_path, extra_names, false)?;
                 created = true;
             }
-            (true, false) | (false, true) => {
-                return Err(CaError::HalfPresent {
-                    cert: cert_path.display().to_string(),
-                    key: key_path.display().to_string(),
-                })
-            }
+            (true, false) | (false, true) => return Err(CaError::HalfPresent { cert: cert_path.display().to_string(), key: key_path.display().to_string() }),
             _ => {}
         }
         if let Some(mode) = key_mode(key_path) {
@@ -218,9 +202,7 @@ impl Ca {
                 return Err(CaError::KeyMode { path: key_path.display().to_string(), mode });
             }
         }
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| CaError::Read { path: p.display().to_string(), error: e.to_string() })
-        };
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CaError::Read { path: p.display().to_string(), error: e.to_string() });
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
         let invalid = |p: &Path, e: String| CaError::Invalid { path: p.display().to_string(), error: e };
@@ -320,13 +302,7 @@ impl std::fmt::Debug for LeafCache {
 
 impl LeafCache {
     pub fn new(ca: Ca, capacity: usize) -> LeafCache {
-        LeafCache {
-            ca,
-            capacity: capacity.max(1),
-            inner: Mutex::new((HashMap::new(), VecDeque::new())),
-            hits: AtomicU64::new(0),
-            mints: AtomicU64::new(0),
-        }
+        LeafCache { ca, capacity: capacity.max(1), inner: Mutex::new((HashMap::new(), VecDeque::new())), hits: AtomicU64::new(0), mints: AtomicU64::new(0) }
     }
 
     pub fn ca(&self) -> &Ca {
@@ -344,10 +320,7 @@ impl LeafCache {
         let slot = {
             let mut guard = self.inner.lock().expect("leaf cache");
             let (map, order) = &mut *guard;
-            let stale = map
-                .get(host)
-                .and_then(|s| s.get())
-                .is_some_and(|(_, minted)| minted.elapsed() > LEAF_CACHE_TTL);
+            let stale = map.get(host).and_then(|s| s.get()).is_some_and(|(_, minted)| minted.elapsed() > LEAF_CACHE_TTL);
             if stale {
                 map.remove(host);
                 order.retain(|h| h != host);
@@ -437,9 +410,8 @@ mod tests {
     fn verify(ca: &Ca, leaf: &CertificateDer<'static>, name: &str) -> Result<(), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert_der.clone()).unwrap();
-        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
-            .build()
-            .unwrap();
+        let v =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider())).build().unwrap();
         let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         v.verify_server_cert(leaf, &[], &name, &[], rustls::pki_types::UnixTime::now()).map(|_| ())
     }
@@ -460,7 +432,14 @@ mod tests {
         let other = sign(vec![rcgen::SanType::DnsName("example.com".try_into().unwrap())]);
         assert!(verify(&ca, &other, "example.com").is_err());
         // What the CA may sign, as the in-tunnel refusal asks before minting a leaf.
-        for (host, ok) in [("b.s3.dualstack.us-east-1.amazonaws.com", true), ("sts.api.aws", true), ("b.s3.cn-north-1.amazonaws.com.cn", true), ("example.com", false), ("notamazonaws.com", false), ("amazonaws.com.evil.io", false)] {
+        for (host, ok) in [
+            ("b.s3.dualstack.us-east-1.amazonaws.com", true),
+            ("sts.api.aws", true),
+            ("b.s3.cn-north-1.amazonaws.com.cn", true),
+            ("example.com", false),
+            ("notamazonaws.com", false),
+            ("amazonaws.com.evil.io", false),
+        ] {
             assert_eq!(ca.may_sign(host), ok, "{host}");
         }
         // Name constraints on DNS names alone would leave IP SANs free (RFC 5280).

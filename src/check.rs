@@ -46,12 +46,7 @@ impl std::fmt::Display for Line {
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Run every check. `env` is the process environment; `aws_config` the text of the AWS config file (if any) and its path.
-pub async fn run(
-    l: &Loaded,
-    buckets: &[String],
-    env: &HashMap<String, String>,
-    aws_config: Option<(String, String)>,
-) -> Vec<Line> {
+pub async fn run(l: &Loaded, buckets: &[String], env: &HashMap<String, String>, aws_config: Option<(String, String)>) -> Vec<Line> {
     let mut out = Vec::new();
     let dns_timeout = l.settings.dns.timeout.min(STEP_TIMEOUT);
 
@@ -68,16 +63,8 @@ pub async fn run(
             Ok(d) => {
                 let started = Instant::now();
                 match d.lookup_a(&probe).await {
-                    Ok(a) => out.push(line(
-                        Level::Pass,
-                        label,
-                        format!("answered {probe} in {} ms ({} A records)", started.elapsed().as_millis(), a.len()),
-                    )),
-                    Err(e) => out.push(line(
-                        Level::Fail,
-                        label,
-                        format!("{probe}: {e}; make the server reachable or change dns.servers"),
-                    )),
+                    Ok(a) => out.push(line(Level::Pass, label, format!("answered {probe} in {} ms ({} A records)", started.elapsed().as_millis(), a.len()))),
+                    Err(e) => out.push(line(Level::Fail, label, format!("{probe}: {e}; make the server reachable or change dns.servers"))),
                 }
             }
         }
@@ -107,9 +94,7 @@ pub async fn run(
                 let label = format!("{host} via {}", route.name);
                 let ex = explain(&one, &dns, &host, &l.own_addresses(), None).await;
                 match &ex.chosen {
-                    None if ex.reason.as_deref() == Some("no_route_for_class") => {
-                        out.push(line(Level::Warn, label, ex.message.clone().unwrap_or_default()))
-                    }
+                    None if ex.reason.as_deref() == Some("no_route_for_class") => out.push(line(Level::Warn, label, ex.message.clone().unwrap_or_default())),
                     None => out.push(line(Level::Fail, label, ex.message.clone().unwrap_or_default())),
                     Some(c) => {
                         out.push(line(Level::Pass, label.clone(), format!("{} inside {} {}", c.addr, c.route, c.cidr)));
@@ -147,10 +132,7 @@ async fn handshake(tls: &rustls::ClientConfig, host: &str, addr: SocketAddr) -> 
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("TCP to {addr} failed ({e}); check the route to the endpoint"))?;
         let s = connector.connect(name, tcp).await.map_err(|e| crate::proxy::upstream::explain_tls_error(host, addr, &e))?;
         let c = s.get_ref().1;
-        Ok::<_, String>((
-            crate::proxy::upstream::version_name(c.protocol_version()),
-            crate::proxy::upstream::suite_name(c.negotiated_cipher_suite()),
-        ))
+        Ok::<_, String>((crate::proxy::upstream::version_name(c.protocol_version()), crate::proxy::upstream::suite_name(c.negotiated_cipher_suite())))
     };
     match tokio::time::timeout(STEP_TIMEOUT, attempt).await {
         Err(_) => line(Level::Fail, label, format!("no TLS handshake with {addr} within {}s; check the route", STEP_TIMEOUT.as_secs())),
@@ -216,14 +198,16 @@ pub fn client_checks(
     let points_here = ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"].iter().any(|k| env.get(*k).is_some_and(here));
     match value {
         None => out.push(line(Level::Fail, "HTTPS_PROXY", format!("not set; export HTTPS_PROXY={}", wants[0]))),
-        Some(v) if wants.iter().any(|w| v.trim_end_matches('/') == w) => {
-            out.push(line(Level::Pass, name, format!("{v} is this vpcgate")))
-        }
+        Some(v) if wants.iter().any(|w| v.trim_end_matches('/') == w) => out.push(line(Level::Pass, name, format!("{v} is this vpcgate"))),
         Some(v) => out.push(line(Level::Fail, name, format!("{v} is not this vpcgate; export {name}={}", wants[0]))),
     }
     if let (Some(a), Some(b)) = (env.get("https_proxy"), env.get("HTTPS_PROXY")) {
         if a != b {
-            out.push(line(Level::Warn, "https_proxy", format!("https_proxy={a} and HTTPS_PROXY={b} differ; botocore uses https_proxy, other tools may not; set both alike")));
+            out.push(line(
+                Level::Warn,
+                "https_proxy",
+                format!("https_proxy={a} and HTTPS_PROXY={b} differ; botocore uses https_proxy, other tools may not; set both alike"),
+            ));
         }
     }
     for var in ["NO_PROXY", "no_proxy"] {
@@ -251,7 +235,11 @@ pub fn client_checks(
         out.push(credential_bypass(env));
     }
     if env.get("AWS_STS_REGIONAL_ENDPOINTS").is_some_and(|v| v.trim().eq_ignore_ascii_case("legacy")) {
-        out.push(line(Level::Fail, "AWS_STS_REGIONAL_ENDPOINTS", "is legacy, so SDKs call the global sts.amazonaws.com, which no VPC endpoint serves; export AWS_STS_REGIONAL_ENDPOINTS=regional"));
+        out.push(line(
+            Level::Fail,
+            "AWS_STS_REGIONAL_ENDPOINTS",
+            "is legacy, so SDKs call the global sts.amazonaws.com, which no VPC endpoint serves; export AWS_STS_REGIONAL_ENDPOINTS=regional",
+        ));
     }
     if l.settings.tls.mode == TlsMode::Inspect {
         match (env.get("AWS_CA_BUNDLE"), bundle_text, ca_pem) {
@@ -261,13 +249,15 @@ pub fn client_checks(
                 format!("not set, so botocore will not trust vpcgate's certificates; export AWS_CA_BUNDLE={}", l.settings.tls.ca_cert.display()),
             )),
             (Some(p), None, _) => out.push(line(Level::Fail, "AWS_CA_BUNDLE", format!("{p} cannot be read; point it at {}", l.settings.tls.ca_cert.display()))),
-            (Some(p), Some(b), Some(ca)) if b.contains(ca.trim()) => {
-                out.push(line(Level::Pass, "AWS_CA_BUNDLE", format!("{p} contains vpcgate's CA")))
-            }
+            (Some(p), Some(b), Some(ca)) if b.contains(ca.trim()) => out.push(line(Level::Pass, "AWS_CA_BUNDLE", format!("{p} contains vpcgate's CA"))),
             (Some(p), Some(_), _) => out.push(line(
                 Level::Fail,
                 "AWS_CA_BUNDLE",
-                format!("{p} does not contain vpcgate's CA {}; export AWS_CA_BUNDLE={} (or `vpcgate ca bundle > bundle.pem`)", l.settings.tls.ca_cert.display(), l.settings.tls.ca_cert.display()),
+                format!(
+                    "{p} does not contain vpcgate's CA {}; export AWS_CA_BUNDLE={} (or `vpcgate ca bundle > bundle.pem`)",
+                    l.settings.tls.ca_cert.display(),
+                    l.settings.tls.ca_cert.display()
+                ),
             )),
         }
     }
@@ -282,15 +272,9 @@ pub fn client_checks(
             let Some((k, v)) = l.split_once('=') else { continue };
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
             match k.as_str() {
-                "use_dualstack_endpoint" if truthy(v) => {
-                    problems.push(format!("line {}: use_dualstack_endpoint = {v}; set it to false", n + 1))
-                }
-                "use_accelerate_endpoint" if truthy(v) => {
-                    problems.push(format!("line {}: use_accelerate_endpoint = {v}; set it to false", n + 1))
-                }
-                "signature_version" if !v.eq_ignore_ascii_case("s3v4") => {
-                    problems.push(format!("line {}: signature_version = {v}; set it to s3v4", n + 1))
-                }
+                "use_dualstack_endpoint" if truthy(v) => problems.push(format!("line {}: use_dualstack_endpoint = {v}; set it to false", n + 1)),
+                "use_accelerate_endpoint" if truthy(v) => problems.push(format!("line {}: use_accelerate_endpoint = {v}; set it to false", n + 1)),
+                "signature_version" if !v.eq_ignore_ascii_case("s3v4") => problems.push(format!("line {}: signature_version = {v}; set it to s3v4", n + 1)),
                 "us_east_1_regional_endpoint" => regional = Some(v.eq_ignore_ascii_case("regional")),
                 "sts_regional_endpoints" if v.eq_ignore_ascii_case("legacy") => {
                     problems.push(format!("line {}: sts_regional_endpoints = {v}, the global STS name no VPC endpoint serves; set it to regional", n + 1))
@@ -420,7 +404,8 @@ mod tests {
         assert_eq!(good.level, Level::Pass);
         // A proxy that is not this vpcgate is another check's business.
         assert!(check(&[("HTTPS_PROXY", "http://10.0.0.1:8080")]).is_none());
-        let sts = client_checks(&l, &env(&[("AWS_STS_REGIONAL_ENDPOINTS", "legacy")]), Some(("cfg", "[default]\nsts_regional_endpoints = legacy\n")), None, None);
+        let sts =
+            client_checks(&l, &env(&[("AWS_STS_REGIONAL_ENDPOINTS", "legacy")]), Some(("cfg", "[default]\nsts_regional_endpoints = legacy\n")), None, None);
         assert!(sts.iter().any(|l| l.check == "AWS_STS_REGIONAL_ENDPOINTS" && l.level == Level::Fail), "{sts:#?}");
         assert!(sts.iter().any(|l| l.check == "aws config" && l.detail.contains("sts_regional_endpoints = legacy")), "{sts:#?}");
         assert_eq!(probe_host("sts", "us-east-1").as_deref(), Some("sts.us-east-1.amazonaws.com"));

@@ -202,9 +202,7 @@ impl std::fmt::Display for DnsServers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DnsServers::System => f.write_str("system resolvers (/etc/resolv.conf)"),
-            DnsServers::List(l) => {
-                f.write_str(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))
-            }
+            DnsServers::List(l) => f.write_str(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
         }
     }
 }
@@ -282,10 +280,7 @@ fn builder_with(sources: &Sources, with_file: bool, with_env: bool) -> Result<co
     if with_file {
         if let Some(path) = &sources.file {
             if !path.exists() {
-                return Err(err(format!(
-                    "the config file {} does not exist; pass an existing TOML file with --config or VPCGATE_CONFIG",
-                    path.display()
-                )));
+                return Err(err(format!("the config file {} does not exist; pass an existing TOML file with --config or VPCGATE_CONFIG", path.display())));
             }
             b = b.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
         }
@@ -362,11 +357,7 @@ fn parse_dns_servers(list: &[String]) -> Result<DnsServers, ConfigError> {
         let addr = s
             .parse::<SocketAddr>()
             .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-            .map_err(|_| {
-                err(format!(
-                    "dns.servers entry {s:?} is not an address; write \"IP\" or \"IP:PORT\" (e.g. \"169.254.169.253:53\") or \"system\""
-                ))
-            })?;
+            .map_err(|_| err(format!("dns.servers entry {s:?} is not an address; write \"IP\" or \"IP:PORT\" (e.g. \"169.254.169.253:53\") or \"system\"")))?;
         out.push(addr);
     }
     Ok(DnsServers::List(out))
@@ -397,10 +388,7 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         }
     }
     if settings.admin.enabled && settings.admin.listen == p.listen {
-        return Err(err(format!(
-            "admin.listen and proxy.listen are both {}; give the admin listener its own port (e.g. 127.0.0.1:9128)",
-            p.listen
-        )));
+        return Err(err(format!("admin.listen and proxy.listen are both {}; give the admin listener its own port (e.g. 127.0.0.1:9128)", p.listen)));
     }
     let dns = parse_dns_servers(&settings.dns.servers)?;
     let regions: Vec<String> = if settings.aws.regions.is_empty() {
@@ -417,18 +405,14 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         return Err(err("tls.leaf_cache_size is 0; set it to a positive number such as 10000"));
     }
     for n in &settings.tls.ca_extra_names {
-        crate::policy::authority::validate_hostname(n).map_err(|_| {
-            err(format!("tls.ca_extra_names has {n:?}, which is not a DNS name; write names like \"example.internal\""))
-        })?;
+        crate::policy::authority::validate_hostname(n)
+            .map_err(|_| err(format!("tls.ca_extra_names has {n:?}, which is not a DNS name; write names like \"example.internal\"")))?;
     }
     validate_bucket_patterns(&settings.s3.buckets)?;
     validate_clients(&settings)?;
     let routes = if settings.routes.is_empty() {
         vec![routes::default_route(&regions).map_err(|e| {
-            err(format!(
-                "the embedded S3 prefixes for aws.regions = {:?} {e}; configure [[routes]] with the prefix list of that region",
-                regions
-            ))
+            err(format!("the embedded S3 prefixes for aws.regions = {:?} {e}; configure [[routes]] with the prefix list of that region", regions))
         })?]
     } else {
         let mut out: Vec<Route> = Vec::new();
@@ -462,15 +446,22 @@ fn validate_bucket_patterns(patterns: &[String]) -> Result<(), ConfigError> {
 fn validate_clients(settings: &Settings) -> Result<(), ConfigError> {
     let basic = settings.proxy.auth == AuthMode::Basic;
     if basic && settings.clients.is_empty() {
-        return Err(err("proxy.auth = \"basic\" but no [[clients]] are configured, so every request would be refused; add a client with `vpcgate client add NAME`"));
+        return Err(err(
+            "proxy.auth = \"basic\" but no [[clients]] are configured, so every request would be refused; add a client with `vpcgate client add NAME`",
+        ));
     }
     if !basic && !settings.clients.is_empty() {
-        return Err(err("[[clients]] are configured but proxy.auth is not \"basic\", so they would not be asked for; set proxy.auth = \"basic\" or remove them"));
+        return Err(err(
+            "[[clients]] are configured but proxy.auth is not \"basic\", so they would not be asked for; set proxy.auth = \"basic\" or remove them",
+        ));
     }
     for (i, c) in settings.clients.iter().enumerate() {
         let plain = !c.name.is_empty() && c.name.len() <= 64 && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !plain {
-            return Err(err(format!("[[clients]] name {:?} is not a plain name; use letters, digits, '.', '_' and '-' (no ':', which ends the name in Basic credentials)", c.name)));
+            return Err(err(format!(
+                "[[clients]] name {:?} is not a plain name; use letters, digits, '.', '_' and '-' (no ':', which ends the name in Basic credentials)",
+                c.name
+            )));
         }
         if settings.clients[..i].iter().any(|o| o.name == c.name) {
             return Err(err(format!("two [[clients]] are named {:?}; give each its own name", c.name)));
@@ -558,14 +549,12 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
 /// An interface route names its endpoint's DNS name; a gateway route has none.
 fn validate_route_endpoint(r: &RouteSettings) -> Result<Option<String>, ConfigError> {
     match (r.kind, &r.endpoint) {
-        (RouteKind::Interface, None) => Err(err(format!(
-            "interface route {:?} has no endpoint; set endpoint = \"vpce-….s3.REGION.vpce.amazonaws.com\" (the endpoint's DNS name)",
-            r.name
-        ))),
-        (RouteKind::Gateway, Some(_)) => Err(err(format!(
-            "gateway route {:?} has an endpoint, which only interface routes use; remove endpoint or set kind = \"interface\"",
-            r.name
-        ))),
+        (RouteKind::Interface, None) => {
+            Err(err(format!("interface route {:?} has no endpoint; set endpoint = \"vpce-….s3.REGION.vpce.amazonaws.com\" (the endpoint's DNS name)", r.name)))
+        }
+        (RouteKind::Gateway, Some(_)) => {
+            Err(err(format!("gateway route {:?} has an endpoint, which only interface routes use; remove endpoint or set kind = \"interface\"", r.name)))
+        }
         (_, Some(e)) => crate::policy::authority::validate_hostname(e)
             .map(Some)
             .map_err(|_| err(format!("route {:?} has endpoint {e:?}, which is not a DNS name; use the endpoint's DNS name", r.name))),
@@ -590,7 +579,8 @@ fn validate_route_service(r: &RouteSettings, endpoint: Option<&str>) -> Result<S
         (None, Some(n)) => n,
         (None, None) => routes::S3.to_string(),
     };
-    let label_ok = |l: &str| l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let label_ok =
+        |l: &str| l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !service.split('.').all(label_ok) {
         return Err(err(format!(
             "route {:?} has service {service:?}, which is not an AWS service name; write it as in the endpoint's service name com.amazonaws.REGION.SERVICE (\"sts\", \"kms\", \"ecr.api\")",
@@ -609,17 +599,10 @@ fn validate_route_service(r: &RouteSettings, endpoint: Option<&str>) -> Result<S
 /// Read a `cidrs_file` (relative paths are relative to the working directory).
 pub fn read_cidrs_file(path: &Path, regions: &[String], service: &str) -> Result<(Vec<ipnet::Ipv4Net>, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read cidrs_file {} ({e}); save the output of aws ec2 get-managed-prefix-list-entries there or fix the path",
-            path.display()
-        )
+        format!("cannot read cidrs_file {} ({e}); save the output of aws ec2 get-managed-prefix-list-entries there or fix the path", path.display())
     })?;
-    routes::parse_cidr_source(&text, regions, service).map_err(|e| {
-        format!(
-            "cidrs_file {} {e}; use the JSON output of aws ec2 get-managed-prefix-list-entries or ip-ranges.json",
-            path.display()
-        )
-    })
+    routes::parse_cidr_source(&text, regions, service)
+        .map_err(|e| format!("cidrs_file {} {e}; use the JSON output of aws ec2 get-managed-prefix-list-entries or ip-ranges.json", path.display()))
 }
 
 #[cfg(test)]
@@ -726,10 +709,7 @@ mod tests {
         assert_eq!(l.settings.proxy.listen.port(), 5000);
         assert_eq!(l.settings.proxy.connect_ports, vec![443, 8443]);
         assert_eq!(l.settings.proxy.connect_timeout, Duration::from_secs(3));
-        assert_eq!(
-            l.dns,
-            DnsServers::List(vec!["127.0.0.1:5353".parse().unwrap(), "10.0.0.2:53".parse().unwrap()])
-        );
+        assert_eq!(l.dns, DnsServers::List(vec!["127.0.0.1:5353".parse().unwrap(), "10.0.0.2:53".parse().unwrap()]));
         assert_eq!(l.routes.len(), 2);
         assert_eq!(l.routes[1].region.as_deref(), Some("us-east-1"));
     }
@@ -759,7 +739,13 @@ mod tests {
     #[test]
     fn a_misspelt_environment_override_is_refused_not_ignored() {
         // What from_process keeps: overrides and look-alikes, not Kubernetes' service variables.
-        let vars = [("VPCGATE_SERVICE_HOST", "10.0.0.9"), ("VPCGATE_PORT_3128_TCP_ADDR", "10.0.0.9"), ("VPCGATE__PROXY__LISTEN", "0.0.0.0:3128"), ("VPCGATE_TLS__MODE", "x"), ("HOME", "/root")];
+        let vars = [
+            ("VPCGATE_SERVICE_HOST", "10.0.0.9"),
+            ("VPCGATE_PORT_3128_TCP_ADDR", "10.0.0.9"),
+            ("VPCGATE__PROXY__LISTEN", "0.0.0.0:3128"),
+            ("VPCGATE_TLS__MODE", "x"),
+            ("HOME", "/root"),
+        ];
         let kept = Sources::from_vars(None, vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).env;
         let mut names: Vec<&String> = kept.keys().collect();
         names.sort();
@@ -803,10 +789,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pl = dir.path().join("pl.json");
         std::fs::write(&pl, r#"{"Entries":[{"Cidr":"52.216.0.0/15"},{"Cidr":"3.5.0.0/19"}]}"#).unwrap();
-        let (_f, s) = with_file(&format!(
-            "[[routes]]\nname = \"gw\"\nkind = \"gateway\"\ncidrs_file = \"{}\"\n",
-            pl.display()
-        ));
+        let (_f, s) = with_file(&format!("[[routes]]\nname = \"gw\"\nkind = \"gateway\"\ncidrs_file = \"{}\"\n", pl.display()));
         let l = load(&s, &[]).unwrap();
         assert_eq!(l.routes[0].cidrs.len(), 2);
         assert!(l.routes[0].source.contains("get-managed-prefix-list-entries"));

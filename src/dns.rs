@@ -46,7 +46,9 @@ impl Dns {
                     }
                 }
                 if seen.is_empty() {
-                    return Err("the system DNS configuration lists no name servers; set dns.servers to resolver addresses such as [\"169.254.169.253:53\"]".into());
+                    return Err(
+                        "the system DNS configuration lists no name servers; set dns.servers to resolver addresses such as [\"169.254.169.253:53\"]".into()
+                    );
                 }
                 seen
             }

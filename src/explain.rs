@@ -139,8 +139,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         .and_then(|c| match client_buckets {
             Some(rules) => crate::policy::bucket::connect_decision(rules, &target.host, &class, inspect).map(|()| c),
             None => Ok(c),
-        })
-    {
+        }) {
         Ok(c) => c,
         Err(d) => {
             deny(&mut ex, d);
@@ -161,8 +160,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         }
     }
     for a in &answers {
-        let for_routes: Vec<String> =
-            candidates.iter().filter(|c| c.resolve == a.name).map(|c| l.routes[c.route].name.clone()).collect();
+        let for_routes: Vec<String> = candidates.iter().filter(|c| c.resolve == a.name).map(|c| l.routes[c.route].name.clone()).collect();
         let mut fact = NameFact { name: a.name.clone(), for_routes, addresses: Vec::new(), error: None };
         match &a.result {
             Ok(addrs) => {
@@ -171,11 +169,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
                         .iter()
                         .filter(|c| c.resolve == a.name)
                         .find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
-                    fact.addresses.push(AddressFact {
-                        addr: addr.to_string(),
-                        route: hit.as_ref().map(|h| h.0.clone()),
-                        cidr: hit.map(|h| h.1),
-                    });
+                    fact.addresses.push(AddressFact { addr: addr.to_string(), route: hit.as_ref().map(|h| h.0.clone()), cidr: hit.map(|h| h.1) });
                 }
             }
             Err(e) => fact.error = Some(e.clone()),
@@ -185,11 +179,8 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
     match choose(&target.host, &candidates, &answers, &l.routes, target.port, own, dns.servers()) {
         Ok(c) => {
             ex.decision = "allow";
-            ex.chosen = Some(Chosen {
-                addr: SocketAddr::from((c.addr, target.port)).to_string(),
-                route: l.routes[c.route].name.clone(),
-                cidr: c.cidr.to_string(),
-            });
+            ex.chosen =
+                Some(Chosen { addr: SocketAddr::from((c.addr, target.port)).to_string(), route: l.routes[c.route].name.clone(), cidr: c.cidr.to_string() });
         }
         Err(d) => deny(&mut ex, d),
     }
@@ -248,10 +239,7 @@ impl Explanation {
         }
         match (&self.chosen, &self.message) {
             (Some(c), _) => line("decision", format!("allow: dial {} via route {} ({})", c.addr, c.route, c.cidr)),
-            (None, Some(m)) => line(
-                "decision",
-                format!("deny ({}, HTTP {}): {m}", self.reason.as_deref().unwrap_or(""), self.status.unwrap_or(403)),
-            ),
+            (None, Some(m)) => line("decision", format!("deny ({}, HTTP {}): {m}", self.reason.as_deref().unwrap_or(""), self.status.unwrap_or(403))),
             _ => {}
         }
         if let Some(r) = &self.request {

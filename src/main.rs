@@ -92,11 +92,7 @@ enum CaCommand {
 }
 
 fn env_regions() -> Vec<String> {
-    ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok())
-        .filter(|v| !v.is_empty())
-        .collect()
+    ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().filter_map(|k| std::env::var(k).ok()).filter(|v| !v.is_empty()).collect()
 }
 
 fn load(cli: &Cli) -> Result<Loaded, String> {
@@ -166,7 +162,12 @@ fn explain(l: &Loaded, target: &str, json: bool, client: Option<&str>) -> Result
     let own = match client {
         None => None,
         Some(name) => {
-            let c = l.settings.clients.iter().find(|c| c.name == name).ok_or_else(|| format!("no [[clients]] entry is named {name:?}; name one of the configured clients"))?;
+            let c = l
+                .settings
+                .clients
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| format!("no [[clients]] entry is named {name:?}; name one of the configured clients"))?;
             c.buckets.clone().map(|patterns| vpcgate::policy::bucket::BucketRules { patterns, allow_list_buckets: l.settings.s3.allow_list_buckets })
         }
     };
@@ -214,10 +215,7 @@ fn client_add(name: &str, password_stdin: bool) -> Result<(), String> {
 
 fn check(l: &Loaded, buckets: &[String]) -> Result<(), Exit> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let path = env
-        .get("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".aws/config")));
+    let path = env.get("AWS_CONFIG_FILE").map(PathBuf::from).or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".aws/config")));
     let aws_config = path.and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p.display().to_string(), t)));
     let lines = runtime()?.block_on(vpcgate::check::run(l, buckets, &env, aws_config));
     for line in &lines {
@@ -355,13 +353,15 @@ fn run(loaded: Loaded, watch_config: Option<std::time::Duration>) -> Result<(), 
         // that nothing is accepted into the backlog of a proxy that is not ready.
         let metrics = Arc::new(Metrics::new());
         let state = build_state(loaded, listen, admin_cfg, metrics.clone(), None)?;
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-            format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address")
-        })?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address"))?;
         let admin = match admin_cfg {
-            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
-                format!("cannot listen on the admin address {a} ({e}); free the port, set admin.listen, or set admin.enabled = false")
-            })?),
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("cannot listen on the admin address {a} ({e}); free the port, set admin.listen, or set admin.enabled = false"))?,
+            ),
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
@@ -491,14 +491,12 @@ async fn watch_files(shared: Arc<Shared>, listen: SocketAddr, admin: Option<Sock
 
 fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
     let old = shared.get();
-    let result = config::load(&Sources::from_process(old.config.file.clone()), &env_regions())
-        .map_err(|e| e.to_string())
-        .and_then(|l| {
-            for change in old.config.settings.restart_only_changes(&l.settings) {
-                tracing::warn!("{change}");
-            }
-            build_state(l, listen, admin, metrics.clone(), Some(&old))
-        });
+    let result = config::load(&Sources::from_process(old.config.file.clone()), &env_regions()).map_err(|e| e.to_string()).and_then(|l| {
+        for change in old.config.settings.restart_only_changes(&l.settings) {
+            tracing::warn!("{change}");
+        }
+        build_state(l, listen, admin, metrics.clone(), Some(&old))
+    });
     match result {
         Ok(state) => {
             Metrics::kind(&metrics.reloads, "ok");

@@ -75,8 +75,7 @@ impl Route {
 
     /// Whether an interface route reaches the Multi-Region Access Point service (`com.amazonaws.s3-global.accesspoint`).
     pub fn serves_multi_region(&self) -> bool {
-        self.kind == RouteKind::Interface
-            && self.endpoint.as_deref().is_some_and(|e| e.split('.').any(|l| l == "s3-global"))
+        self.kind == RouteKind::Interface && self.endpoint.as_deref().is_some_and(|e| e.split('.').any(|l| l == "s3-global"))
     }
 }
 
@@ -182,10 +181,7 @@ pub fn parse_cidr_source(text: &str, regions: &[String], service: &str) -> Resul
                 out.push(parse_cidr(c.as_str().ok_or(RouteSourceError::UnknownShape)?)?);
             }
         }
-        what = format!(
-            "S3 prefixes from ip-ranges.json {}",
-            v.get("createDate").and_then(Value::as_str).unwrap_or("(no createDate)")
-        );
+        what = format!("S3 prefixes from ip-ranges.json {}", v.get("createDate").and_then(Value::as_str).unwrap_or("(no createDate)"));
     } else {
         return Err(RouteSourceError::UnknownShape);
     }
@@ -267,7 +263,8 @@ mod tests {
 
     #[test]
     fn describe_prefix_lists() {
-        let text = r#"{"PrefixLists":[{"PrefixListId":"pl-63a5400a","PrefixListName":"com.amazonaws.us-east-1.s3","Cidrs":["54.231.0.0/17","52.216.0.0/15"]}]}"#;
+        let text =
+            r#"{"PrefixLists":[{"PrefixListId":"pl-63a5400a","PrefixListName":"com.amazonaws.us-east-1.s3","Cidrs":["54.231.0.0/17","52.216.0.0/15"]}]}"#;
         let (cidrs, what) = parse_cidr_source(text, &[], S3).unwrap();
         assert_eq!(cidrs.len(), 2);
         assert!(what.contains("com.amazonaws.us-east-1.s3"));
@@ -293,10 +290,7 @@ mod tests {
     fn bad_sources() {
         assert!(matches!(parse_cidr_source("nope", &[], S3), Err(RouteSourceError::NotJson(_))));
         assert!(matches!(parse_cidr_source("{}", &[], S3), Err(RouteSourceError::UnknownShape)));
-        assert_eq!(
-            parse_cidr_source(r#"{"Entries":[{"Cidr":"2600:1f18::/33"}]}"#, &[], S3),
-            Err(RouteSourceError::BadCidr("2600:1f18::/33".into()))
-        );
+        assert_eq!(parse_cidr_source(r#"{"Entries":[{"Cidr":"2600:1f18::/33"}]}"#, &[], S3), Err(RouteSourceError::BadCidr("2600:1f18::/33".into())));
         assert_eq!(parse_cidr("10.0.0.1/16"), Err(RouteSourceError::BadCidr("10.0.0.1/16".into())));
     }
 

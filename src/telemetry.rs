@@ -56,9 +56,8 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 pub fn init(log: &LogSettings) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| format!("RUST_LOG={v:?} is not a valid filter ({e}); unset it or use e.g. info"))?,
-        _ => EnvFilter::try_new(&log.level).map_err(|e| {
-            format!("log.level = {:?} is not a valid level ({e}); use error, warn, info, debug or trace", log.level)
-        })?,
+        _ => EnvFilter::try_new(&log.level)
+            .map_err(|e| format!("log.level = {:?} is not a valid level ({e}); use error, warn, info, debug or trace", log.level))?,
     };
     // Colours only for a person at a terminal: a file, `docker logs` or a log shipper gets plain
     // text (and NO_COLOR turns them off anywhere, https://no-color.org).
@@ -156,7 +155,11 @@ impl Metrics {
         registry.register("handshake_refusals", "TLS handshakes refused by side and cause", m.handshake_refusals.clone());
         registry.register("requests", "Requests inside inspected tunnels by signature version and decision", m.requests.clone());
         registry.register("upstream_connections", "Upstream connections used by inspect mode: new or reused from the pool", m.upstream_connections.clone());
-        registry.register("leaf_cache", "Leaf certificate lookups: hit, mint, or mint_uncached (a tunnel refused inside, whose leaf is never cached)", m.leaf_cache.clone());
+        registry.register(
+            "leaf_cache",
+            "Leaf certificate lookups: hit, mint, or mint_uncached (a tunnel refused inside, whose leaf is never cached)",
+            m.leaf_cache.clone(),
+        );
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
         registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }

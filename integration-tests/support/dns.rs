@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
-};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -47,9 +45,7 @@ impl FakeDnsHandler {
             builder.edns(&edns);
         }
 
-        if request.metadata.message_type != MessageType::Query
-            || request.metadata.op_code != OpCode::Query
-        {
+        if request.metadata.message_type != MessageType::Query || request.metadata.op_code != OpCode::Query {
             let response = builder.error_msg(&request.metadata, ResponseCode::NotImp);
             return finish(handle.send_response(response).await, metadata);
         }
@@ -85,24 +81,14 @@ impl FakeDnsHandler {
         // cache them for DNS_TTL seconds, as they would with a real authoritative server.
         let mut soa: Vec<Record> = Vec::new();
         if answers.is_empty() {
-            let zone = if owner.num_labels() > 1 {
-                owner.base_name()
-            } else {
-                Name::root()
-            };
+            let zone = if owner.num_labels() > 1 { owner.base_name() } else { Name::root() };
             let mname = Name::from_ascii("ns.fake-dns.test.").unwrap();
             let rname = Name::from_ascii("hostmaster.fake-dns.test.").unwrap();
             let data = SOA::new(mname, rname, 1, 3600, 600, 86400, DNS_TTL);
             soa.push(Record::from_rdata(zone, DNS_TTL, RData::SOA(data)));
         }
 
-        let response = builder.build(
-            metadata,
-            answers.iter(),
-            std::iter::empty::<&Record>(),
-            soa.iter(),
-            std::iter::empty::<&Record>(),
-        );
+        let response = builder.build(metadata, answers.iter(), std::iter::empty::<&Record>(), soa.iter(), std::iter::empty::<&Record>());
         finish(handle.send_response(response).await, metadata)
     }
 }
@@ -110,10 +96,7 @@ impl FakeDnsHandler {
 fn finish<E>(sent: Result<ResponseInfo, E>, mut metadata: Metadata) -> ResponseInfo {
     sent.unwrap_or_else(|_| {
         metadata.response_code = ResponseCode::ServFail;
-        ResponseInfo::from(Header {
-            metadata,
-            counts: HeaderCounts::default(),
-        })
+        ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
     })
 }
 
@@ -155,15 +138,10 @@ impl FakeDns {
     pub async fn start(records: &[(&str, &[IpAddr])]) -> FakeDns {
         let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for (name, ips) in records {
-            map.entry(normalize(name))
-                .or_default()
-                .extend_from_slice(ips);
+            map.entry(normalize(name)).or_default().extend_from_slice(ips);
         }
         let log = Arc::new(Mutex::new(Vec::new()));
-        let handler = FakeDnsHandler {
-            records: map,
-            log: log.clone(),
-        };
+        let handler = FakeDnsHandler { records: map, log: log.clone() };
 
         let (udp, tcp) = bind_udp_and_tcp().await;
         let addr = udp.local_addr().expect("udp local_addr");
@@ -180,41 +158,25 @@ impl FakeDns {
             let _ = server.shutdown_gracefully().await;
         });
 
-        FakeDns {
-            addr,
-            log,
-            _shutdown: tx,
-        }
+        FakeDns { addr, log, _shutdown: tx }
     }
 
     /// How many queries of the given type were received so far, e.g. `count("AAAA")`.
     /// Case-insensitive type name.
     pub fn count(&self, qtype: &str) -> usize {
         let wanted = qtype.to_ascii_uppercase();
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, t)| t.to_string().to_ascii_uppercase() == wanted)
-            .count()
+        self.log.lock().unwrap().iter().filter(|(_, t)| t.to_string().to_ascii_uppercase() == wanted).count()
     }
 
     /// Names queried, in order, lowercased without trailing dot (one entry per query).
     pub fn queried_names(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.log.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
     }
 }
 
 async fn bind_udp_and_tcp() -> (UdpSocket, TcpListener) {
     for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind UDP on 127.0.0.1");
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP on 127.0.0.1");
         let port = udp.local_addr().expect("udp local_addr").port();
         if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
             return (udp, tcp);

@@ -17,7 +17,6 @@ pub fn sa(n: u8, sub: u8, host: u8) -> SocketAddr {
     SocketAddr::from((ip(n, sub, host), 443))
 }
 
-
 /// A running vpcgate binary with JSON logs captured to a file.
 pub struct Proxy {
     pub child: Child,
@@ -126,18 +125,12 @@ impl Proxy {
 
     /// Parsed JSON log events of the `vpcgate::decision` target with `event == kind`.
     pub fn events(&self, kind: &str) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == kind)
-            .collect()
+        self.log_text().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["event"] == kind).collect()
     }
 
     /// Wait (bounded) for an event of `kind` about `host` and return it.
     pub fn wait_event(&self, kind: &str, host: &str) -> Value {
-        eventually(10, || format!("no {kind} event for {host} in:\n{}", self.log_text()), || {
-            self.events(kind).into_iter().find(|v| v["host"] == host)
-        })
+        eventually(10, || format!("no {kind} event for {host} in:\n{}", self.log_text()), || self.events(kind).into_iter().find(|v| v["host"] == host))
     }
 
     pub fn signal(&self, sig: &str) {
@@ -178,10 +171,7 @@ pub struct CurlOut {
 pub async fn curl(args: &[&str]) -> CurlOut {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio::process::Command::new("curl")
-            .args(["-sS", "-v", "--max-time", "20", "-w", "\n%{http_connect} %{http_code}"])
-            .args(args)
-            .output(),
+        tokio::process::Command::new("curl").args(["-sS", "-v", "--max-time", "20", "-w", "\n%{http_connect} %{http_code}"]).args(args).output(),
     )
     .await
     .expect("curl finished within 30s")
@@ -217,9 +207,7 @@ pub fn raw_request(port: u16, request: &str) -> (u16, String) {
         }
         let text = String::from_utf8_lossy(&buf);
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
+            let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
             if len.is_none_or(|n| body.len() >= n) {
                 break;
             }
@@ -270,10 +258,7 @@ pub async fn tls_tunnel(port: u16, host: &str, roots: rustls::RootCertStore) -> 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(rustls::pki_types::ServerName::try_from(host.to_string()).unwrap(), tcp)
-        .await
-        .unwrap()
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(rustls::pki_types::ServerName::try_from(host.to_string()).unwrap(), tcp).await.unwrap()
 }
 
 /// What a client of this proxy trusts: vpcgate's own CA in inspect mode, the upstream's otherwise.
@@ -309,7 +294,8 @@ pub const HANDSHAKE_REFUSED_FIELDS: [&str; 8] = ["addr", "client", "event", "hos
 
 /// The field names of a JSON log line without the subscriber's own.
 pub fn event_fields(v: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = v.as_object().map(|o| o.keys().filter(|k| !["timestamp", "level", "target"].contains(&k.as_str())).cloned().collect()).unwrap_or_default();
+    let mut keys: Vec<String> =
+        v.as_object().map(|o| o.keys().filter(|k| !["timestamp", "level", "target"].contains(&k.as_str())).cloned().collect()).unwrap_or_default();
     keys.sort();
     keys
 }

@@ -35,11 +35,7 @@ pub fn preflight(tools: &[(&str, &str)]) {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()))
         .unwrap_or_default();
     assert_eq!(uid, "0", "the network-namespace tests need root (ip netns add/exec); run integration-tests/run-all.sh as root");
-    let missing: Vec<String> = tools
-        .iter()
-        .filter(|(bin, _)| which(bin).is_none())
-        .map(|(bin, pkg)| format!("{bin} (Debian package {pkg})"))
-        .collect();
+    let missing: Vec<String> = tools.iter().filter(|(bin, _)| which(bin).is_none()).map(|(bin, pkg)| format!("{bin} (Debian package {pkg})")).collect();
     assert!(
         missing.is_empty(),
         "missing tools for the network-namespace tests: {}; install them with `apt-get install -y {}` (integration-tests/run-all.sh does)",
@@ -62,13 +58,7 @@ pub fn run(args: &[&str], secs: u64) -> Output {
 /// Like `run`, but the command must succeed; returns its stdout.
 pub fn run_ok(args: &[&str], secs: u64) -> String {
     let out = run(args, secs);
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -119,18 +119,11 @@ impl FakeS3 {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("create key dirs");
         }
-        std::fs::File::create(&path)
-            .and_then(|f| f.set_len(size))
-            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        std::fs::File::create(&path).and_then(|f| f.set_len(size)).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         // s3s-fs 0.14 keeps per-object records in `.bucket-B64.object-B64.internal.json`
         // (URL-safe base64 without padding) at the root.
-        let info = self.root_path.join(format!(
-            ".bucket-{}.object-{}.internal.json",
-            b64url(bucket.as_bytes()),
-            b64url(key.as_bytes())
-        ));
-        std::fs::write(&info, br#"{"e_tag":"00000000000000000000000000000000"}"#)
-            .expect("write internal info");
+        let info = self.root_path.join(format!(".bucket-{}.object-{}.internal.json", b64url(bucket.as_bytes()), b64url(key.as_bytes())));
+        std::fs::write(&info, br#"{"e_tag":"00000000000000000000000000000000"}"#).expect("write internal info");
     }
 
     async fn start_with_versions(
@@ -153,43 +146,22 @@ impl FakeS3 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let root = tempfile::Builder::new()
-            .prefix("fakes3-")
-            .tempdir()
-            .expect("create FakeS3 temp dir");
+        let root = tempfile::Builder::new().prefix("fakes3-").tempdir().expect("create FakeS3 temp dir");
         let root_path = root.path().canonicalize().expect("canonicalize temp dir");
         let fs = s3s_fs::FileSystem::new(&root_path).expect("s3s-fs on temp dir");
-        let mut builder = S3ServiceBuilder::new(Fs {
-            fs,
-            root: root_path.clone(),
-        });
+        let mut builder = S3ServiceBuilder::new(Fs { fs, root: root_path.clone() });
         builder.set_auth(Keys { file: keys_file });
         builder.set_host(AwsHosts);
         let s3 = builder.build();
 
-        let listener = TcpListener::bind(bind)
-            .await
-            .unwrap_or_else(|e| panic!("FakeS3: bind {bind}: {e}"));
+        let listener = TcpListener::bind(bind).await.unwrap_or_else(|e| panic!("FakeS3: bind {bind}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
 
-        let task = tokio::spawn(accept_loop(
-            listener,
-            acceptor,
-            s3,
-            seen.clone(),
-            connections.clone(),
-        ));
+        let task = tokio::spawn(accept_loop(listener, acceptor, s3, seen.clone(), connections.clone()));
 
-        FakeS3 {
-            addr,
-            _tempdir: root,
-            root_path,
-            seen,
-            connections,
-            task,
-        }
+        FakeS3 { addr, _tempdir: root, root_path, seen, connections, task }
     }
 }
 
@@ -220,13 +192,7 @@ impl Drop for FakeS3 {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    s3: S3Service,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
-    connections: Arc<AtomicUsize>,
-) {
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, s3: S3Service, seen: Arc<Mutex<Vec<SeenRequest>>>, connections: Arc<AtomicUsize>) {
     let mut conns = JoinSet::new();
     loop {
         let tcp = match listener.accept().await {
@@ -242,8 +208,7 @@ async fn accept_loop(
         let s3 = s3.clone();
         let seen = seen.clone();
         conns.spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 _ => return,
             };
@@ -253,30 +218,19 @@ async fn accept_loop(
                 async move { Ok::<_, std::convert::Infallible>(handle(s3, seen, req).await) }
             });
             // Keep-alive is hyper's default; bodies stream in both directions.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
         });
         while conns.try_join_next().is_some() {}
     }
 }
 
-async fn handle(
-    s3: S3Service,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
-    req: Request<Incoming>,
-) -> Response<s3s::Body> {
+async fn handle(s3: S3Service, seen: Arc<Mutex<Vec<SeenRequest>>>, req: Request<Incoming>) -> Response<s3s::Body> {
     let entry = SeenRequest {
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
         auth: auth_kind(&req).to_string(),
         status: 0,
-        host: req
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
+        host: req.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
         security_token: req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
     };
     let index = {
@@ -310,11 +264,7 @@ fn strip_aws_chunked<B>(response: &mut Response<B>) {
     if !value.to_ascii_lowercase().contains("aws-chunked") {
         return;
     }
-    let kept: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
-        .collect();
+    let kept: Vec<&str> = value.split(',').map(str::trim).filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked")).collect();
     if kept.is_empty() {
         headers.remove(hyper::header::CONTENT_ENCODING);
     } else if let Ok(v) = hyper::header::HeaderValue::from_str(&kept.join(", ")) {
@@ -408,16 +358,9 @@ fn auth_kind<B>(req: &Request<B>) -> &'static str {
         };
     }
     let query = req.uri().query().unwrap_or("");
-    let has = |name: &str| {
-        query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some(name))
-    };
+    let has = |name: &str| query.split('&').any(|pair| pair.split('=').next() == Some(name));
     if has("X-Amz-Algorithm") || has("X-Amz-Signature") || has("X-Amz-Credential") {
-        if query
-            .split('&')
-            .any(|pair| pair == "X-Amz-Algorithm=AWS4-HMAC-SHA256")
-        {
+        if query.split('&').any(|pair| pair == "X-Amz-Algorithm=AWS4-HMAC-SHA256") {
             "sigv4-query"
         } else {
             "other"
@@ -427,10 +370,7 @@ fn auth_kind<B>(req: &Request<B>) -> &'static str {
     } else if has("Signature") || has("AWSAccessKeyId") {
         "other"
     } else if req.method() == hyper::Method::POST
-        && req
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
+        && req.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
     {
         // Browser-style POST upload: the signature (if any) is inside the form.
         "other"
@@ -454,8 +394,7 @@ impl S3Host for AwsHosts {
             return Err(s3s::s3_error!(InvalidRequest, "Invalid host header"));
         }
         match split_aws_host(name) {
-            Some((Some(bucket), base)) => Ok(VirtualHost::new(Cow::Borrowed(base))
-                .with_bucket(Cow::Owned(bucket.to_ascii_lowercase()))),
+            Some((Some(bucket), base)) => Ok(VirtualHost::new(Cow::Borrowed(base)).with_bucket(Cow::Owned(bucket.to_ascii_lowercase()))),
             Some((None, base)) => Ok(VirtualHost::new(Cow::Borrowed(base))),
             None => Ok(VirtualHost::new(Cow::Borrowed(name))),
         }
@@ -467,10 +406,7 @@ fn b64url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -525,9 +461,7 @@ pub(crate) fn split_aws_host(name: &str) -> Option<(Option<&str>, &str)> {
         return Some(((end > 0).then(|| &name[..labels[end - 1].1]), base));
     }
     // BUCKET.s3.REGION.amazonaws.com, BUCKET.s3-REGION.amazonaws.com, ...: the last `s3` label.
-    let at = (0..labels.len())
-        .rev()
-        .find(|&i| label(i) == "s3" || label(i).starts_with("s3-"))?;
+    let at = (0..labels.len()).rev().find(|&i| label(i) == "s3" || label(i).starts_with("s3-"))?;
     let base = &name[labels[at].0..];
     Some(((at > 0).then(|| &name[..labels[at - 1].1]), base))
 }

@@ -8,10 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,10 +38,7 @@ pub fn free_port() -> u16 {
             }
         }
     }
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    StdTcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -64,22 +58,11 @@ impl TestCa {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("generate CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).expect("self-sign CA");
-        TestCa {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            common_name: common_name.to_string(),
-            issuer: Issuer::new(params, key),
-        }
+        TestCa { cert_pem: cert.pem(), cert_der: cert.der().clone(), common_name: common_name.to_string(), issuer: Issuer::new(params, key) }
     }
 
     /// A server certificate for `names` (DNS names or IP literals), signed by this CA, with its
@@ -93,20 +76,9 @@ impl TestCa {
     /// Writes `cert_pem` into `dir` as `<common name>-ca.pem` (non-alphanumerics replaced by
     /// '_') and returns the path.
     pub fn write_pem(&self, dir: &Path) -> PathBuf {
-        let stem: String = self
-            .common_name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let stem: String = self.common_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         let path = dir.join(format!("{stem}-ca.pem"));
-        std::fs::write(&path, &self.cert_pem)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::write(&path, &self.cert_pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
     }
 
@@ -118,17 +90,12 @@ impl TestCa {
     /// A root store trusting only this CA (for rustls clients in tests).
     pub fn root_store(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.cert_der())
-            .expect("add test CA to root store");
+        roots.add(self.cert_der()).expect("add test CA to root store");
         roots
     }
 
     fn sign_leaf(&self, names: &[&str], key: &KeyPair) -> rcgen::Certificate {
-        assert!(
-            !names.is_empty(),
-            "a leaf certificate needs at least one name"
-        );
+        assert!(!names.is_empty(), "a leaf certificate needs at least one name");
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -162,12 +129,7 @@ impl TlsUpstream {
     }
 
     /// Same as `start`, but TLS 1.2 only (like S3 PrivateLink interface endpoints).
-    pub async fn start_tls12_only(
-        bind: SocketAddr,
-        ca: &TestCa,
-        names: &[&str],
-        label: &str,
-    ) -> TlsUpstream {
+    pub async fn start_tls12_only(bind: SocketAddr, ca: &TestCa, names: &[&str], label: &str) -> TlsUpstream {
         Self::start_with_versions(bind, ca, names, label, &[&rustls::version::TLS12]).await
     }
 
@@ -202,9 +164,7 @@ impl TlsUpstream {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let listener = TcpListener::bind(bind)
-            .await
-            .unwrap_or_else(|e| panic!("TlsUpstream: bind {bind}: {e}"));
+        let listener = TcpListener::bind(bind).await.unwrap_or_else(|e| panic!("TlsUpstream: bind {bind}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
@@ -234,12 +194,7 @@ impl TlsUpstream {
             }
         });
 
-        TlsUpstream {
-            addr,
-            connections,
-            handshakes,
-            task,
-        }
+        TlsUpstream { addr, connections, handshakes, task }
     }
 }
 
@@ -249,12 +204,7 @@ impl Drop for TlsUpstream {
     }
 }
 
-async fn serve_tls_connection(
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    label: &str,
-    handshakes: &AtomicUsize,
-) -> std::io::Result<()> {
+async fn serve_tls_connection(acceptor: TlsAcceptor, tcp: TcpStream, label: &str, handshakes: &AtomicUsize) -> std::io::Result<()> {
     let tls = acceptor.accept(tcp).await?;
     handshakes.fetch_add(1, Ordering::SeqCst);
     let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
@@ -308,12 +258,7 @@ where
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
         if drop_next {
             return Ok(());
@@ -329,16 +274,12 @@ where
             stream.flush().await?;
             std::future::pending::<()>().await;
         }
-        let chunked =
-            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if chunked {
             discard_chunked_body(&mut stream).await?;
         } else if let Some(len) = header("content-length") {
-            let len: u64 = len
-                .parse()
-                .map_err(|_| std::io::Error::other("bad Content-Length"))?;
-            let copied =
-                tokio::io::copy(&mut (&mut stream).take(len), &mut tokio::io::sink()).await?;
+            let len: u64 = len.parse().map_err(|_| std::io::Error::other("bad Content-Length"))?;
+            let copied = tokio::io::copy(&mut (&mut stream).take(len), &mut tokio::io::sink()).await?;
             if copied != len {
                 return Ok(()); // truncated body: client went away
             }
@@ -362,11 +303,7 @@ where
             stream.flush().await?;
             std::future::pending::<()>().await;
         }
-        let bytes_n = path
-            .split('?')
-            .next()
-            .and_then(|p| p.strip_prefix("/bytes/"))
-            .and_then(|n| n.parse::<u64>().ok());
+        let bytes_n = path.split('?').next().and_then(|p| p.strip_prefix("/bytes/")).and_then(|n| n.parse::<u64>().ok());
         if let Some(n) = bytes_n {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
@@ -414,8 +351,7 @@ where
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let size_hex = size_line.trim().split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size_hex, 16)
-            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        let size = u64::from_str_radix(size_hex, 16).map_err(|_| std::io::Error::other("bad chunk size"))?;
         if size == 0 {
             // Trailers, up to the empty line.
             loop {
@@ -425,8 +361,7 @@ where
                 }
             }
         }
-        let copied =
-            tokio::io::copy(&mut (&mut *stream).take(size + 2), &mut tokio::io::sink()).await?;
+        let copied = tokio::io::copy(&mut (&mut *stream).take(size + 2), &mut tokio::io::sink()).await?;
         if copied != size + 2 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -452,11 +387,7 @@ impl NonFsUpstream {
     /// `spawn_blocking` if the runtime must keep serving other tasks meanwhile.
     pub fn start(bind: SocketAddr, ca: &TestCa, names: &[&str]) -> NonFsUpstream {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "nonfs-upstream-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = std::env::temp_dir().join(format!("nonfs-upstream-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&dir).expect("create NonFsUpstream temp dir");
         let key_path = dir.join("key.pem");
         let cert_path = dir.join("cert.pem");
@@ -464,22 +395,11 @@ impl NonFsUpstream {
 
         // ring cannot generate RSA keys, so openssl does; rcgen signs the certificate.
         let out = Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
             .arg(&key_path)
             .output()
             .expect("run openssl genpkey (is openssl installed?)");
-        assert!(
-            out.status.success(),
-            "openssl genpkey failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "openssl genpkey failed: {}", String::from_utf8_lossy(&out.stderr));
         let key_pem = std::fs::read_to_string(&key_path).expect("read RSA key");
         let key = KeyPair::from_pem(&key_pem).expect("load RSA key (PKCS#8)");
         let cert = ca.sign_leaf(names, &key);

@@ -26,7 +26,10 @@ pub enum AuthorityError {
     Empty,
     MissingPort,
     BadPort(String),
-    PortNotAllowed { port: u16, allowed: Vec<u16> },
+    PortNotAllowed {
+        port: u16,
+        allowed: Vec<u16>,
+    },
     IpLiteral(String),
     Bracketed(String),
     Userinfo,
@@ -63,25 +66,17 @@ impl fmt::Display for AuthorityError {
                 "port {port} is not allowed (allowed: {}); use HTTPS on an allowed port or add it to proxy.connect_ports",
                 allowed.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
             ),
-            AuthorityError::IpLiteral(h) => write!(
-                f,
-                "CONNECT to the address {h} is refused because vpcgate only tunnels to AWS DNS names it can check; use the service's hostname"
-            ),
-            AuthorityError::Bracketed(h) => write!(
-                f,
-                "the bracketed target {h} is refused because only plain DNS names are tunnelled; use the service's hostname without brackets"
-            ),
-            AuthorityError::Userinfo => write!(
-                f,
-                "the CONNECT target carries userinfo (user@host), which is refused; send CONNECT host:443"
-            ),
+            AuthorityError::IpLiteral(h) => {
+                write!(f, "CONNECT to the address {h} is refused because vpcgate only tunnels to AWS DNS names it can check; use the service's hostname")
+            }
+            AuthorityError::Bracketed(h) => {
+                write!(f, "the bracketed target {h} is refused because only plain DNS names are tunnelled; use the service's hostname without brackets")
+            }
+            AuthorityError::Userinfo => write!(f, "the CONNECT target carries userinfo (user@host), which is refused; send CONNECT host:443"),
             AuthorityError::NotAuthorityForm => {
                 write!(f, "the CONNECT target is a URL, not host:port; send CONNECT host:443")
             }
-            AuthorityError::BadName(h) => write!(
-                f,
-                "{h:?} is not a valid DNS hostname; use the service's hostname (letters, digits, '-' and '.')"
-            ),
+            AuthorityError::BadName(h) => write!(f, "{h:?} is not a valid DNS hostname; use the service's hostname (letters, digits, '-' and '.')"),
         }
     }
 }
@@ -160,9 +155,7 @@ fn looks_like_ipv4(host: &str) -> bool {
     host.split('.').all(|label| {
         !label.is_empty()
             && (label.bytes().all(|b| b.is_ascii_digit())
-                || (label.len() > 2
-                    && label[..2].eq_ignore_ascii_case("0x")
-                    && label[2..].bytes().all(|b| b.is_ascii_hexdigit())))
+                || (label.len() > 2 && label[..2].eq_ignore_ascii_case("0x") && label[2..].bytes().all(|b| b.is_ascii_hexdigit())))
     })
 }
 
@@ -174,10 +167,7 @@ mod tests {
 
     #[test]
     fn accepts_plain_names_and_normalises() {
-        assert_eq!(
-            parse_connect_target("S3.US-East-1.amazonaws.com.:443", P).unwrap(),
-            Target { host: "s3.us-east-1.amazonaws.com".into(), port: 443 }
-        );
+        assert_eq!(parse_connect_target("S3.US-East-1.amazonaws.com.:443", P).unwrap(), Target { host: "s3.us-east-1.amazonaws.com".into(), port: 443 });
         assert_eq!(parse_connect_target("my_bucket.s3.amazonaws.com:443", P).unwrap().host, "my_bucket.s3.amazonaws.com");
     }
 

@@ -133,7 +133,10 @@ pub fn named_by(host: &str, class: &HostClass, path: &str) -> Named {
         None => path_style(path),
     };
     match class {
-        HostClass::Regional { bucket: b, .. } | HostClass::Global { bucket: b } | HostClass::DashRegion { bucket: b, .. } | HostClass::Fips { bucket: b, .. } => bucket(b),
+        HostClass::Regional { bucket: b, .. }
+        | HostClass::Global { bucket: b }
+        | HostClass::DashRegion { bucket: b, .. }
+        | HostClass::Fips { bucket: b, .. } => bucket(b),
         HostClass::AccessPoint { name, .. } => Named::AccessPoint(name.clone()),
         HostClass::MultiRegion { alias } => Named::MultiRegion(alias.clone()),
         HostClass::Express { .. } => {
@@ -164,9 +167,7 @@ pub fn named_by(host: &str, class: &HostClass, path: &str) -> Named {
         | HostClass::Service { .. }
         | HostClass::GlobalSts
         | HostClass::OtherAws { .. }
-        | HostClass::Outside => {
-            Named::Unknown("a name that is no S3 REST endpoint")
-        }
+        | HostClass::Outside => Named::Unknown("a name that is no S3 REST endpoint"),
     }
 }
 
@@ -309,7 +310,10 @@ mod tests {
                 (format!("{bucket}.s3.amazonaws.com"), "s3.amazonaws.com"),
                 (format!("{bucket}.s3-us-west-2.amazonaws.com"), "s3-us-west-2.amazonaws.com"),
                 (format!("{bucket}.s3-fips.us-east-1.amazonaws.com"), "s3-fips.us-east-1.amazonaws.com"),
-                (format!("{bucket}.bucket.vpce-0a1b2c3d4e5f6a7b8-abcdefgh.s3.us-east-1.vpce.amazonaws.com"), "bucket.vpce-0a1b2c3d4e5f6a7b8-abcdefgh.s3.us-east-1.vpce.amazonaws.com"),
+                (
+                    format!("{bucket}.bucket.vpce-0a1b2c3d4e5f6a7b8-abcdefgh.s3.us-east-1.vpce.amazonaws.com"),
+                    "bucket.vpce-0a1b2c3d4e5f6a7b8-abcdefgh.s3.us-east-1.vpce.amazonaws.com",
+                ),
             ] {
                 let v = named(&vhost, key);
                 let p = named(phost, &format!("/{bucket}{key}"));
@@ -330,7 +334,11 @@ mod tests {
             ("mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com", "/k", Named::MultiRegion("mfzwi23gnjvgw.mrap".into())),
             ("dir--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", "/k", Named::Bucket("dir--usw2-az1--x-s3".into())),
             ("s3express-control.us-west-2.amazonaws.com", "/dir--usw2-az1--x-s3", Named::Bucket("dir--usw2-az1--x-s3".into())),
-            ("s3.us-east-1.amazonaws.com", "/arn%3Aaws%3As3%3Aus-east-1%3A123456789012%3Aaccesspoint%2Fingest/k", Named::AccessPoint("ingest-123456789012".into())),
+            (
+                "s3.us-east-1.amazonaws.com",
+                "/arn%3Aaws%3As3%3Aus-east-1%3A123456789012%3Aaccesspoint%2Fingest/k",
+                Named::AccessPoint("ingest-123456789012".into()),
+            ),
             ("s3.us-east-1.amazonaws.com", "/arn:aws-cn:s3:cn-north-1:123456789012:accesspoint/ingest/k", Named::AccessPoint("ingest-123456789012".into())),
         ];
         for (host, path, want) in cases {

@@ -182,11 +182,8 @@ pub fn choose(
         .iter()
         .map(|c| {
             let r = &routes[c.route];
-            let cidrs = if r.cidrs.len() <= 3 {
-                r.cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")
-            } else {
-                format!("{} CIDRs", r.cidrs.len())
-            };
+            let cidrs =
+                if r.cidrs.len() <= 3 { r.cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ") } else { format!("{} CIDRs", r.cidrs.len()) };
             match r.kind {
                 RouteKind::Gateway => format!("{} [{}]", r.name, cidrs),
                 RouteKind::Interface => format!("{} via {} [{}]", r.name, c.resolve, cidrs),
@@ -258,15 +255,9 @@ mod tests {
     fn gateway_and_interface_candidates() {
         let routes = [gw("g", &["52.216.0.0/15"]), iface("i", EP, Some("us-east-1"), &["10.0.0.0/16"])];
         let host = "b.s3.us-east-1.amazonaws.com";
-        assert_eq!(
-            decide(host, &routes).unwrap(),
-            vec![Candidate { route: 0, resolve: host.into() }, Candidate { route: 1, resolve: EP.into() }]
-        );
+        assert_eq!(decide(host, &routes).unwrap(), vec![Candidate { route: 0, resolve: host.into() }, Candidate { route: 1, resolve: EP.into() }]);
         // The legacy global name is never carried by PrivateLink.
-        assert_eq!(
-            decide("b.s3.amazonaws.com", &routes).unwrap(),
-            vec![Candidate { route: 0, resolve: "b.s3.amazonaws.com".into() }]
-        );
+        assert_eq!(decide("b.s3.amazonaws.com", &routes).unwrap(), vec![Candidate { route: 0, resolve: "b.s3.amazonaws.com".into() }]);
         assert_eq!(decide("b.s3.amazonaws.com", &routes[1..]).unwrap_err().code(), "no_route_for_class");
         assert_eq!(decide("s3-fips.us-east-1.amazonaws.com", &routes[1..]).unwrap_err().code(), "no_route_for_class");
         // An interface route of another region does not carry us-east-1 names.
@@ -360,16 +351,7 @@ mod tests {
         // No A records at all, or a DNS error: a DNS failure.
         let err = choose(host, &cands, &[ans(host, &[])], &routes, 443, &[], "127.0.0.1:53").unwrap_err();
         assert_eq!((err.code(), err.status()), ("dns_failed", 502));
-        let err = choose(
-            host,
-            &cands,
-            &[Answer { name: host.into(), result: Err("timed out".into()) }],
-            &routes,
-            443,
-            &[],
-            "dns",
-        )
-        .unwrap_err();
+        let err = choose(host, &cands, &[Answer { name: host.into(), result: Err("timed out".into()) }], &routes, 443, &[], "dns").unwrap_err();
         assert!(err.to_string().contains("timed out"));
     }
 

@@ -18,44 +18,104 @@ pub struct Answer {
 pub enum Deny {
     Authority(AuthorityError),
     /// Absolute-form `http://` request through the proxy.
-    Plaintext { uri: String },
+    Plaintext {
+        uri: String,
+    },
     /// A request vpcgate cannot parse at all (request line, headers or target).
-    BadRequest { what: String },
+    BadRequest {
+        what: String,
+    },
     /// A request that is neither CONNECT nor absolute-form.
-    NotProxyRequest { method: String },
-    NotAws { host: String },
-    Dualstack { host: String },
-    Accelerate { host: String },
-    Website { host: String },
-    OtherRegion { host: String, region: String, configured: Vec<String> },
-    MultiRegionNeedsInterface { host: String },
+    NotProxyRequest {
+        method: String,
+    },
+    NotAws {
+        host: String,
+    },
+    Dualstack {
+        host: String,
+    },
+    Accelerate {
+        host: String,
+    },
+    Website {
+        host: String,
+    },
+    OtherRegion {
+        host: String,
+        region: String,
+        configured: Vec<String>,
+    },
+    MultiRegionNeedsInterface {
+        host: String,
+    },
     /// No configured route may carry this class of name (e.g. the legacy global name with only interface routes).
-    NoRouteForClass { host: String, class: &'static str, why: &'static str },
+    NoRouteForClass {
+        host: String,
+        class: &'static str,
+        why: &'static str,
+    },
     /// Every answer fell outside every candidate route.
-    OutsideRoutes { host: String, answers: Vec<Answer>, routes: Vec<String> },
+    OutsideRoutes {
+        host: String,
+        answers: Vec<Answer>,
+        routes: Vec<String>,
+    },
     /// DNS gave no usable answer for any candidate name.
-    Dns { host: String, answers: Vec<Answer>, servers: String },
+    Dns {
+        host: String,
+        answers: Vec<Answer>,
+        servers: String,
+    },
     /// The chosen address is vpcgate's own listener or admin port.
-    SelfConnect { addr: SocketAddr },
-    ConnectTimeout { addr: SocketAddr, after: Duration },
-    ConnectFailed { addr: SocketAddr, error: String },
-    OverCapacity { max: usize },
+    SelfConnect {
+        addr: SocketAddr,
+    },
+    ConnectTimeout {
+        addr: SocketAddr,
+        after: Duration,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+        error: String,
+    },
+    OverCapacity {
+        max: usize,
+    },
     /// `proxy.auth = "basic"`: no Basic credentials (`missing`), or none that a client has.
-    ProxyAuth { missing: bool },
+    ProxyAuth {
+        missing: bool,
+    },
     /// The bucket perimeter (`s3.buckets`) refused the name.
-    Bucket { host: String, refusal: crate::policy::bucket::BucketRefusal },
+    Bucket {
+        host: String,
+        refusal: crate::policy::bucket::BucketRefusal,
+    },
     /// Passthrough mode with `s3.buckets` set: a service name whose requests name their bucket in
     /// the path, which passthrough cannot see.
-    BucketHidden { host: String },
+    BucketHidden {
+        host: String,
+    },
     /// `sts.amazonaws.com`: no VPC endpoint serves the global STS name.
-    GlobalSts { host: String },
+    GlobalSts {
+        host: String,
+    },
     /// A regional name of an AWS service that no configured route carries.
-    NoRouteForService { host: String, service: String, region: String },
+    NoRouteForService {
+        host: String,
+        service: String,
+        region: String,
+    },
     /// An AWS name that names no service and region (instance and load-balancer names, global names).
-    UnknownAwsName { host: String },
+    UnknownAwsName {
+        host: String,
+    },
     /// Instance metadata, ECS or EKS Pod Identity credentials: local plaintext endpoints that
     /// belong in NO_PROXY (`what` names which).
-    CredentialEndpoint { target: String, what: &'static str },
+    CredentialEndpoint {
+        target: String,
+        what: &'static str,
+    },
 }
 
 /// The local credential endpoints SDKs read over plain HTTP, and what each is: they must never
@@ -89,11 +149,7 @@ fn list_answers(answers: &[Answer]) -> String {
         .iter()
         .map(|a| match &a.result {
             Ok(addrs) if addrs.is_empty() => format!("{} has no A record", a.name),
-            Ok(addrs) => format!(
-                "{} -> {}",
-                a.name,
-                addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
-            ),
+            Ok(addrs) => format!("{} -> {}", a.name, addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
             Err(e) => format!("{}: {}", a.name, e),
         })
         .collect::<Vec<_>>()
@@ -257,7 +313,14 @@ impl ErrorShape {
 
 /// A refusal's error as the client's protocol writes it: the `Content-Type`, the body, and for
 /// JSON the `x-amzn-ErrorType` header value.
-pub fn error_body(shape: ErrorShape, status: u16, reason: &str, message: &str, resource: &str, request_id: &str) -> (&'static str, String, Option<&'static str>) {
+pub fn error_body(
+    shape: ErrorShape,
+    status: u16,
+    reason: &str,
+    message: &str,
+    resource: &str,
+    request_id: &str,
+) -> (&'static str, String, Option<&'static str>) {
     fn esc(s: &str) -> String {
         s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
     }
@@ -462,7 +525,10 @@ mod tests {
         assert_eq!(ErrorShape::for_request(false, None), QueryXml);
         let (ct, body, t) = error_body(Json, 403, "sigv2", "vpcgate refused: \"x\"", "/", "r");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!((ct, t, v["__type"].as_str(), v["message"].as_str()), ("application/x-amz-json-1.0", Some("AccessDeniedException"), Some("AccessDeniedException"), Some("vpcgate refused: \"x\"")));
+        assert_eq!(
+            (ct, t, v["__type"].as_str(), v["message"].as_str()),
+            ("application/x-amz-json-1.0", Some("AccessDeniedException"), Some("AccessDeniedException"), Some("vpcgate refused: \"x\""))
+        );
         let (_, body, t) = error_body(QueryXml, 504, "dns_failed", "a < b", "/", "r");
         assert!(t.is_none() && body.contains("<ErrorResponse><Error><Type>Receiver</Type><Code>GatewayTimeout</Code><Message>a &lt; b</Message>"), "{body}");
     }

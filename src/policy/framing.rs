@@ -63,9 +63,15 @@ enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
     /// Hex digits of a chunk size; `digits` read so far.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// Spaces or tabs after the size, then `;` extensions or CR.
-    SizeRest { value: u64, ext: bool },
+    SizeRest {
+        value: u64,
+        ext: bool,
+    },
     SizeLf(u64),
     Data(u64),
     DataCr,
@@ -320,7 +326,8 @@ GET /d HTTP/1.1\r\nHost: h\r\n\r\n";
                 t.feed(chunk);
             }
             let heads = all(&mut t);
-            let paired: Vec<bool> = heads.iter().zip([("PUT", "/a"), ("POST", "/b?x"), ("GET", "/c"), ("GET", "/d")]).map(|(h, (m, p))| t.pairs(h, m, p)).collect();
+            let paired: Vec<bool> =
+                heads.iter().zip([("PUT", "/a"), ("POST", "/b?x"), ("GET", "/c"), ("GET", "/d")]).map(|(h, (m, p))| t.pairs(h, m, p)).collect();
             assert_eq!(paired, [true; 4], "step {step}");
             assert!(!t.pairs(&heads[0], "PUT", "/b?x") && !t.pairs(&heads[0], "GET", "/a"));
             // The pair hyper would drop the length of, and the unreadable coding it would skip.
@@ -389,7 +396,11 @@ POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r
         assert_eq!(t.feed(big.as_bytes()).cut_at, Some(0));
         assert!(t.pending.is_empty());
         let mut t = HeadTracker::default();
-        assert_eq!(t.feed(b"GET /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\x16\x03\x01 not http\r\n\r\n").cut_at, Some(40), "cut after the first request's body");
+        assert_eq!(
+            t.feed(b"GET /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\x16\x03\x01 not http\r\n\r\n").cut_at,
+            Some(40),
+            "cut after the first request's body"
+        );
         assert!(t.lost().is_some() && t.unreadable().is_some());
         // A body that cannot be followed is hyper's to refuse (the request's body fails): no cut.
         let mut t = HeadTracker::default();

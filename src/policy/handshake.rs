@@ -80,14 +80,11 @@ impl HandshakeRefusal {
     /// The side the refusal is about.
     pub fn side(&self) -> Side {
         match self {
-            HandshakeRefusal::Hello(
-                HelloRefusal::ServerTlsTooOld { .. } | HelloRefusal::ServerNoForwardSecrecy { .. } | HelloRefusal::ServerNoKeyShare,
-            )
+            HandshakeRefusal::Hello(HelloRefusal::ServerTlsTooOld { .. } | HelloRefusal::ServerNoForwardSecrecy { .. } | HelloRefusal::ServerNoKeyShare)
             | HandshakeRefusal::SecondRetry => Side::Upstream,
-            HandshakeRefusal::Hello(_)
-            | HandshakeRefusal::Timeout { .. }
-            | HandshakeRefusal::LeafMint { .. }
-            | HandshakeRefusal::ClientHandshake { .. } => Side::Client,
+            HandshakeRefusal::Hello(_) | HandshakeRefusal::Timeout { .. } | HandshakeRefusal::LeafMint { .. } | HandshakeRefusal::ClientHandshake { .. } => {
+                Side::Client
+            }
             HandshakeRefusal::Unreadable { side, .. } | HandshakeRefusal::Write { side, .. } => *side,
         }
     }
@@ -105,9 +102,7 @@ impl HandshakeRefusal {
                 | HelloRefusal::ServerNoKeyShare,
             )
             | HandshakeRefusal::SecondRetry => Some(ALERT_HANDSHAKE_FAILURE),
-            HandshakeRefusal::Unreadable { .. } | HandshakeRefusal::LeafMint { .. } | HandshakeRefusal::ClientHandshake { .. } => {
-                Some(ALERT_ACCESS_DENIED)
-            }
+            HandshakeRefusal::Unreadable { .. } | HandshakeRefusal::LeafMint { .. } | HandshakeRefusal::ClientHandshake { .. } => Some(ALERT_ACCESS_DENIED),
             HandshakeRefusal::Timeout { .. } | HandshakeRefusal::Write { .. } => None,
         }
     }
@@ -144,9 +139,24 @@ mod tests {
     fn codes_sides_and_alerts() {
         let cases: Vec<(HandshakeRefusal, &str, Side, Option<u8>)> = vec![
             (HandshakeRefusal::Hello(HelloRefusal::SniMissing), "sni_missing", Side::Client, Some(ALERT_UNRECOGNIZED_NAME)),
-            (HandshakeRefusal::Hello(HelloRefusal::ServerNoForwardSecrecy { suite: 0x009c }), "server_no_forward_secrecy", Side::Upstream, Some(ALERT_HANDSHAKE_FAILURE)),
-            (HandshakeRefusal::Unreadable { side: Side::Client, error: HelloError::NotTls("GET".into()) }, "client_not_tls", Side::Client, Some(ALERT_ACCESS_DENIED)),
-            (HandshakeRefusal::Unreadable { side: Side::Upstream, error: HelloError::Incomplete }, "upstream_closed_in_handshake", Side::Upstream, Some(ALERT_ACCESS_DENIED)),
+            (
+                HandshakeRefusal::Hello(HelloRefusal::ServerNoForwardSecrecy { suite: 0x009c }),
+                "server_no_forward_secrecy",
+                Side::Upstream,
+                Some(ALERT_HANDSHAKE_FAILURE),
+            ),
+            (
+                HandshakeRefusal::Unreadable { side: Side::Client, error: HelloError::NotTls("GET".into()) },
+                "client_not_tls",
+                Side::Client,
+                Some(ALERT_ACCESS_DENIED),
+            ),
+            (
+                HandshakeRefusal::Unreadable { side: Side::Upstream, error: HelloError::Incomplete },
+                "upstream_closed_in_handshake",
+                Side::Upstream,
+                Some(ALERT_ACCESS_DENIED),
+            ),
             (HandshakeRefusal::SecondRetry, "upstream_hello_malformed", Side::Upstream, Some(ALERT_HANDSHAKE_FAILURE)),
             (HandshakeRefusal::Timeout { after: Duration::from_secs(10) }, "handshake_timeout", Side::Client, None),
             (HandshakeRefusal::Write { side: Side::Upstream, error: "reset".into() }, "upstream_write_failed", Side::Upstream, None),

@@ -9,16 +9,8 @@ use std::fmt;
 
 /// DNS suffixes of AWS partitions (botocore partitions.json), longest first so that
 /// `amazonaws.com.cn` wins over `amazonaws.com`. `api.aws` is the partitions' dual-stack suffix.
-pub const AWS_SUFFIXES: &[&str] = &[
-    "amazonaws.com.cn",
-    "csp.hci.ic.gov",
-    "cloud.adc-e.uk",
-    "sc2s.sgov.gov",
-    "amazonaws.com",
-    "amazonaws.eu",
-    "c2s.ic.gov",
-    "api.aws",
-];
+pub const AWS_SUFFIXES: &[&str] =
+    &["amazonaws.com.cn", "csp.hci.ic.gov", "cloud.adc-e.uk", "sc2s.sgov.gov", "amazonaws.com", "amazonaws.eu", "c2s.ic.gov", "api.aws"];
 
 /// What kind of endpoint a hostname names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,11 +100,7 @@ impl HostClass {
             | HostClass::Service { region, .. }
             | HostClass::Vpce { region, .. } => Some(region),
             HostClass::Dualstack { region } | HostClass::OtherAws { region } => region.as_deref(),
-            HostClass::Global { .. }
-            | HostClass::Accelerate { .. }
-            | HostClass::MultiRegion { .. }
-            | HostClass::GlobalSts
-            | HostClass::Outside => None,
+            HostClass::Global { .. } | HostClass::Accelerate { .. } | HostClass::MultiRegion { .. } | HostClass::GlobalSts | HostClass::Outside => None,
         }
     }
 
@@ -146,9 +134,7 @@ pub fn is_region(s: &str) -> bool {
         return false;
     }
     let first_ok = (2..=4).contains(&parts[0].len()) && parts[0].bytes().all(|b| b.is_ascii_lowercase());
-    let middle_ok = parts[1..parts.len() - 1]
-        .iter()
-        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()));
+    let middle_ok = parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()));
     let last = parts[parts.len() - 1];
     let last_ok = !last.is_empty() && last.len() <= 2 && last.bytes().all(|b| b.is_ascii_digit());
     first_ok && middle_ok && last_ok
@@ -235,25 +221,17 @@ pub fn classify(host: &str) -> HostClass {
         ("s3", Some(region), _) => HostClass::Regional { region, bucket: bucket_of(before) },
         ("s3", None, true) if suffix == "amazonaws.com" => HostClass::Global { bucket: bucket_of(before) },
         ("s3-fips", Some(region), _) => HostClass::Fips { region, bucket: bucket_of(before) },
-        ("s3-accesspoint" | "s3-accesspoint-fips", Some(region), _) if !before.is_empty() => {
-            HostClass::AccessPoint { region, name: before.join(".") }
-        }
-        ("s3-control" | "s3-control-fips", Some(region), _) => {
-            HostClass::Control { region, account: bucket_of(before) }
-        }
+        ("s3-accesspoint" | "s3-accesspoint-fips", Some(region), _) if !before.is_empty() => HostClass::AccessPoint { region, name: before.join(".") },
+        ("s3-control" | "s3-control-fips", Some(region), _) => HostClass::Control { region, account: bucket_of(before) },
         ("s3-object-lambda" | "s3-object-lambda-fips", Some(region), _) => HostClass::ObjectLambda { region },
         ("s3-outposts", Some(region), _) => HostClass::Outposts { region },
         ("s3-website", Some(region), _) => HostClass::Website { region },
         (s, Some(region), _) if s.starts_with("s3express") => HostClass::Express { region },
-        ("s3-external-1", None, true) => {
-            HostClass::DashRegion { region: "us-east-1".into(), bucket: bucket_of(before) }
-        }
+        ("s3-external-1", None, true) => HostClass::DashRegion { region: "us-east-1".into(), bucket: bucket_of(before) },
         (s, None, true) if s.starts_with("s3-website-") && is_region(&s["s3-website-".len()..]) => {
             HostClass::Website { region: s["s3-website-".len()..].to_string() }
         }
-        (s, None, true) if s.starts_with("s3-") && is_region(&s[3..]) => {
-            HostClass::DashRegion { region: s[3..].to_string(), bucket: bucket_of(before) }
-        }
+        (s, None, true) if s.starts_with("s3-") && is_region(&s[3..]) => HostClass::DashRegion { region: s[3..].to_string(), bucket: bucket_of(before) },
         _ => HostClass::OtherAws { region: labels.iter().rev().find(|l| is_region(l)).map(|s| s.to_string()) },
     }
 }
@@ -334,10 +312,7 @@ mod tests {
             ("b.s3-accelerate.amazonaws.com", Accelerate { bucket: Some(s("b")) }),
             ("b.s3-accelerate.dualstack.amazonaws.com", Accelerate { bucket: Some(s("b")) }),
             ("b.s3-accelerate.dualstack.us-east-1.amazonaws.com", Accelerate { bucket: Some(s("b")) }),
-            (
-                "finance-docs-123456789012.s3-accesspoint.us-west-2.amazonaws.com",
-                AccessPoint { region: s("us-west-2"), name: s("finance-docs-123456789012") },
-            ),
+            ("finance-docs-123456789012.s3-accesspoint.us-west-2.amazonaws.com", AccessPoint { region: s("us-west-2"), name: s("finance-docs-123456789012") }),
             (
                 "finance-docs-123456789012.s3-accesspoint-fips.us-east-1.amazonaws.com",
                 AccessPoint { region: s("us-east-1"), name: s("finance-docs-123456789012") },
@@ -354,10 +329,7 @@ mod tests {
             ("b.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com", Outposts { region: s("us-west-2") }),
             ("example-bucket.s3-website-us-west-2.amazonaws.com", Website { region: s("us-west-2") }),
             ("example-bucket.s3-website.us-west-2.amazonaws.com", Website { region: s("us-west-2") }),
-            (
-                "bucket.vpce-1a2b3c4d-5e6f.s3.us-east-1.vpce.amazonaws.com",
-                Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f"), service: s("s3") },
-            ),
+            ("bucket.vpce-1a2b3c4d-5e6f.s3.us-east-1.vpce.amazonaws.com", Vpce { region: s("us-east-1"), endpoint: s("vpce-1a2b3c4d-5e6f"), service: s("s3") }),
             (
                 "vpce-0abc-1234-us-east-1a.s3.us-east-1.vpce.amazonaws.com",
                 Vpce { region: s("us-east-1"), endpoint: s("vpce-0abc-1234-us-east-1a"), service: s("s3") },

@@ -56,35 +56,71 @@ impl fmt::Display for Signature {
 /// Why a request inside a tunnel is refused. Display is the S3 `<Message>` the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDeny {
-    HostMissing { connect_host: String },
-    HostMismatch { host: String, connect_host: String },
-    SigV2 { sig: Signature },
-    UnknownScheme { scheme: String },
+    HostMissing {
+        connect_host: String,
+    },
+    HostMismatch {
+        host: String,
+        connect_host: String,
+    },
+    SigV2 {
+        sig: Signature,
+    },
+    UnknownScheme {
+        scheme: String,
+    },
     /// A multipart POST whose form fields did not end within the inspected prefix.
-    FormTooLarge { limit: usize },
+    FormTooLarge {
+        limit: usize,
+    },
     /// Another service's POST body over [`QUERY_FORM_LIMIT`], which vpcgate reads whole.
-    QueryFormTooLarge { limit: usize },
-    Smuggling { what: &'static str },
+    QueryFormTooLarge {
+        limit: usize,
+    },
+    Smuggling {
+        what: &'static str,
+    },
     /// `Host`, `Authorization` or `Content-Type` more than once.
-    DuplicateHeader { name: &'static str },
+    DuplicateHeader {
+        name: &'static str,
+    },
     /// One of those with bytes outside visible ASCII.
-    UnreadableHeader { name: &'static str },
+    UnreadableHeader {
+        name: &'static str,
+    },
     /// A multipart POST whose form could not be read unambiguously.
-    MalformedForm { what: &'static str },
+    MalformedForm {
+        what: &'static str,
+    },
     /// The bucket perimeter (`s3.buckets`) refused what the request (or its copy source) names.
-    Bucket { refusal: crate::policy::bucket::BucketRefusal, copy: bool },
+    Bucket {
+        refusal: crate::policy::bucket::BucketRefusal,
+        copy: bool,
+    },
     /// A request vpcgate could not pair with its head as it arrived (see `policy::framing`).
-    HeadUnpaired { what: &'static str },
+    HeadUnpaired {
+        what: &'static str,
+    },
     /// `Connection` names a header vpcgate checked (the hop-by-hop filter would drop it).
-    ConnectionNamesChecked { name: &'static str },
+    ConnectionNamesChecked {
+        name: &'static str,
+    },
     /// A method that would turn the tunnel into something else (`CONNECT` inside the tunnel).
-    MethodNotAllowed { method: String },
+    MethodNotAllowed {
+        method: String,
+    },
     /// The request body failed while its form fields were being read (bad chunked framing, the
     /// client went away).
-    ClientBody { error: String },
+    ClientBody {
+        error: String,
+    },
     /// The upstream could not carry the request: one typed failure, mapped to its code, status
     /// and sentence in [`UpstreamFailure`]. Set by the proxy, not by `check`.
-    Upstream { host: String, addr: std::net::SocketAddr, failure: UpstreamFailure },
+    Upstream {
+        host: String,
+        addr: std::net::SocketAddr,
+        failure: UpstreamFailure,
+    },
 }
 
 impl RequestDeny {
@@ -164,7 +200,9 @@ impl UpstreamFailure {
             UpstreamFailure::ConnectTimeout { .. } => "connect_timeout",
             UpstreamFailure::HandshakeTimeout { .. } => "upstream_handshake_timeout",
             UpstreamFailure::Untrusted { .. } | UpstreamFailure::NoForwardSecrecy { .. } | UpstreamFailure::Alert { .. } => "upstream_refused",
-            UpstreamFailure::ConnectFailed { .. } | UpstreamFailure::Tls { .. } | UpstreamFailure::Http { .. } | UpstreamFailure::Closed { .. } => "upstream_failed",
+            UpstreamFailure::ConnectFailed { .. } | UpstreamFailure::Tls { .. } | UpstreamFailure::Http { .. } | UpstreamFailure::Closed { .. } => {
+                "upstream_failed"
+            }
             UpstreamFailure::Stalled { .. } => "upstream_timeout",
         }
     }
@@ -294,7 +332,10 @@ pub const QUERY_FORM_LIMIT: usize = 1024 * 1024;
 /// unknown type is read, as a Query endpoint might take it for a form.
 pub fn reads_query_form(is_post: bool, s3: bool, has_body: bool, content_type: Option<&str>) -> bool {
     let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let structured = media == "application/json" || media.starts_with("application/x-amz-json") || media == "application/cbor" || media.starts_with("application/x-amz-cbor");
+    let structured = media == "application/json"
+        || media.starts_with("application/x-amz-json")
+        || media == "application/cbor"
+        || media.starts_with("application/x-amz-cbor");
     is_post && !s3 && has_body && !structured
 }
 
@@ -303,10 +344,8 @@ pub fn reads_query_form(is_post: bool, s3: bool, has_body: bool, content_type: O
 /// signature stands).
 pub fn query_form_signature(body: &[u8]) -> Signature {
     let text = String::from_utf8_lossy(body);
-    let v2 = text
-        .split(['&', ';'])
-        .map(|p| decode_key(p.split('=').next().unwrap_or("")).trim().to_ascii_lowercase())
-        .any(|k| QUERY_V2_KEYS.contains(&k.as_str()));
+    let v2 =
+        text.split(['&', ';']).map(|p| decode_key(p.split('=').next().unwrap_or("")).trim().to_ascii_lowercase()).any(|k| QUERY_V2_KEYS.contains(&k.as_str()));
     if v2 {
         Signature::V2QueryForm
     } else {
@@ -317,12 +356,8 @@ pub fn query_form_signature(body: &[u8]) -> Signature {
 /// The signature a request carries in its `Authorization` header and query string.
 /// SigV2 anywhere wins: a request that mixes schemes is judged by its weakest.
 pub fn signature_of(authorization: Option<&str>, query: Option<&str>) -> Signature {
-    let keys: Vec<String> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| decode_key(p.split('=').next().unwrap_or("")).to_ascii_lowercase())
-        .collect();
+    let keys: Vec<String> =
+        query.unwrap_or("").split('&').filter(|p| !p.is_empty()).map(|p| decode_key(p.split('=').next().unwrap_or("")).to_ascii_lowercase()).collect();
     let has = |k: &str| keys.iter().any(|x| x == k);
     if QUERY_V2_KEYS.iter().any(|k| has(k)) {
         return Signature::V2Query;
@@ -398,12 +433,7 @@ pub fn check_framing<L: AsRef<[u8]>, T: AsRef<[u8]>>(content_lengths: &[L], tran
         return Err(RequestDeny::Smuggling { what: "conflicting Content-Length headers" });
     }
     if !transfer_encodings.is_empty() {
-        let codings: Vec<String> = transfer_encodings
-            .iter()
-            .flat_map(|v| v.as_ref().split(|b| *b == b','))
-            .map(trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let codings: Vec<String> = transfer_encodings.iter().flat_map(|v| v.as_ref().split(|b| *b == b',')).map(trim).filter(|s| !s.is_empty()).collect();
         if codings != ["chunked"] {
             return Err(RequestDeny::Smuggling { what: "a Transfer-Encoding other than a single chunked" });
         }
@@ -458,8 +488,7 @@ pub fn is_multipart(content_type: &[u8]) -> bool {
 /// Matched exactly as written, case and all: any other query (`?x-id=PostObject`, `?&`, `?foo`,
 /// `?Uploads`) leaves the POST a form that S3 may read, so its body is read too. RenameObject is
 /// a `PUT`, so `renameObject` is not here.
-pub const POST_API_SUBRESOURCES: [&str; 7] =
-    ["uploads", "uploadId", "delete", "restore", "select", "metadataTable", "metadataConfiguration"];
+pub const POST_API_SUBRESOURCES: [&str; 7] = ["uploads", "uploadId", "delete", "restore", "select", "metadataTable", "metadataConfiguration"];
 
 /// Whether a POST's body must be read as a browser form before it may go upstream: a POST with a
 /// body and a multipart `Content-Type`, unless its query names one of
@@ -559,7 +588,11 @@ pub fn scan_form(body: &[u8], boundary: &str, ended: bool) -> FormScan {
     let open = format!("--{boundary}");
     let next = format!("\r\n--{boundary}");
     if body.len() < open.len() {
-        return if open.as_bytes().starts_with(body) { more("the body ends before its first boundary") } else { FormScan::Malformed("the body does not start with its boundary") };
+        return if open.as_bytes().starts_with(body) {
+            more("the body ends before its first boundary")
+        } else {
+            FormScan::Malformed("the body does not start with its boundary")
+        };
     }
     if !body.starts_with(open.as_bytes()) {
         return FormScan::Malformed("the body does not start with its boundary");
@@ -804,12 +837,7 @@ fn disposition_name(mut params: &str, escapes: bool) -> Result<Option<String>, &
 }
 
 /// The whole decision for one request head: Host, framing and signature.
-pub fn check(
-    connect_host: &str,
-    connect_port: u16,
-    host_header: Option<&str>,
-    sig: &Signature,
-) -> Result<(), RequestDeny> {
+pub fn check(connect_host: &str, connect_port: u16, host_header: Option<&str>, sig: &Signature) -> Result<(), RequestDeny> {
     check_host(host_header, connect_host, connect_port)?;
     match sig {
         s if s.is_v2() => Err(RequestDeny::SigV2 { sig: s.clone() }),
@@ -965,7 +993,16 @@ mod tests {
         for q in [None, Some(""), Some("x-id=PostObject"), Some("&"), Some("foo"), Some("Uploads"), Some("%75ploads"), Some("uploadsx")] {
             assert!(reads_form(true, q, true, ct), "{q:?}");
         }
-        for q in ["uploads", "uploads=", "uploadId=abc", "delete", "restore&versionId=1", "select&select-type=2", "x-id=CreateMultipartUpload&uploads", "metadataTable"] {
+        for q in [
+            "uploads",
+            "uploads=",
+            "uploadId=abc",
+            "delete",
+            "restore&versionId=1",
+            "select&select-type=2",
+            "x-id=CreateMultipartUpload&uploads",
+            "metadataTable",
+        ] {
             assert!(!reads_form(true, Some(q), true, ct), "{q}");
         }
         assert!(!reads_form(false, None, true, ct), "only POSTs");
@@ -1052,7 +1089,10 @@ mod tests {
         // literal: a name "a\" and then a second name) are refused; harmless ones pass.
         assert!(malformed("--XyZ\r\nContent-Disposition: form-data; name=\"a\\\"; name=signature\"\r\n\r\nx\r\n--XyZ--"));
         let go_escaped = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"say \\\"hi\\\".txt\"\r\n\r\nx";
-        assert!(matches!(scan_form(go_escaped.as_bytes(), "XyZ", false), FormScan::Malformed(_)), "the literal reading ends the filename early and finds stray text");
+        assert!(
+            matches!(scan_form(go_escaped.as_bytes(), "XyZ", false), FormScan::Malformed(_)),
+            "the literal reading ends the filename early and finds stray text"
+        );
         let raw_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\dir\\a.txt\"\r\n\r\nx";
         assert_eq!(scan_form(raw_backslash.as_bytes(), "XyZ", false).signature(), Some(Signature::Anonymous));
         let escaped_backslash = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\\\\b.txt\"\r\n\r\nx";
@@ -1141,7 +1181,12 @@ mod tests {
         };
         let ct = "multipart/form-data; boundary=XyZ";
         // 1. RFC 2231 continuations (Go lets name*0 replace name).
-        for cd in ["name=\"x-ignore\"; name*0=signature", "name=\"\"; name*0=AWSAccessKeyId", "name=\"key\"; name*0*=utf-8''signature", "name = \"x\"; name*0=signature"] {
+        for cd in [
+            "name=\"x-ignore\"; name*0=signature",
+            "name=\"\"; name*0=AWSAccessKeyId",
+            "name=\"key\"; name*0*=utf-8''signature",
+            "name = \"x\"; name*0=signature",
+        ] {
             assert!(refused(ct, &format!("--XyZ\r\nContent-Disposition: form-data; {cd}\r\n\r\nv\r\n{file}")), "{cd}");
         }
         // 2. A boundary after a bare LF or CR (werkzeug splits there), before and after the file.
@@ -1158,7 +1203,8 @@ mod tests {
         assert_eq!(form_boundary("multipart/form-data; boundary=\"a b:c\"").ok().as_deref(), Some("a b:c"));
         // 4. A control byte before a part header name (Python's strip() removes \x1c-\x1f).
         for c in ["\x1c", "\x1d", "\x1e", "\x1f", "\x0b"] {
-            let body = format!("--XyZ\r\n{c}Content-Disposition: form-data; name=\"signature\"\r\nContent-Disposition: form-data; name=\"x-a\"\r\n\r\nS\r\n{file}");
+            let body =
+                format!("--XyZ\r\n{c}Content-Disposition: form-data; name=\"signature\"\r\nContent-Disposition: form-data; name=\"x-a\"\r\n\r\nS\r\n{file}");
             assert!(refused(ct, &body), "{c:?}");
         }
         // 5. \x0b before name= inside a value whose key is no token (werkzeug rescans there).

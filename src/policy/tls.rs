@@ -100,8 +100,8 @@ const SCSV_FALLBACK: u16 = 0x5600;
 
 /// SHA-256("HelloRetryRequest"), the ServerHello.random of a HelloRetryRequest (RFC 8446 4.1.3).
 const HRR_RANDOM: [u8; 32] = [
-    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11,
-    0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e,
+    0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
 ];
 
 // ---------------------------------------------------------------------------
@@ -192,10 +192,7 @@ fn gather_first_message(buf: &[u8], want: u8) -> Result<Gathered, HelloError> {
         // a HelloRetryRequest; if it arrives apart from the HRR it leads the next ServerHello.
         let dummy_ccs = ctype == CT_CHANGE_CIPHER_SPEC && want == HS_SERVER_HELLO && msg.is_empty();
         if ctype != CT_HANDSHAKE && ctype != CT_ALERT && !dummy_ccs {
-            return Err(HelloError::Malformed(format!(
-                "expected a handshake record, got {}",
-                content_type_name(ctype)
-            )));
+            return Err(HelloError::Malformed(format!("expected a handshake record, got {}", content_type_name(ctype))));
         }
         if rest.len() < 5 {
             return Ok(Gathered { msg, consumed: None });
@@ -210,9 +207,7 @@ fn gather_first_message(buf: &[u8], want: u8) -> Result<Gathered, HelloError> {
         let fragment = &rest[5..rest.len().min(5 + rlen)];
         if dummy_ccs {
             if rlen != 1 || fragment.first().is_some_and(|&b| b != 1) {
-                return Err(HelloError::Malformed(
-                    "change_cipher_spec record other than the single byte 0x01".to_string(),
-                ));
+                return Err(HelloError::Malformed("change_cipher_spec record other than the single byte 0x01".to_string()));
             }
             if skipped_ccs {
                 return Err(HelloError::Malformed("more than one change_cipher_spec record".to_string()));
@@ -243,12 +238,7 @@ fn gather_first_message(buf: &[u8], want: u8) -> Result<Gathered, HelloError> {
             }
             msg.push(b);
             if msg.len() == 1 && msg[0] != want {
-                return Err(HelloError::Malformed(format!(
-                    "expected {}, got handshake message type {} ({})",
-                    hs_name(want),
-                    msg[0],
-                    hs_name(msg[0])
-                )));
+                return Err(HelloError::Malformed(format!("expected {}, got handshake message type {} ({})", hs_name(want), msg[0], hs_name(msg[0]))));
             }
             if msg.len() == 4 {
                 let total = 4 + u24(msg[1], msg[2], msg[3]);
@@ -771,12 +761,10 @@ impl fmt::Display for HelloRefusal {
             HelloRefusal::ClientTlsTooOld { max_offered } => {
                 write!(f, "the client offers at most {}, older than TLS1.2", version_label(*max_offered))
             }
-            HelloRefusal::ClientNoForwardSecrecy => {
-                f.write_str("the client offers no cipher suite with forward secrecy")
+            HelloRefusal::ClientNoForwardSecrecy => f.write_str("the client offers no cipher suite with forward secrecy"),
+            HelloRefusal::ClientEarlyData => {
+                f.write_str("the client sends TLS1.3 early data (0-RTT), which has no forward secrecy and can be replayed; turn 0-RTT off in the client")
             }
-            HelloRefusal::ClientEarlyData => f.write_str(
-                "the client sends TLS1.3 early data (0-RTT), which has no forward secrecy and can be replayed; turn 0-RTT off in the client",
-            ),
             HelloRefusal::ServerTlsTooOld { version } if *version > TLS1_3 => {
                 write!(f, "the upstream chose an unknown protocol {}", version_label(*version))
             }
@@ -786,9 +774,7 @@ impl fmt::Display for HelloRefusal {
             HelloRefusal::ServerNoForwardSecrecy { suite } => {
                 write!(f, "the upstream chose {}, a cipher suite without forward secrecy", suite_name(*suite))
             }
-            HelloRefusal::ServerNoKeyShare => {
-                f.write_str("the upstream resumed TLS1.3 without a key share (psk_ke), which has no forward secrecy")
-            }
+            HelloRefusal::ServerNoKeyShare => f.write_str("the upstream resumed TLS1.3 without a key share (psk_ke), which has no forward secrecy"),
         }
     }
 }
@@ -981,13 +967,8 @@ mod tests {
     const SH_RUSTLS_TLS13: &[u8] = include_bytes!("testdata/server_hello_rustls_tls13.bin");
     const SH_OPENSSL_HRR: &[u8] = include_bytes!("testdata/server_hello_openssl_hrr.bin");
 
-    const CLIENT_FIXTURES: &[(&str, &[u8])] = &[
-        ("openssl", CH_OPENSSL),
-        ("curl", CH_CURL),
-        ("rustls", CH_RUSTLS),
-        ("openssl_tls11", CH_TLS11),
-        ("rsa_only", CH_RSA_ONLY),
-    ];
+    const CLIENT_FIXTURES: &[(&str, &[u8])] =
+        &[("openssl", CH_OPENSSL), ("curl", CH_CURL), ("rustls", CH_RUSTLS), ("openssl_tls11", CH_TLS11), ("rsa_only", CH_RSA_ONLY)];
     const SERVER_FIXTURES: &[(&str, &[u8])] = &[
         ("openssl_tls13", SH_OPENSSL_TLS13),
         ("openssl_ecdhe_tls12", SH_OPENSSL_ECDHE12),
@@ -1234,10 +1215,7 @@ mod tests {
         let (info, consumed) = sh(SH_OPENSSL_TLS13);
         assert_eq!(consumed, 127, "stops at the end of the ServerHello record");
         assert!(SH_OPENSSL_TLS13.len() > consumed, "fixture holds more records than the ServerHello");
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: false }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: false });
         assert_eq!(check_server_hello(&info), Ok(()));
     }
 
@@ -1245,10 +1223,7 @@ mod tests {
     fn fixture_openssl_server_ecdhe_tls12() {
         let (info, consumed) = sh(SH_OPENSSL_ECDHE12);
         assert_eq!(consumed, 70);
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0303, cipher_suite: 0xc02f, has_key_share: false, hello_retry: false }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0303, cipher_suite: 0xc02f, has_key_share: false, hello_retry: false });
         assert_eq!(check_server_hello(&info), Ok(()));
     }
 
@@ -1261,20 +1236,14 @@ mod tests {
         let refusal = check_server_hello(&info).unwrap_err();
         assert_eq!(refusal, HelloRefusal::ServerNoForwardSecrecy { suite: 0x009c });
         assert_eq!(refusal.code(), "server_no_forward_secrecy");
-        assert_eq!(
-            refusal.to_string(),
-            "the upstream chose TLS_RSA_WITH_AES_128_GCM_SHA256, a cipher suite without forward secrecy"
-        );
+        assert_eq!(refusal.to_string(), "the upstream chose TLS_RSA_WITH_AES_128_GCM_SHA256, a cipher suite without forward secrecy");
     }
 
     #[test]
     fn fixture_rustls_server_tls13() {
         let (info, consumed) = sh(SH_RUSTLS_TLS13);
         assert_eq!(consumed, 127);
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: false }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: false });
         assert_eq!(check_server_hello(&info), Ok(()));
     }
 
@@ -1283,10 +1252,7 @@ mod tests {
         let (info, consumed) = sh(SH_OPENSSL_HRR);
         assert_eq!(consumed, 93, "the dummy change_cipher_spec after the HRR is not consumed");
         assert_eq!(&SH_OPENSSL_HRR[93..], &[20, 3, 3, 0, 1, 1]);
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: true }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0304, cipher_suite: 0x1302, has_key_share: true, hello_retry: true });
         assert_eq!(check_server_hello(&info), Ok(()));
     }
 
@@ -1388,10 +1354,7 @@ mod tests {
         assert_eq!(check_client_hello(&info, "S3.US-East-1.amazonaws.com"), Ok(()));
         assert_eq!(check_client_hello(&info, "s3.us-east-1.amazonaws.com."), Ok(()));
         let refusal = check_client_hello(&info, "s3.us-west-2.amazonaws.com").unwrap_err();
-        assert_eq!(
-            refusal,
-            HelloRefusal::SniMismatch { sni: SNI.to_string(), host: "s3.us-west-2.amazonaws.com".to_string() }
-        );
+        assert_eq!(refusal, HelloRefusal::SniMismatch { sni: SNI.to_string(), host: "s3.us-west-2.amazonaws.com".to_string() });
         assert_eq!(refusal.code(), "sni_mismatch");
         assert!(refusal.to_string().contains("s3.us-west-2.amazonaws.com"));
 
@@ -1486,10 +1449,7 @@ mod tests {
         assert_eq!(check(0x0303, None, &[0xc02f]), Ok(()));
         assert_eq!(check(0x0303, None, &[0x009e]), Ok(()));
         // supported_versions decides when present, whatever legacy_version says.
-        assert_eq!(
-            check(0x0303, Some(&[0x0302, 0x0301]), &[0xc02f]),
-            Err(HelloRefusal::ClientTlsTooOld { max_offered: 0x0302 })
-        );
+        assert_eq!(check(0x0303, Some(&[0x0302, 0x0301]), &[0xc02f]), Err(HelloRefusal::ClientTlsTooOld { max_offered: 0x0302 }));
         assert_eq!(check(0x0301, Some(&[0x0303]), &[0xc02f]), Ok(()));
         assert_eq!(check(0x0300, None, &[0xc013]), Err(HelloRefusal::ClientTlsTooOld { max_offered: 0x0300 }));
         // TLS1.3-only client with only TLS1.2 suites cannot get forward secrecy (nor a session).
@@ -1509,21 +1469,14 @@ mod tests {
 
         // TLS1.3 without key_share: psk_ke resumption.
         let info = parse(server_hello_msg(0x0303, random, 0x1301, &[server_version_ext(0x0304)]));
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0304, cipher_suite: 0x1301, has_key_share: false, hello_retry: false }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0304, cipher_suite: 0x1301, has_key_share: false, hello_retry: false });
         let refusal = check_server_hello(&info).unwrap_err();
         assert_eq!(refusal, HelloRefusal::ServerNoKeyShare);
         assert_eq!(refusal.code(), "server_no_key_share");
 
         // TLS1.3 with pre_shared_key and key_share (psk_dhe_ke): fine.
-        let info = parse(server_hello_msg(
-            0x0303,
-            random,
-            0x1301,
-            &[server_version_ext(0x0304), ext(EXT_PRE_SHARED_KEY, &[0, 0]), server_key_share_ext(0x001d)],
-        ));
+        let info =
+            parse(server_hello_msg(0x0303, random, 0x1301, &[server_version_ext(0x0304), ext(EXT_PRE_SHARED_KEY, &[0, 0]), server_key_share_ext(0x001d)]));
         assert_eq!(check_server_hello(&info), Ok(()));
 
         // TLS1.2 without any extensions block.
@@ -1554,21 +1507,14 @@ mod tests {
     #[test]
     fn hello_retry_request() {
         // HRR: magic random, supported_versions, key_share with selected_group only, cookie.
-        let msg = server_hello_msg(
-            0x0303,
-            HRR_RANDOM,
-            0x1301,
-            &[server_version_ext(0x0304), ext(EXT_KEY_SHARE, &0x0017u16.to_be_bytes()), ext(0x002c, &v16(b"c"))],
-        );
+        let msg =
+            server_hello_msg(0x0303, HRR_RANDOM, 0x1301, &[server_version_ext(0x0304), ext(EXT_KEY_SHARE, &0x0017u16.to_be_bytes()), ext(0x002c, &v16(b"c"))]);
         let mut buf = records(CT_HANDSHAKE, &msg, 1 << 14);
         let end = buf.len();
         buf.extend([CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1]);
         let (info, consumed) = sh(&buf);
         assert_eq!(consumed, end);
-        assert_eq!(
-            info,
-            ServerHelloInfo { version: 0x0304, cipher_suite: 0x1301, has_key_share: true, hello_retry: true }
-        );
+        assert_eq!(info, ServerHelloInfo { version: 0x0304, cipher_suite: 0x1301, has_key_share: true, hello_retry: true });
         assert_eq!(check_server_hello(&info), Ok(()));
 
         // HRR that only asks for a cookie: no key_share, still fine (the real ServerHello follows).
@@ -1578,16 +1524,13 @@ mod tests {
         assert_eq!(check_server_hello(&info), Ok(()));
 
         // A full KeyShareEntry in an HRR is malformed (trailing bytes after selected_group).
-        let msg =
-            server_hello_msg(0x0303, HRR_RANDOM, 0x1301, &[server_version_ext(0x0304), server_key_share_ext(0x1d)]);
+        let msg = server_hello_msg(0x0303, HRR_RANDOM, 0x1301, &[server_version_ext(0x0304), server_key_share_ext(0x1d)]);
         assert!(malformed(parse_server_hello(&records(CT_HANDSHAKE, &msg, 1 << 14))).contains("key_share"));
     }
 
     #[test]
     fn plaintext_and_garbage() {
-        for input in
-            [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], b"G", b"GE", b"CONNECT x:443 HTTP/1.1\r\n", b"PRI * HTTP/2.0"]
-        {
+        for input in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], b"G", b"GE", b"CONNECT x:443 HTTP/1.1\r\n", b"PRI * HTTP/2.0"] {
             assert_eq!(not_tls(parse_client_hello(input)), "plaintext HTTP", "{input:?}");
         }
         assert_eq!(not_tls(parse_server_hello(b"HTTP/1.1 400 Bad Request\r\n")), "plaintext HTTP");
@@ -1756,10 +1699,9 @@ mod tests {
     #[test]
     fn suite_classification() {
         for s in [
-            0x1301, 0x1302, 0x1303, 0x1304, 0x1305, 0xc02b, 0xc02c, 0xc02f, 0xc030, 0xc009, 0xc00a, 0xc013, 0xc014,
-            0xc023, 0xc024, 0xc027, 0xc028, 0xcca8, 0xcca9, 0xccaa, 0xccac, 0xccad, 0x009e, 0x009f, 0x0033, 0x0039,
-            0x0067, 0x006b, 0xc0ac, 0xc0ad, 0xc0ae, 0xc0af, 0xc09e, 0xc09f, 0xc0a2, 0xc0a3, 0xc05c, 0xc060, 0xc04c,
-            0xc072, 0xc076, 0xc086, 0xc08a, 0xc07c, 0xd001, 0xd005, 0xc035, 0x00aa, 0x00b2, 0x0016, 0x0045,
+            0x1301, 0x1302, 0x1303, 0x1304, 0x1305, 0xc02b, 0xc02c, 0xc02f, 0xc030, 0xc009, 0xc00a, 0xc013, 0xc014, 0xc023, 0xc024, 0xc027, 0xc028, 0xcca8,
+            0xcca9, 0xccaa, 0xccac, 0xccad, 0x009e, 0x009f, 0x0033, 0x0039, 0x0067, 0x006b, 0xc0ac, 0xc0ad, 0xc0ae, 0xc0af, 0xc09e, 0xc09f, 0xc0a2, 0xc0a3,
+            0xc05c, 0xc060, 0xc04c, 0xc072, 0xc076, 0xc086, 0xc08a, 0xc07c, 0xd001, 0xd005, 0xc035, 0x00aa, 0x00b2, 0x0016, 0x0045,
         ] {
             assert!(is_forward_secret_suite(s), "0x{s:04x} should be forward secret");
         }
@@ -1823,14 +1765,8 @@ mod tests {
             assert!(s.starts_with(|c: char| c.is_ascii_lowercase()), "{s}");
             assert!(!s.contains('\n') && !s.ends_with('.'), "{s}");
         }
-        assert_eq!(
-            HelloRefusal::ServerTlsTooOld { version: 0x7f1c }.to_string(),
-            "the upstream chose an unknown protocol version 0x7F1C"
-        );
-        assert_eq!(
-            HelloRefusal::ClientTlsTooOld { max_offered: 0x0002 }.to_string(),
-            "the client offers at most version 0x0002, older than TLS1.2"
-        );
+        assert_eq!(HelloRefusal::ServerTlsTooOld { version: 0x7f1c }.to_string(), "the upstream chose an unknown protocol version 0x7F1C");
+        assert_eq!(HelloRefusal::ClientTlsTooOld { max_offered: 0x0002 }.to_string(), "the client offers at most version 0x0002, older than TLS1.2");
         assert_eq!(HelloError::TooLarge.code(), "too_large");
         assert_eq!(HelloError::NotTls("plaintext HTTP".into()).to_string(), "not tls: plaintext HTTP");
     }
@@ -1921,10 +1857,7 @@ mod tests {
         match parse(&buf[..k]) {
             Err(HelloError::Incomplete) => {}
             Ok(prefix_ok) => assert_eq!(full, Ok(prefix_ok), "prefix {k} of {buf:02x?}"),
-            Err(_) => assert!(
-                !matches!(full, Err(HelloError::Incomplete) | Ok(_)),
-                "prefix {k} of {buf:02x?} failed but the whole gave {full:?}"
-            ),
+            Err(_) => assert!(!matches!(full, Err(HelloError::Incomplete) | Ok(_)), "prefix {k} of {buf:02x?} failed but the whole gave {full:?}"),
         }
     }
 

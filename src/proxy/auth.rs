@@ -134,7 +134,8 @@ mod tests {
 
     #[tokio::test]
     async fn clients_are_who_their_password_says_and_each_credential_is_verified_once() {
-        let settings = vec![ClientSettings { name: "etl".into(), password_hash: hash_password("s3cret:with:colons").unwrap(), buckets: Some(vec!["etl-*".into()]) }];
+        let settings =
+            vec![ClientSettings { name: "etl".into(), password_hash: hash_password("s3cret:with:colons").unwrap(), buckets: Some(vec!["etl-*".into()]) }];
         let c = Arc::new(Clients::new(&settings, true).unwrap());
         assert_eq!(c.authenticate(Some(&basic("etl", "s3cret:with:colons"))).await, Ok(0));
         assert_eq!(&*c.get(0).name, "etl");

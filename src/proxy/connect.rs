@@ -49,11 +49,9 @@ impl Decision {
         self.answers
             .iter()
             .map(|a| match &a.result {
-                Ok(v) => format!(
-                    "{}={}",
-                    a.name,
-                    if v.is_empty() { "none".to_string() } else { v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|") }
-                ),
+                Ok(v) => {
+                    format!("{}={}", a.name, if v.is_empty() { "none".to_string() } else { v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|") })
+                }
                 Err(e) => format!("{}=error({e})", a.name),
             })
             .collect::<Vec<_>>()
@@ -182,12 +180,7 @@ pub enum Next {
 
 /// Resolve candidate names in order, lazily: stop at the first candidate whose answer lies inside
 /// its route. The result is the same as `choose` over every answer, with fewer lookups.
-async fn resolve_and_choose(
-    state: &State,
-    target: &Target,
-    candidates: &[Candidate],
-    decision: &mut Decision,
-) -> Result<Chosen, Deny> {
+async fn resolve_and_choose(state: &State, target: &Target, candidates: &[Candidate], decision: &mut Decision) -> Result<Chosen, Deny> {
     let routes = &state.config.routes;
     let servers = state.dns.servers();
     for (i, c) in candidates.iter().enumerate() {
@@ -197,9 +190,7 @@ async fn resolve_and_choose(
             state.metrics.dns_seconds.observe(asked.elapsed().as_secs_f64());
             decision.answers.push(Answer { name: c.resolve.clone(), result });
         }
-        if let Ok(chosen) =
-            choose(&target.host, &candidates[..=i], &decision.answers, routes, target.port, &state.own_addrs, servers)
-        {
+        if let Ok(chosen) = choose(&target.host, &candidates[..=i], &decision.answers, routes, target.port, &state.own_addrs, servers) {
             return Ok(chosen);
         }
     }

@@ -23,19 +23,12 @@ impl<T> Greedy<T> {
     }
 
     pub fn new(inner: T) -> Greedy<T> {
-        Greedy {
-            inner,
-            deferred: None,
-        }
+        Greedy { inner, deferred: None }
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
         if let Some(e) = me.deferred.take() {
             return Poll::Ready(Err(e));
@@ -44,9 +37,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
         loop {
             let before = buf.filled().len();
             match Pin::new(&mut me.inner).poll_read(cx, buf) {
-                Poll::Ready(Ok(())) if buf.filled().len() == before || buf.remaining() == 0 => {
-                    return Poll::Ready(Ok(()))
-                }
+                Poll::Ready(Ok(())) if buf.filled().len() == before || buf.remaining() == 0 => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) if buf.filled().len() > start => {
                     me.deferred = Some(e);
@@ -61,11 +52,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Greedy<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -74,11 +61,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Greedy<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

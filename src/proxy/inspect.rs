@@ -131,7 +131,11 @@ const CLIENT_READ_BUF: usize = 64 * 1024;
 /// CONNECT head served first), or hyper's upgraded IO when it is something else.
 enum ClientIo {
     /// `bulk`: the last read filled the caller's buffer, so reads go through a larger buffer.
-    Tcp { pre: Bytes, tcp: TcpStream, bulk: bool },
+    Tcp {
+        pre: Bytes,
+        tcp: TcpStream,
+        bulk: bool,
+    },
     Other(TokioIo<Upgraded>),
 }
 
@@ -322,10 +326,7 @@ async fn accept_client(
                 single_leaf_config(Arc::new(key)).map_err(|e| HandshakeRefusal::LeafMint { error: e.to_string() })?
             }
         };
-        start
-            .into_stream(config)
-            .await
-            .map_err(|e| HandshakeRefusal::ClientHandshake { error: e.to_string() })
+        start.into_stream(config).await.map_err(|e| HandshakeRefusal::ClientHandshake { error: e.to_string() })
     };
     let timeout = state.config.settings.proxy.handshake_timeout;
     let refusal = match tokio::time::timeout(timeout, handshake).await {
@@ -335,7 +336,16 @@ async fn accept_client(
     };
     let (side, reason, message) = (refusal.side().name(), refusal.code(), refusal.to_string());
     metrics.refusal(side, reason);
-    crate::telemetry::HandshakeRefused { client: &decision.client_text(), host: &target.host, side, addr: "", route: &decision.route, reason, message: &message }.emit();
+    crate::telemetry::HandshakeRefused {
+        client: &decision.client_text(),
+        host: &target.host,
+        side,
+        addr: "",
+        route: &decision.route,
+        reason,
+        message: &message,
+    }
+    .emit();
     log_close(state, decision, started, CloseFacts { mode: "inspect", end: reason, detail: message, ..Default::default() });
     None
 }
@@ -415,15 +425,7 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Ins
     );
 }
 
-pub async fn inspect(
-    upgraded: Upgraded,
-    target: Target,
-    addr: SocketAddr,
-    ins: Arc<Inspect>,
-    decision: Decision,
-    started: Instant,
-    state: Arc<State>,
-) {
+pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: Arc<Inspect>, decision: Decision, started: Instant, state: Arc<State>) {
     let proxy = &state.config.settings.proxy;
     let client = decision.client_text();
     let metrics = &state.metrics;
@@ -484,10 +486,7 @@ pub async fn inspect(
         // A client may shut down its sending side after its request (close_notify + FIN) and
         // still wait for the response: answer it, then close.
         .half_close(true)
-        .serve_connection(
-            TokioIo::new(crate::proxy::greedy::HeadTap::new(crate::proxy::greedy::Greedy::new(tls_stream), session.heads.clone())),
-            service,
-        )
+        .serve_connection(TokioIo::new(crate::proxy::greedy::HeadTap::new(crate::proxy::greedy::Greedy::new(tls_stream), session.heads.clone())), service)
         // The stream back when hyper is done: vpcgate may still owe an answer (below).
         .without_shutdown();
     let result = tokio::select! {
@@ -847,7 +846,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     }
     // Headers the checks read must come once and as text, or the endpoint could read another.
     let fields = request::one_header("Host", raw(&hyper::header::HOST)).and_then(|host| {
-        Ok((host, request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?, request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?))
+        Ok((
+            host,
+            request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?,
+            request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?,
+        ))
     });
     let (host, authorization, content_type) = match fields {
         Ok(f) => f,

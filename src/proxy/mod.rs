@@ -159,9 +159,13 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let pending = slot.lock().expect("tunnel slot").take();
     if let Some(p) = pending {
         match (p.on_upgrade.await, p.then) {
-            (Ok(upgraded), Then::Allowed(connect::Next::Inspect(ins), addr)) => inspect::inspect(upgraded, p.target, addr, ins, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Allowed(connect::Next::Inspect(ins), addr)) => {
+                inspect::inspect(upgraded, p.target, addr, ins, p.decision, p.started, state).await
+            }
             (Ok(upgraded), Then::Refuse(deny, ins)) => inspect::refuse(upgraded, p.target, deny, ins, p.decision, p.started, state).await,
-            (Ok(upgraded), Then::Allowed(connect::Next::Relay(upstream), _)) => tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await,
+            (Ok(upgraded), Then::Allowed(connect::Next::Relay(upstream), _)) => {
+                tunnel::passthrough(upgraded, upstream, p.target, p.decision, p.started, state).await
+            }
             (Err(e), _) => tracing::info!(client = %peer, error = %e, "client went away before the tunnel opened"),
         }
     }
@@ -222,9 +226,7 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
                     _ => None,
                 })
             }
-            Ok(httparse::Status::Partial) if n == buf.len() => {
-                return Ok(Some(Deny::BadRequest { what: "a request head over 16 KiB".into() }))
-            }
+            Ok(httparse::Status::Partial) if n == buf.len() => return Ok(Some(Deny::BadRequest { what: "a request head over 16 KiB".into() })),
             Ok(httparse::Status::Partial) => {
                 // Not all here yet: a peek returns at once while bytes wait, so look again a
                 // little later (or sooner, when more arrived), until the deadline.

@@ -6,11 +6,11 @@
 use crate::policy::authority::Target;
 use crate::policy::handshake::{HandshakeRefusal, Side};
 use crate::policy::tls::{self, HelloError};
-use std::net::SocketAddr;
 use crate::proxy::connect::{log_close, CloseFacts, Decision};
 use crate::proxy::State;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,14 +43,7 @@ impl Counters {
     }
 }
 
-pub async fn passthrough(
-    upgraded: Upgraded,
-    upstream: TcpStream,
-    target: Target,
-    decision: Decision,
-    started: Instant,
-    state: Arc<State>,
-) {
+pub async fn passthrough(upgraded: Upgraded, upstream: TcpStream, target: Target, decision: Decision, started: Instant, state: Arc<State>) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => run(parts.io.into_inner(), parts.read_buf.to_vec(), upstream, target, decision, started, state).await,
         Err(upgraded) => run(TokioIo::new(upgraded), Vec::new(), upstream, target, decision, started, state).await,
@@ -97,31 +90,16 @@ async fn finish(
     }
 }
 
-async fn run<C>(
-    mut client: C,
-    pre: Vec<u8>,
-    mut upstream: TcpStream,
-    target: Target,
-    decision: Decision,
-    started: Instant,
-    state: Arc<State>,
-) where
+async fn run<C>(mut client: C, pre: Vec<u8>, mut upstream: TcpStream, target: Target, decision: Decision, started: Instant, state: Arc<State>)
+where
     C: AsyncRead + AsyncWrite + Unpin + Relay,
 {
-    let counters = Counters {
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
-        last_activity_ms: AtomicU64::new(0),
-        opened: Instant::now(),
-    };
+    let counters = Counters { up: AtomicU64::new(0), down: AtomicU64::new(0), last_activity_ms: AtomicU64::new(0), opened: Instant::now() };
     let proxy = &state.config.settings.proxy;
     let _active = crate::telemetry::TunnelGuard::new(&state.metrics);
-    let hello = tokio::time::timeout(
-        proxy.handshake_timeout,
-        hello_phase(&mut client, pre, &mut upstream, &target.host, &counters),
-    )
-    .await
-    .unwrap_or(Err(HandshakeRefusal::Timeout { after: proxy.handshake_timeout }));
+    let hello = tokio::time::timeout(proxy.handshake_timeout, hello_phase(&mut client, pre, &mut upstream, &target.host, &counters))
+        .await
+        .unwrap_or(Err(HandshakeRefusal::Timeout { after: proxy.handshake_timeout }));
     let (hello, reason, message) = match hello {
         Ok(h) => {
             let end = client.relay(&mut upstream, proxy.idle_timeout, &counters).await;
@@ -172,11 +150,7 @@ async fn run<C>(
 type HelloParser<T> = fn(&[u8]) -> Result<(T, usize), HelloError>;
 
 /// Read bytes from `r` into `buf` until `parse` stops answering Incomplete.
-async fn read_until<R, T>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    parse: HelloParser<T>,
-) -> Result<(T, usize), HelloError>
+async fn read_until<R, T>(r: &mut R, buf: &mut Vec<u8>, parse: HelloParser<T>) -> Result<(T, usize), HelloError>
 where
     R: AsyncRead + Unpin,
 {
@@ -204,13 +178,7 @@ fn leading_ccs(buf: &[u8]) -> usize {
     at
 }
 
-async fn hello_phase<C>(
-    client: &mut C,
-    mut cbuf: Vec<u8>,
-    upstream: &mut TcpStream,
-    host: &str,
-    counters: &Counters,
-) -> Result<Hello, HandshakeRefusal>
+async fn hello_phase<C>(client: &mut C, mut cbuf: Vec<u8>, upstream: &mut TcpStream, host: &str, counters: &Counters) -> Result<Hello, HandshakeRefusal>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -234,9 +202,8 @@ where
         cbuf.drain(..end);
 
         let mut sbuf = Vec::with_capacity(4096);
-        let (sh, _) = read_until(upstream, &mut sbuf, tls::parse_server_hello)
-            .await
-            .map_err(|error| HandshakeRefusal::Unreadable { side: Side::Upstream, error })?;
+        let (sh, _) =
+            read_until(upstream, &mut sbuf, tls::parse_server_hello).await.map_err(|error| HandshakeRefusal::Unreadable { side: Side::Upstream, error })?;
         tls::check_server_hello(&sh).map_err(HandshakeRefusal::Hello)?;
         client.write_all(&sbuf).await.map_err(|e| io_cut(Side::Client, e))?;
         counters.down.fetch_add(sbuf.len() as u64, Ordering::Relaxed);
@@ -423,9 +390,7 @@ mod splice {
 
     fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: plain descriptors, null offsets (both ends are a socket or a pipe).
-        let n = unsafe {
-            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
-        };
+        let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -435,13 +400,7 @@ mod splice {
 
     /// Splice from `src` until it has nothing more for now or ends; the pipe is empty on return
     /// (every byte taken in is written out before the next splice in).
-    pub(super) async fn burst(
-        pipe: &Pipe,
-        src: &TcpStream,
-        dst: &TcpStream,
-        count: &AtomicU64,
-        counters: &Counters,
-    ) -> io::Result<(u64, bool)> {
+    pub(super) async fn burst(pipe: &Pipe, src: &TcpStream, dst: &TcpStream, count: &AtomicU64, counters: &Counters) -> io::Result<(u64, bool)> {
         let mut moved = 0u64;
         loop {
             // The pipe is empty here, so WouldBlock can only come from the socket.
@@ -523,12 +482,7 @@ mod tests {
         // writer -> [src_far | src] -pump-> [dst | dst_far] -> reader
         let (mut src_far, mut src) = pair().await;
         let (mut dst, mut dst_far) = pair().await;
-        let counters = Counters {
-            up: AtomicU64::new(0),
-            down: AtomicU64::new(0),
-            last_activity_ms: AtomicU64::new(0),
-            opened: Instant::now(),
-        };
+        let counters = Counters { up: AtomicU64::new(0), down: AtomicU64::new(0), last_activity_ms: AtomicU64::new(0), opened: Instant::now() };
         let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let writer = async {
             src_far.write_all(&big).await.unwrap();

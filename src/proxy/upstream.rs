@@ -3,6 +3,7 @@
 //! secrecy only since rustls has no other suites), HTTP/1.1 on top, and a pool of idle connections
 //! keyed by (host, address) that every tunnel shares.
 
+use crate::policy::request::UpstreamFailure;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::client::conn::http1::SendRequest;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use crate::policy::request::UpstreamFailure;
 
 /// A request body's error: the client's (hyper's) or vpcgate's own when it cuts a body that turned
 /// out to be refused mid-stream (a part after a form's file).
@@ -41,8 +41,6 @@ pub struct Pool {
     /// Whether the task that drops expired and closed idle connections runs.
     sweeping: std::sync::atomic::AtomicBool,
 }
-
-
 
 /// Build the upstream TLS client configuration: public roots plus extra roots, ALPN http/1.1.
 pub fn client_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<ClientConfig, String> {
@@ -123,14 +121,7 @@ impl Pool {
     /// `max_idle` bounds the idle connections over all (host, address) keys: each holds a TLS
     /// session and a 128 KiB read buffer, and every bucket name is a key of its own.
     pub fn new(tls: ClientConfig, per_host: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
-        Pool {
-            tls: Arc::new(tls),
-            idle: Mutex::new(HashMap::new()),
-            per_host,
-            max_idle,
-            idle_timeout,
-            sweeping: std::sync::atomic::AtomicBool::new(false),
-        }
+        Pool { tls: Arc::new(tls), idle: Mutex::new(HashMap::new()), per_host, max_idle, idle_timeout, sweeping: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Idle connections held now, over all keys.
@@ -172,8 +163,7 @@ impl Pool {
     /// Whether an open idle connection to (host, addr) is pooled.
     pub fn has_idle(&self, host: &str, addr: SocketAddr) -> bool {
         let idle = self.idle.lock().expect("pool");
-        idle.get(&(host.to_string(), addr))
-            .is_some_and(|l| l.iter().any(|(c, since)| since.elapsed() < self.idle_timeout && !c.sender.is_closed()))
+        idle.get(&(host.to_string(), addr)).is_some_and(|l| l.iter().any(|(c, since)| since.elapsed() < self.idle_timeout && !c.sender.is_closed()))
     }
 
     /// An idle connection to (host, addr), if one is still open.
