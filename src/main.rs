@@ -503,18 +503,29 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
             let routes: Vec<String> = state.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
             // What a reload changed in where vpcgate may dial, spelled out: a widening is visible.
             let (added, removed) = vpcgate::routes::cidr_changes(&old.config.routes, &state.config.routes);
-            tracing::info!(
-                routes = %routes.join(", "),
-                regions = %state.config.regions.join(","),
-                cidrs_added = %added,
-                cidrs_removed = %removed,
-                "configuration reloaded; new connections use it, open tunnels keep theirs"
-            );
+            vpcgate::telemetry::ReloadLine {
+                ok: true,
+                routes: &routes.join(", "),
+                regions: &state.config.regions.join(","),
+                cidrs_added: &added,
+                cidrs_removed: &removed,
+                error: "",
+            }
+            .emit();
             shared.replace(state);
         }
         Err(e) => {
             Metrics::kind(&metrics.reloads, "refused");
-            tracing::error!("reload refused, still serving the previous configuration: {e}");
+            let routes: Vec<String> = old.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
+            vpcgate::telemetry::ReloadLine {
+                ok: false,
+                routes: &routes.join(", "),
+                regions: &old.config.regions.join(","),
+                cidrs_added: "none",
+                cidrs_removed: "none",
+                error: &e,
+            }
+            .emit();
         }
     }
 }

@@ -1,16 +1,253 @@
 //! Logging setup: `log.format = "text"` (human) or `"json"` (one JSON object per line), level from
 //! `log.level` unless `RUST_LOG` is set.
 //!
-//! Decision events use the target `vpcgate::decision` and an `event` field: `connect` (one per
-//! CONNECT, allow or deny; a deny says `delivered` = `connect` or `in_tunnel`), `request` (one per
-//! request in an inspected tunnel, and per request answered in a tunnel refused inside),
-//! `upstream_connect`, `upstream_connect_failed`, `upstream_retry` (a request sent again on a fresh
-//! connection after a reused one closed), `handshake_refused`, and `close` (one per tunnel, with
-//! bytes and TLS facts). `handshake_refused` is written by [`HandshakeRefused`] alone, with the
-//! same fields in both modes and for both sides (`client`, `host`, `side`, `addr`, `route`,
-//! `reason`, `message`); the other events are not yet written from one place (issue 12).
+//! # Decision events
+//!
+//! Every decision is one line with the target `vpcgate::decision` and an `event` field, written by
+//! the record type of that event and nowhere else, with the fields of [`fields`] (a test pins
+//! each set):
+//!
+//! | event | record | when |
+//! |---|---|---|
+//! | `connect` | [`ConnectLine`] | one per CONNECT (or other proxy request), allowed or refused; a refusal says `delivered` = `connect` or `in_tunnel` |
+//! | `request` | [`RequestLine`] | one per request in an inspected tunnel, allowed or refused, and per request answered in a tunnel refused inside |
+//! | `upstream_connect` | [`UpstreamConnect`] | inspect mode: a new verified upstream connection |
+//! | `upstream_connect_failed` | [`UpstreamConnectFailed`] | inspect mode: the TCP connection to the checked address failed |
+//! | `upstream_retry` | [`UpstreamRetry`] | a request sent again on a fresh connection after a reused one closed |
+//! | `handshake_refused` | [`HandshakeRefused`] | a TLS handshake cut, either mode, either side |
+//! | `close` | [`CloseLine`] | one per tunnel, with bytes and TLS facts |
+//! | `reload` | [`ReloadLine`] | a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed |
+//!
+//! Client-supplied text (paths, ALPN names, targets) is passed through [`printable`] by the caller.
 
 use crate::config::{LogFormat, LogSettings};
+use tracing_subscriber::EnvFilter;
+
+/// The fields of each decision event, in the order they are written (besides the subscriber's
+/// own `timestamp`, `level`, `target`).
+pub mod fields {
+    pub const CONNECT: [&str; 20] = [
+        "event",
+        "decision",
+        "delivered",
+        "client",
+        "peer",
+        "target_authority",
+        "host",
+        "port",
+        "class",
+        "resolved",
+        "chosen",
+        "route",
+        "cidr",
+        "via",
+        "dns_ms",
+        "connect_ms",
+        "upstream",
+        "reason",
+        "status",
+        "message",
+    ];
+    pub const REQUEST: [&str; 17] = [
+        "event",
+        "decision",
+        "delivered",
+        "client",
+        "host",
+        "method",
+        "path",
+        "bucket",
+        "signature",
+        "status",
+        "reason",
+        "message",
+        "upstream",
+        "upstream_tls",
+        "bytes_up",
+        "bytes_down",
+        "duration_ms",
+    ];
+    pub const UPSTREAM_CONNECT: [&str; 7] = ["event", "client", "host", "addr", "connect_ms", "tls_version", "cipher"];
+    pub const UPSTREAM_CONNECT_FAILED: [&str; 5] = ["event", "client", "host", "addr", "error"];
+    pub const UPSTREAM_RETRY: [&str; 5] = ["event", "client", "host", "addr", "error"];
+    pub const HANDSHAKE_REFUSED: [&str; 8] = ["event", "client", "host", "side", "addr", "route", "reason", "message"];
+    /// `requests` only in inspect mode (passthrough does not see requests).
+    pub const CLOSE: [&str; 18] = [
+        "event",
+        "mode",
+        "client",
+        "host",
+        "chosen",
+        "route",
+        "cidr",
+        "tls_version",
+        "cipher",
+        "sni",
+        "alpn",
+        "requests",
+        "bytes_up",
+        "bytes_down",
+        "duration_ms",
+        "end",
+        "detail",
+        "message",
+    ];
+    pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
+}
+
+/// A `connect` line: the CONNECT decision, allowed or refused (empty strings and zeros where a
+/// step was not reached: no `chosen` for a refusal, no `reason` for an allowed tunnel).
+#[derive(Default)]
+pub struct ConnectLine<'a> {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// For a refusal: `connect` (the CONNECT's status) or `in_tunnel`; empty when allowed.
+    pub delivered: &'static str,
+    /// The authenticated client's name, else its address.
+    pub client: &'a str,
+    pub peer: &'a str,
+    /// The CONNECT target as sent (userinfo and queries redacted).
+    pub target_authority: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub class: &'static str,
+    /// Every DNS name asked and its answers.
+    pub resolved: &'a str,
+    pub chosen: &'a str,
+    pub route: &'a str,
+    pub cidr: &'a str,
+    /// The name whose answer was dialled (the endpoint's name for an interface route).
+    pub via: &'a str,
+    pub dns_ms: f64,
+    pub connect_ms: f64,
+    /// `dialled` (passthrough), `pooled` or `on_request` (inspect); empty for a refusal.
+    pub upstream: &'static str,
+    pub reason: &'static str,
+    pub status: u16,
+    pub message: &'a str,
+}
+
+impl ConnectLine<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "vpcgate::decision",
+            event = "connect",
+            decision = self.decision,
+            delivered = self.delivered,
+            client = %self.client,
+            peer = %self.peer,
+            target_authority = %self.target_authority,
+            host = %self.host,
+            port = self.port,
+            class = self.class,
+            resolved = %self.resolved,
+            chosen = %self.chosen,
+            route = %self.route,
+            cidr = %self.cidr,
+            via = %self.via,
+            dns_ms = self.dns_ms,
+            connect_ms = self.connect_ms,
+            upstream = self.upstream,
+            reason = self.reason,
+            status = self.status,
+            message = %self.message,
+        );
+    }
+}
+
+/// A `request` line: one request inside an inspected tunnel.
+#[derive(Default)]
+pub struct RequestLine<'a> {
+    pub decision: &'static str,
+    /// For a refusal: `in_tunnel` when the tunnel itself was refused (nothing was dialled),
+    /// `response` when this request was; empty when allowed.
+    pub delivered: &'static str,
+    pub client: &'a str,
+    pub host: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// What the bucket perimeter matched (`-` the service, `?` unknown; empty without a perimeter).
+    pub bucket: &'a str,
+    pub signature: &'static str,
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: &'a str,
+    /// `new`, `reused`, `retried`, `none`, or empty when the request never got that far.
+    pub upstream: &'static str,
+    pub upstream_tls: &'a str,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+}
+
+impl RequestLine<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "vpcgate::decision",
+            event = "request",
+            decision = self.decision,
+            delivered = self.delivered,
+            client = %self.client,
+            host = %self.host,
+            method = %self.method,
+            path = %printable(self.path),
+            bucket = %printable(self.bucket),
+            signature = self.signature,
+            status = self.status,
+            reason = self.reason,
+            message = %self.message,
+            upstream = self.upstream,
+            upstream_tls = %self.upstream_tls,
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            duration_ms = self.duration_ms,
+        );
+    }
+}
+
+/// An `upstream_connect` line: a new upstream connection, verified, with its TLS facts.
+pub struct UpstreamConnect<'a> {
+    pub client: &'a str,
+    pub host: &'a str,
+    pub addr: &'a str,
+    pub connect_ms: f64,
+    pub tls_version: &'static str,
+    pub cipher: &'a str,
+}
+
+impl UpstreamConnect<'_> {
+    pub fn emit(&self) {
+        tracing::info!(target: "vpcgate::decision", event = "upstream_connect", client = %self.client, host = %self.host, addr = %self.addr, connect_ms = self.connect_ms, tls_version = self.tls_version, cipher = %self.cipher);
+    }
+}
+
+/// An `upstream_connect_failed` line (`error` is `timeout` or the socket's error).
+pub struct UpstreamConnectFailed<'a> {
+    pub client: &'a str,
+    pub host: &'a str,
+    pub addr: &'a str,
+    pub error: &'a str,
+}
+
+impl UpstreamConnectFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", client = %self.client, host = %self.host, addr = %self.addr, error = %self.error);
+    }
+}
+
+/// An `upstream_retry` line: why the reused connection failed before the request went again.
+pub struct UpstreamRetry<'a> {
+    pub client: &'a str,
+    pub host: &'a str,
+    pub addr: &'a str,
+    pub error: &'a str,
+}
+
+impl UpstreamRetry<'_> {
+    pub fn emit(&self) {
+        tracing::info!(target: "vpcgate::decision", event = "upstream_retry", client = %self.client, host = %self.host, addr = %self.addr, error = %self.error);
+    }
+}
 
 /// A `handshake_refused` line: the same fields in both modes and for both sides (`addr` and
 /// `route` empty where no upstream was chosen yet).
@@ -40,7 +277,95 @@ impl HandshakeRefused<'_> {
         );
     }
 }
-use tracing_subscriber::EnvFilter;
+
+/// A `close` line: one per tunnel, both modes.
+#[derive(Default)]
+pub struct CloseLine<'a> {
+    pub mode: &'static str,
+    pub client: &'a str,
+    pub host: &'a str,
+    pub chosen: &'a str,
+    pub route: &'a str,
+    pub cidr: &'a str,
+    pub tls_version: &'a str,
+    pub cipher: &'a str,
+    pub sni: &'a str,
+    pub alpn: &'a str,
+    /// Requests seen inside an inspected tunnel (`None` in passthrough: no field).
+    pub requests: Option<u64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    /// How the tunnel ended: `closed`, a timeout, a refusal code.
+    pub end: &'a str,
+    pub detail: &'a str,
+}
+
+impl CloseLine<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "vpcgate::decision",
+            event = "close",
+            mode = self.mode,
+            client = %self.client,
+            host = %self.host,
+            chosen = %self.chosen,
+            route = %self.route,
+            cidr = %self.cidr,
+            tls_version = %self.tls_version,
+            cipher = %self.cipher,
+            sni = %printable(self.sni),
+            alpn = %printable(self.alpn),
+            requests = self.requests,
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            duration_ms = self.duration_ms,
+            end = %self.end,
+            detail = %self.detail,
+            "tunnel closed"
+        );
+    }
+}
+
+/// A `reload` line: `result` is `ok` (the message says "configuration reloaded; …") or
+/// `refused` (the message says "reload refused, still serving the previous configuration: WHY").
+pub struct ReloadLine<'a> {
+    pub ok: bool,
+    pub routes: &'a str,
+    pub regions: &'a str,
+    pub cidrs_added: &'a str,
+    pub cidrs_removed: &'a str,
+    pub error: &'a str,
+}
+
+impl ReloadLine<'_> {
+    pub fn emit(&self) {
+        if self.ok {
+            tracing::info!(
+                target: "vpcgate::decision",
+                event = "reload",
+                result = "ok",
+                routes = %self.routes,
+                regions = %self.regions,
+                cidrs_added = %self.cidrs_added,
+                cidrs_removed = %self.cidrs_removed,
+                "configuration reloaded; new connections use it, open tunnels keep theirs"
+            );
+        } else {
+            tracing::error!(
+                target: "vpcgate::decision",
+                event = "reload",
+                result = "refused",
+                routes = %self.routes,
+                regions = %self.regions,
+                cidrs_added = %self.cidrs_added,
+                cidrs_removed = %self.cidrs_removed,
+                "reload refused, still serving the previous configuration: {}",
+                self.error
+            );
+        }
+    }
+}
 
 /// A client-supplied string as it may appear in a log line: visible ASCII and spaces as they are,
 /// anything else (newlines, terminal escapes, C1 controls, bidi marks, other non-ASCII) escaped,
@@ -227,5 +552,71 @@ mod printable_tests {
         assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
         assert_eq!(printable("a\u{9b}b\u{202e}"), "a\\u{9b}b\\u{202e}");
         assert_eq!(printable("a\\n"), "a\\\\n", "a literal backslash is escaped too, so escapes stay unambiguous");
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Each record written through the JSON format vpcgate uses, and the field names it carries.
+    fn written(emit: impl FnOnce()) -> Vec<String> {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_writer(move || out.clone()).finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().filter(|k| !["timestamp", "level", "target"].contains(&k.as_str())).cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted<const N: usize>(f: [&str; N]) -> Vec<String> {
+        let mut v: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_decision_event_has_exactly_its_documented_fields() {
+        let conn = ConnectLine { decision: "deny", reason: "dualstack", status: 403, ..Default::default() };
+        assert_eq!(written(|| conn.emit()), sorted(fields::CONNECT), "connect (deny)");
+        let conn = ConnectLine { decision: "allow", status: 200, upstream: "dialled", ..Default::default() };
+        assert_eq!(written(|| conn.emit()), sorted(fields::CONNECT), "connect (allow)");
+        let req = RequestLine { decision: "allow", ..Default::default() };
+        assert_eq!(written(|| req.emit()), sorted(fields::REQUEST), "request");
+        let up = UpstreamConnect { client: "c", host: "h", addr: "a", connect_ms: 1.0, tls_version: "TLS1.3", cipher: "x" };
+        assert_eq!(written(|| up.emit()), sorted(fields::UPSTREAM_CONNECT), "upstream_connect");
+        let failed = UpstreamConnectFailed { client: "c", host: "h", addr: "a", error: "timeout" };
+        assert_eq!(written(|| failed.emit()), sorted(fields::UPSTREAM_CONNECT_FAILED), "upstream_connect_failed");
+        let retry = UpstreamRetry { client: "c", host: "h", addr: "a", error: "closed" };
+        assert_eq!(written(|| retry.emit()), sorted(fields::UPSTREAM_RETRY), "upstream_retry");
+        let hs = HandshakeRefused { client: "c", host: "h", side: "client", addr: "", route: "", reason: "sni_missing", message: "m" };
+        assert_eq!(written(|| hs.emit()), sorted(fields::HANDSHAKE_REFUSED), "handshake_refused");
+        let close = CloseLine { mode: "inspect", requests: Some(2), end: "closed", ..Default::default() };
+        assert_eq!(written(|| close.emit()), sorted(fields::CLOSE), "close (inspect)");
+        let close = CloseLine { mode: "passthrough", end: "closed", ..Default::default() };
+        let mut without_requests = sorted(fields::CLOSE);
+        without_requests.retain(|f| f != "requests");
+        assert_eq!(written(|| close.emit()), without_requests, "close (passthrough)");
+        for ok in [true, false] {
+            let reload = ReloadLine { ok, routes: "r", regions: "us-east-1", cidrs_added: "none", cidrs_removed: "none", error: "bad" };
+            assert_eq!(written(|| reload.emit()), sorted(fields::RELOAD), "reload ok={ok}");
+        }
     }
 }

@@ -79,26 +79,25 @@ pub struct CloseFacts<'a> {
 pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseFacts<'_>) {
     state.metrics.tunnel_bytes(&decision.route, f.bytes_up, f.bytes_down);
     let chosen = decision.chosen.as_ref();
-    tracing::info!(
-        target: "vpcgate::decision",
-        event = "close",
-        mode = f.mode,
-        client = %decision.client_text(),
-        host = %decision.host,
-        chosen = %chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
-        route = %decision.route,
-        cidr = %chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
-        tls_version = f.tls_version,
-        cipher = %f.cipher,
-        sni = %f.sni,
-        alpn = %f.alpn,
-        requests = f.requests,
-        bytes_up = f.bytes_up,
-        bytes_down = f.bytes_down,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = f.end,
-        detail = %f.detail,
-    );
+    crate::telemetry::CloseLine {
+        mode: f.mode,
+        client: &decision.client_text(),
+        host: &decision.host,
+        chosen: &chosen.map(|c| c.addr.to_string()).unwrap_or_default(),
+        route: &decision.route,
+        cidr: &chosen.map(|c| c.cidr.to_string()).unwrap_or_default(),
+        tls_version: f.tls_version,
+        cipher: &f.cipher,
+        sni: &f.sni,
+        alpn: &f.alpn,
+        requests: f.requests,
+        bytes_up: f.bytes_up,
+        bytes_down: f.bytes_down,
+        duration_ms: started.elapsed().as_millis() as u64,
+        end: f.end,
+        detail: &f.detail,
+    }
+    .emit();
 }
 
 /// The authenticated client's own bucket list, if it has one.

@@ -371,24 +371,20 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Ins
             let message = format!("vpcgate refused: {deny}");
             let path = req.uri().path().to_string();
             state.metrics.request("none", "deny");
-            tracing::info!(
-                target: "vpcgate::decision",
-                event = "request",
-                decision = "deny",
-                delivered = Delivery::InTunnel.name(),
-                client = %client,
-                host = %host,
-                method = %req.method(),
-                path = %crate::telemetry::printable(&path),
-                signature = "",
-                status = deny.status(),
-                reason = deny.code(),
-                upstream = "none",
-                upstream_tls = "",
-                bytes_up = 0u64,
-                bytes_down = 0u64,
-                duration_ms = 0u64,
-            );
+            crate::telemetry::RequestLine {
+                decision: "deny",
+                delivered: Delivery::InTunnel.name(),
+                client: &client,
+                host: &host,
+                method: req.method().as_str(),
+                path: &path,
+                status: deny.status(),
+                reason: deny.code(),
+                message: &message,
+                upstream: "none",
+                ..Default::default()
+            }
+            .emit();
             let response = error_response(shape_of(s3, req.headers()), deny.status(), deny.code(), &message, &path);
             async move { Ok::<_, std::convert::Infallible>(response) }
         })
@@ -553,7 +549,18 @@ async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientIo>, unrea
             body.len()
         );
         state.metrics.request("none", "deny");
-        tracing::info!(target: "vpcgate::decision", event = "request", decision = "deny", client = %session.client, host = %session.host, method = "", path = "", signature = "", status = d.status(), reason = d.code(), message = %d);
+        let message = d.to_string();
+        crate::telemetry::RequestLine {
+            decision: "deny",
+            delivered: "response",
+            client: &session.client,
+            host: &session.host,
+            status: d.status(),
+            reason: d.code(),
+            message: &message,
+            ..Default::default()
+        }
+        .emit();
         let _ = tokio::time::timeout(quick, tls.write_all(format!("{head}{body}").as_bytes())).await;
     }
     let _ = tokio::time::timeout(quick, tls.shutdown()).await;
@@ -601,6 +608,8 @@ struct RequestLog {
     upstream: &'static str,
     upstream_tls: Option<Arc<str>>,
     reason: &'static str,
+    /// The refusal's sentence (empty when allowed).
+    message: String,
     counts: Arc<Counts>,
     started: Instant,
     /// The request is in flight until this log line is written.
@@ -649,24 +658,26 @@ impl Drop for RequestLog {
         let s = &self.session;
         s.bytes_up.fetch_add(up, Ordering::Relaxed);
         s.bytes_down.fetch_add(down, Ordering::Relaxed);
-        tracing::info!(
-            target: "vpcgate::decision",
-            event = "request",
-            decision = if self.reason.is_empty() { "allow" } else { "deny" },
-            client = %s.client,
-            host = %s.host,
-            method = %self.method,
-            path = %crate::telemetry::printable(&self.path),
-            bucket = %crate::telemetry::printable(&self.bucket),
-            signature = self.sig,
-            status = self.status,
-            reason = self.reason,
-            upstream = self.upstream,
-            upstream_tls = self.upstream_tls.as_deref().unwrap_or(""),
-            bytes_up = up,
-            bytes_down = down,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-        );
+        let denied = !self.reason.is_empty();
+        crate::telemetry::RequestLine {
+            decision: if denied { "deny" } else { "allow" },
+            delivered: if denied { "response" } else { "" },
+            client: &s.client,
+            host: &s.host,
+            method: self.method.as_str(),
+            path: &self.path,
+            bucket: &self.bucket,
+            signature: self.sig,
+            status: self.status,
+            reason: self.reason,
+            message: &self.message,
+            upstream: self.upstream,
+            upstream_tls: self.upstream_tls.as_deref().unwrap_or(""),
+            bytes_up: up,
+            bytes_down: down,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+        .emit();
     }
 }
 
@@ -806,6 +817,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         upstream: "",
         upstream_tls: None,
         reason: "",
+        message: String::new(),
         counts: Arc::new(Counts::default()),
         started,
         session: InFlight::new(&session),
@@ -816,6 +828,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     let deny = |mut log: RequestLog, d: RequestDeny| {
         log.status = d.status();
         log.reason = d.code();
+        log.message = d.to_string();
         xml_response(&d, &log.path, shape)
     };
 
@@ -983,7 +996,13 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         match again {
             Some(req) if how == "reused" && !retried => {
                 retried = true;
-                tracing::info!(target: "vpcgate::decision", event = "upstream_retry", client = %session.client, host = %session.host, addr = %session.addr, error = %failed.error());
+                crate::telemetry::UpstreamRetry {
+                    client: &session.client,
+                    host: &session.host,
+                    addr: &session.addr.to_string(),
+                    error: &failed.error().to_string(),
+                }
+                .emit();
                 conn = match dial(&session, &state, ins).await {
                     Ok(c) => c,
                     Err(d) => return deny(log, d),
@@ -1192,11 +1211,11 @@ async fn dial(session: &Session, state: &State, ins: &Inspect) -> Result<Upstrea
             t
         }
         Ok(Err(e)) => {
-            tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = %e);
+            crate::telemetry::UpstreamConnectFailed { client: &session.client, host, addr: &session.addr.to_string(), error: &e.to_string() }.emit();
             return Err(upstream_deny(session, UpstreamFailure::ConnectFailed { error: e.to_string() }));
         }
         Err(_) => {
-            tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", host = %host, addr = %session.addr, error = "timeout");
+            crate::telemetry::UpstreamConnectFailed { client: &session.client, host, addr: &session.addr.to_string(), error: "timeout" }.emit();
             return Err(upstream_deny(session, UpstreamFailure::ConnectTimeout { after: timeout }));
         }
     };
@@ -1204,7 +1223,15 @@ async fn dial(session: &Session, state: &State, ins: &Inspect) -> Result<Upstrea
     let handshake_timeout = state.config.settings.proxy.handshake_timeout;
     match ins.pool.open(host, tcp, handshake_timeout).await {
         Ok(c) => {
-            tracing::info!(target: "vpcgate::decision", event = "upstream_connect", host = %host, addr = %session.addr, connect_ms = (connect_ms * 100.0).round() / 100.0, tls_version = c.tls_version, cipher = %c.cipher);
+            crate::telemetry::UpstreamConnect {
+                client: &session.client,
+                host,
+                addr: &session.addr.to_string(),
+                connect_ms: (connect_ms * 100.0).round() / 100.0,
+                tls_version: c.tls_version,
+                cipher: &c.cipher,
+            }
+            .emit();
             Ok(c)
         }
         Err(failure) => {

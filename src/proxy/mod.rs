@@ -312,22 +312,25 @@ fn log_refusal(state: &State, d: &Decision, deny: &Deny) {
 
 fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery) {
     state.metrics.connection("deny", deny.code());
-    tracing::info!(
-        target: "vpcgate::decision",
-        event = "connect",
-        decision = "deny",
-        delivered = delivered.name(),
-        client = %d.client_text(),
-        peer = %d.client.map(|c| c.to_string()).unwrap_or_default(),
-        target_authority = %d.target,
-        host = %d.host,
-        class = d.class,
-        resolved = %d.resolved_text(),
-        reason = deny.code(),
-        status = deny.status(),
-        dns_ms = d.dns_ms,
-        message = %deny,
-    );
+    let message = deny.to_string();
+    crate::telemetry::ConnectLine {
+        decision: "deny",
+        delivered: delivered.name(),
+        client: &d.client_text(),
+        peer: &d.client.map(|c| c.to_string()).unwrap_or_default(),
+        target_authority: &d.target,
+        host: &d.host,
+        port: d.port,
+        class: d.class,
+        resolved: &d.resolved_text(),
+        route: &d.route,
+        dns_ms: d.dns_ms,
+        reason: deny.code(),
+        status: deny.status(),
+        message: &message,
+        ..Default::default()
+    }
+    .emit();
 }
 
 async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>, slot: TunnelSlot) -> Response<Body> {
@@ -380,29 +383,31 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
         }
         Ok(connect::Allowed { target, chosen, next }) => {
             state.metrics.connection("allow", "");
-            tracing::info!(
-                target: "vpcgate::decision",
-                event = "connect",
-                decision = "allow",
-                client = %decision.client_text(),
-                peer = %peer,
-                host = %target.host,
-                port = target.port,
-                class = decision.class,
-                resolved = %decision.resolved_text(),
-                chosen = %chosen.addr,
-                route = %decision.route,
-                cidr = %chosen.cidr,
-                via = %chosen.resolved,
-                dns_ms = decision.dns_ms,
-                connect_ms = decision.connect_ms,
-                upstream = match (state.inspect.is_some(), decision.pooled) {
-                    (false, _) => "dialled",
-                    (true, true) => "pooled",
+            crate::telemetry::ConnectLine {
+                decision: "allow",
+                client: &decision.client_text(),
+                peer: &peer.to_string(),
+                target_authority: &decision.target,
+                host: &target.host,
+                port: target.port,
+                class: decision.class,
+                resolved: &decision.resolved_text(),
+                chosen: &chosen.addr.to_string(),
+                route: &decision.route,
+                cidr: &chosen.cidr.to_string(),
+                via: &chosen.resolved,
+                dns_ms: decision.dns_ms,
+                connect_ms: decision.connect_ms,
+                upstream: match (&next, decision.pooled) {
+                    (connect::Next::Relay(_), _) => "dialled",
+                    (connect::Next::Inspect(_), true) => "pooled",
                     // Inspect mode dials when the first request finds nothing in the pool.
-                    (true, false) => "on_request",
+                    (connect::Next::Inspect(_), false) => "on_request",
                 },
-            );
+                status: 200,
+                ..Default::default()
+            }
+            .emit();
             let on_upgrade = hyper::upgrade::on(&mut req);
             let then = Then::Allowed(next, std::net::SocketAddr::from((chosen.addr, target.port)));
             *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then, target, decision, started });
