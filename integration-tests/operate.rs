@@ -211,6 +211,30 @@ async fn check_reports_network_and_client_setup_in_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_never_dials_vpcgate_s_own_admin_listener_as_the_proxy_does_not() {
+    // A name answering 127.0.0.1 on a port that is both allowed and the admin listener's: the
+    // proxy refuses it as self_connect, and explain (the same function, the same addresses) too.
+    let name = "selfie.s3.us-east-1.amazonaws.com";
+    let dns = FakeDns::start(&[(name, &a(&[std::net::Ipv4Addr::LOCALHOST]))]).await;
+    let (listen, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("v.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{listen}\"\nconnect_ports = [443, {admin}]\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dns]\nservers = [\"{}\"]\n[tls]\nmode = \"passthrough\"\n[[routes]]\nname = \"lo\"\nkind = \"gateway\"\ncidrs = [\"127.0.0.0/24\"]\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let (code, out, err, _) = vpcgate(&["--config", cfg.to_str().unwrap(), "explain", &format!("{name}:{admin}")], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("deny (self_connect"), "{out}");
+    let (code, out, _, _) = vpcgate(&["--config", cfg.to_str().unwrap(), "explain", &format!("{name}:443")], &[]);
+    assert_eq!(code, 0, "another port of the same address is no listener of vpcgate's: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_ready_follows_readyz_for_in_pod_readiness_probes() {
     // DNS that never answers: alive, not ready.
     let silent = unreachable_dns_addr().await;

@@ -1,15 +1,16 @@
 //! `vpcgate explain HOST[:PORT]`, `s3://BUCKET/KEY` or `https://HOST/PATH`: the whole CONNECT
 //! decision (and, for a URL, the request's bucket perimeter decision) as a dry run, without
 //! connecting.
-//! Same pure steps as the proxy (parse, class, plan, choose), with every candidate name resolved
-//! through the configured DNS servers so that each answer can be shown with the route it falls in.
+//! The proxy's own decision function ([`crate::proxy::connect::decide`]) with the same inputs and
+//! the same list of vpcgate's own addresses, with every candidate name resolved through the
+//! configured DNS servers so that each answer can be shown with the route it falls in.
 
 use crate::config::Loaded;
 use crate::dns::Dns;
-use crate::policy::authority::parse_connect_target;
-use crate::policy::connect::{choose, plan};
-use crate::policy::deny::{Answer, Deny};
+use crate::policy::connect::Candidate;
+use crate::policy::deny::Deny;
 use crate::policy::host::classify;
+use crate::proxy::connect::{decide, Decision, Inputs};
 use crate::routes::RouteKind;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -116,59 +117,34 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         ex.status = Some(d.status());
         ex.message = Some(d.to_string());
     };
-    if let Some(what) = crate::policy::deny::credential_endpoint(&target_s) {
-        deny(&mut ex, Deny::CredentialEndpoint { target: target_s.clone(), what });
-        return ex;
-    }
-    let target = match parse_connect_target(&target_s, &l.settings.proxy.connect_ports) {
-        Ok(t) => t,
-        Err(e) => {
-            deny(&mut ex, Deny::Authority(e));
-            return ex;
-        }
-    };
-    ex.host = Some(target.host.clone());
-    ex.port = Some(target.port);
-    let class = classify(&target.host);
-    ex.class = Some(class.name().to_string());
-    ex.region = class.region().map(str::to_string);
-    ex.service = Some(class.service().to_string()).filter(|s| !s.is_empty());
+    // The proxy's own decision, with every candidate name resolved so that each answer shows.
     let inspect = l.settings.tls.mode == crate::config::TlsMode::Inspect;
-    let candidates = match plan(&target.host, &class, &l.regions, &l.routes)
-        .and_then(|c| crate::policy::bucket::connect_decision(&l.buckets, &target.host, &class, inspect).map(|()| c))
-        .and_then(|c| match client_buckets {
-            Some(rules) => crate::policy::bucket::connect_decision(rules, &target.host, &class, inspect).map(|()| c),
-            None => Ok(c),
-        }) {
-        Ok(c) => c,
-        Err(d) => {
-            deny(&mut ex, d);
-            return ex;
-        }
-    };
-    for c in &candidates {
+    let inputs = Inputs { config: l, dns, own, inspect, client_buckets, dns_seconds: None, every_answer: true };
+    let mut d = Decision::default();
+    let decided = decide(&inputs, &target_s, &mut d).await;
+    if !d.host.is_empty() {
+        let class = classify(&d.host);
+        ex.host = Some(d.host.clone());
+        ex.port = Some(d.port);
+        ex.class = Some(class.name().to_string());
+        ex.region = class.region().map(str::to_string);
+        ex.service = Some(class.service().to_string()).filter(|s| !s.is_empty());
+    }
+    for c in &d.candidates {
         let r = &l.routes[c.route];
         ex.candidate_routes.push(match r.kind {
             RouteKind::Gateway => format!("{} ({} gateway, {} CIDRs)", r.name, r.service, r.cidrs.len()),
             RouteKind::Interface => format!("{} ({} interface via {}, {} CIDRs)", r.name, r.service, c.resolve, r.cidrs.len()),
         });
     }
-    let mut answers: Vec<Answer> = Vec::new();
-    for c in &candidates {
-        if !answers.iter().any(|a| a.name == c.resolve) {
-            answers.push(Answer { name: c.resolve.clone(), result: dns.lookup_a(&c.resolve).await });
-        }
-    }
-    for a in &answers {
-        let for_routes: Vec<String> = candidates.iter().filter(|c| c.resolve == a.name).map(|c| l.routes[c.route].name.clone()).collect();
+    for a in &d.answers {
+        let asking: Vec<&Candidate> = d.candidates.iter().filter(|c| c.resolve == a.name).collect();
+        let for_routes: Vec<String> = asking.iter().map(|c| l.routes[c.route].name.clone()).collect();
         let mut fact = NameFact { name: a.name.clone(), for_routes, addresses: Vec::new(), error: None };
         match &a.result {
             Ok(addrs) => {
                 for addr in addrs {
-                    let hit = candidates
-                        .iter()
-                        .filter(|c| c.resolve == a.name)
-                        .find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
+                    let hit = asking.iter().find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
                     fact.addresses.push(AddressFact { addr: addr.to_string(), route: hit.as_ref().map(|h| h.0.clone()), cidr: hit.map(|h| h.1) });
                 }
             }
@@ -176,14 +152,19 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         }
         ex.dns.push(fact);
     }
-    match choose(&target.host, &candidates, &answers, &l.routes, target.port, own, dns.servers()) {
-        Ok(c) => {
+    let target = match decided {
+        Ok((target, c)) => {
             ex.decision = "allow";
             ex.chosen =
                 Some(Chosen { addr: SocketAddr::from((c.addr, target.port)).to_string(), route: l.routes[c.route].name.clone(), cidr: c.cidr.to_string() });
+            target
         }
-        Err(d) => deny(&mut ex, d),
-    }
+        Err(e) => {
+            deny(&mut ex, e);
+            return ex;
+        }
+    };
+    let class = classify(&target.host);
     // The bucket perimeter is S3's: another service's request names no bucket.
     if let (Some(path), "allow", true) = (path, ex.decision, class.is_s3()) {
         // What inspect mode decides for the request itself (passthrough sees no request).

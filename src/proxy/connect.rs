@@ -33,6 +33,8 @@ pub struct Decision {
     pub connect_ms: f64,
     /// Inspect mode: an idle verified upstream connection to the chosen address was in the pool.
     pub pooled: bool,
+    /// The routes that may carry the name, in the order they are tried.
+    pub candidates: Vec<Candidate>,
 }
 
 impl Decision {
@@ -119,38 +121,24 @@ fn ms(d: Duration) -> f64 {
 /// inspected tunnel whose client has not sent a request yet holds no upstream socket.
 /// `decision.pooled` records whether a verified connection was idle in the pool at CONNECT time.
 pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<Allowed, Deny> {
-    let settings = &state.config.settings;
-    decision.target = super::redact(raw_target);
-    if let Some(what) = crate::policy::deny::credential_endpoint(raw_target) {
-        return Err(Deny::CredentialEndpoint { target: decision.target.clone(), what });
-    }
-    let target = parse_connect_target(raw_target, &settings.proxy.connect_ports).map_err(Deny::Authority)?;
-    decision.host = target.host.clone();
-    decision.port = target.port;
-    let class: HostClass = classify(&target.host);
-    decision.class = class.name();
-    let routes = &state.config.routes;
-    let candidates = plan(&target.host, &class, &state.config.regions, routes)?;
-    // The bucket perimeter, from the name alone (before any DNS question).
-    crate::policy::bucket::connect_decision(&state.config.buckets, &target.host, &class, state.inspect.is_some())?;
-    if let Some(own) = client_buckets(state, decision) {
-        crate::policy::bucket::connect_decision(own, &target.host, &class, state.inspect.is_some())?;
-    }
-
-    let started = Instant::now();
-    let chosen = resolve_and_choose(state, &target, &candidates, decision).await;
-    decision.dns_ms = ms(started.elapsed());
-    let chosen = chosen?;
-    decision.route = routes[chosen.route].name.clone();
+    let inputs = Inputs {
+        config: &state.config,
+        dns: &state.dns,
+        own: &state.own_addrs,
+        inspect: state.inspect.is_some(),
+        client_buckets: client_buckets(state, decision),
+        dns_seconds: Some(&state.metrics.dns_seconds),
+        every_answer: false,
+    };
+    let (target, chosen) = decide(&inputs, raw_target, decision).await?;
     let addr = SocketAddr::from((chosen.addr, target.port));
-    decision.chosen = Some(chosen.clone());
     if let Some(ins) = &state.inspect {
         decision.pooled = ins.pool.has_idle(&target.host, addr);
         return Ok(Allowed { target, chosen, next: Next::Inspect(ins.clone()) });
     }
 
     let started = Instant::now();
-    let timeout = settings.proxy.connect_timeout;
+    let timeout = state.config.settings.proxy.connect_timeout;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(Deny::ConnectTimeout { addr, after: timeout }),
         Ok(Err(e)) => return Err(Deny::ConnectFailed { addr, error: e.to_string() }),
@@ -160,6 +148,56 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision)
     // Without TCP_NODELAY every new connection stalls ~40 ms (Nagle + delayed ACK) on the hellos.
     let _ = stream.set_nodelay(true);
     Ok(Allowed { target, chosen, next: Next::Relay(stream) })
+}
+
+/// What one CONNECT decision reads. The proxy builds one per CONNECT from its state; `explain`
+/// and `check` build one from the loaded configuration, so that all three decide with the same
+/// function ([`decide`]) and the same list of vpcgate's own addresses.
+pub struct Inputs<'a> {
+    pub config: &'a crate::config::Loaded,
+    pub dns: &'a crate::dns::Dns,
+    /// vpcgate's own listening sockets, never dialled.
+    pub own: &'a [SocketAddr],
+    /// Inspect mode (the bucket perimeter sees path-style names then).
+    pub inspect: bool,
+    /// The authenticated client's own bucket list.
+    pub client_buckets: Option<&'a crate::policy::bucket::BucketRules>,
+    /// Where DNS lookup times are counted (the proxy's metric).
+    pub dns_seconds: Option<&'a prometheus_client::metrics::histogram::Histogram>,
+    /// Ask DNS for every candidate name (`explain`, to show each answer and the route it falls in)
+    /// instead of stopping at the first answer inside its route; the choice is the same.
+    pub every_answer: bool,
+}
+
+/// The CONNECT decision up to the address to dial: credential endpoints, strict parse, class,
+/// plan, the bucket perimeter, resolve, choose. Fills `decision` as it goes, so that a refusal
+/// still shows what was learned before it.
+pub async fn decide(inputs: &Inputs<'_>, raw_target: &str, decision: &mut Decision) -> Result<(Target, Chosen), Deny> {
+    let config = inputs.config;
+    decision.target = super::redact(raw_target);
+    if let Some(what) = crate::policy::deny::credential_endpoint(raw_target) {
+        return Err(Deny::CredentialEndpoint { target: decision.target.clone(), what });
+    }
+    let target = parse_connect_target(raw_target, &config.settings.proxy.connect_ports).map_err(Deny::Authority)?;
+    decision.host = target.host.clone();
+    decision.port = target.port;
+    let class: HostClass = classify(&target.host);
+    decision.class = class.name();
+    let candidates = plan(&target.host, &class, &config.regions, &config.routes)?;
+    decision.candidates = candidates.clone();
+    // The bucket perimeter, from the name alone (before any DNS question).
+    crate::policy::bucket::connect_decision(&config.buckets, &target.host, &class, inputs.inspect)?;
+    if let Some(own) = inputs.client_buckets {
+        crate::policy::bucket::connect_decision(own, &target.host, &class, inputs.inspect)?;
+    }
+
+    let started = Instant::now();
+    let chosen = resolve_and_choose(inputs, &target, &candidates, decision).await;
+    decision.dns_ms = ms(started.elapsed());
+    let chosen = chosen?;
+    decision.route = config.routes[chosen.route].name.clone();
+    decision.chosen = Some(chosen.clone());
+    Ok((target, chosen))
 }
 
 /// A CONNECT that passed every check: its target, the address chosen for it and why, and what
@@ -179,19 +217,24 @@ pub enum Next {
 
 /// Resolve candidate names in order, lazily: stop at the first candidate whose answer lies inside
 /// its route. The result is the same as `choose` over every answer, with fewer lookups.
-async fn resolve_and_choose(state: &State, target: &Target, candidates: &[Candidate], decision: &mut Decision) -> Result<Chosen, Deny> {
-    let routes = &state.config.routes;
-    let servers = state.dns.servers();
+async fn resolve_and_choose(inputs: &Inputs<'_>, target: &Target, candidates: &[Candidate], decision: &mut Decision) -> Result<Chosen, Deny> {
+    let routes = &inputs.config.routes;
+    let servers = inputs.dns.servers();
     for (i, c) in candidates.iter().enumerate() {
         if !decision.answers.iter().any(|a| a.name == c.resolve) {
             let asked = Instant::now();
-            let result = state.dns.lookup_a(&c.resolve).await;
-            state.metrics.dns_seconds.observe(asked.elapsed().as_secs_f64());
+            let result = inputs.dns.lookup_a(&c.resolve).await;
+            if let Some(h) = inputs.dns_seconds {
+                h.observe(asked.elapsed().as_secs_f64());
+            }
             decision.answers.push(Answer { name: c.resolve.clone(), result });
         }
-        if let Ok(chosen) = choose(&target.host, &candidates[..=i], &decision.answers, routes, target.port, &state.own_addrs, servers) {
+        if inputs.every_answer {
+            continue;
+        }
+        if let Ok(chosen) = choose(&target.host, &candidates[..=i], &decision.answers, routes, target.port, inputs.own, servers) {
             return Ok(chosen);
         }
     }
-    choose(&target.host, candidates, &decision.answers, routes, target.port, &state.own_addrs, servers)
+    choose(&target.host, candidates, &decision.answers, routes, target.port, inputs.own, servers)
 }
