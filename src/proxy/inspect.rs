@@ -804,10 +804,12 @@ fn shape_of(s3: bool, headers: &HeaderMap) -> ErrorShape {
     ErrorShape::for_request(s3, headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
 }
 
+/// One request inside an inspected tunnel: its head paired and checked, the bucket perimeter, the
+/// body read where it carries a signature, then sent to the checked address and the response
+/// streamed back. Every refusal is an error in the client's protocol and a `request` line.
 async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>) -> Response<RespBody> {
     session.requests.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut log = RequestLog {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
@@ -819,129 +821,179 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         reason: "",
         message: String::new(),
         counts: Arc::new(Counts::default()),
-        started,
+        started: Instant::now(),
         session: InFlight::new(&session),
         metrics: state.metrics.clone(),
     };
-    let ins = &session.ins;
     let shape = shape_of(session.s3, &parts.headers);
-    let deny = |mut log: RequestLog, d: RequestDeny| {
+    let refused = Refused { shape, session: &session };
+    // A request that cannot be paired with its head, or a CONNECT, ends the tunnel.
+    let head = match take_head(&session, &parts) {
+        Ok(h) => h,
+        Err(d) => return closing(refused.answer(log, d)),
+    };
+    let checked = match check_head(&session, &parts, &head, &mut log) {
+        Ok(c) => c,
+        Err(d) => return refused.answer(log, d),
+    };
+    if let Err(d) = check_perimeter(&session, &state, &parts, &mut log) {
+        return refused.answer(log, d);
+    }
+    let (req_body, cut) = match read_body(body, &parts, checked, &session, &mut log).await {
+        Ok(x) => x,
+        Err(d) => return refused.answer(log, d),
+    };
+    forward(parts, req_body, cut, head.chunked, &session, &state, log, refused).await
+}
+
+/// How a refused request is answered: the error in the client's protocol, and the request line.
+#[derive(Clone, Copy)]
+struct Refused<'a> {
+    shape: ErrorShape,
+    session: &'a Session,
+}
+
+impl Refused<'_> {
+    fn answer(self, mut log: RequestLog, d: RequestDeny) -> Response<RespBody> {
         log.status = d.status();
         log.reason = d.code();
         log.message = d.to_string();
-        xml_response(&d, &log.path, shape)
-    };
+        xml_response(&d, &log.path, self.shape)
+    }
 
-    // Pairing, method, framing, Connection, Host and signature: on every request of the tunnel.
-    // The framing lines as they arrived: hyper has dropped a Content-Length that came with a
-    // Transfer-Encoding by now. Each request takes its head first, whatever it is refused for, so
-    // that the next request is paired with its own; one that cannot be paired is refused and
-    // ends the tunnel (the record is no longer trusted).
-    let head = {
-        let mut t = session.heads.lock().expect("head tracker");
-        match t.take() {
-            Some(h) if t.pairs(&h, parts.method.as_str(), &target_text(&parts.uri)) => Ok(h),
-            Some(_) => Err("a request that is not the next head in the tunnel"),
-            None => Err(t.lost().unwrap_or("a request vpcgate did not see arrive")),
-        }
-    };
-    let head = match head {
-        Ok(h) => h,
-        Err(what) => return closing(deny(log, RequestDeny::HeadUnpaired { what })),
+    fn upstream(self, log: RequestLog, failure: UpstreamFailure) -> Response<RespBody> {
+        self.answer(log, upstream_deny(self.session, failure))
+    }
+}
+
+/// The head this request arrived with (framing lines judged before hyper changed them). Each
+/// request takes its head first, whatever it is refused for, so that the next request is paired
+/// with its own; one that cannot be paired is refused (the record is no longer trusted).
+fn take_head(session: &Session, parts: &hyper::http::request::Parts) -> Result<crate::policy::framing::RawHead, RequestDeny> {
+    let mut t = session.heads.lock().expect("head tracker");
+    let head = match t.take() {
+        Some(h) if t.pairs(&h, parts.method.as_str(), &target_text(&parts.uri)) => h,
+        Some(_) => return Err(RequestDeny::HeadUnpaired { what: "a request that is not the next head in the tunnel" }),
+        None => return Err(RequestDeny::HeadUnpaired { what: t.lost().unwrap_or("a request vpcgate did not see arrive") }),
     };
     if parts.method == hyper::Method::CONNECT {
-        return closing(deny(log, RequestDeny::MethodNotAllowed { method: parts.method.to_string() }));
+        return Err(RequestDeny::MethodNotAllowed { method: parts.method.to_string() });
     }
-    let chunked = head.chunked;
+    Ok(head)
+}
+
+/// What the head checks learned that the body step needs.
+struct Checked {
+    sig: Signature,
+    content_type: Option<hyper::header::HeaderValue>,
+}
+
+/// Framing, Connection, Host and signature, on every request of the tunnel. The headers the
+/// checks read must come once and as text, or the endpoint could read another.
+fn check_head(
+    session: &Session,
+    parts: &hyper::http::request::Parts,
+    head: &crate::policy::framing::RawHead,
+    log: &mut RequestLog,
+) -> Result<Checked, RequestDeny> {
     let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
-    if let Err(d) = head.framing.and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION))) {
-        return deny(log, d);
-    }
-    // Headers the checks read must come once and as text, or the endpoint could read another.
-    let fields = request::one_header("Host", raw(&hyper::header::HOST)).and_then(|host| {
-        Ok((
-            host,
-            request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?,
-            request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?,
-        ))
-    });
-    let (host, authorization, content_type) = match fields {
-        Ok(f) => f,
-        Err(d) => return deny(log, d),
-    };
-    let mut sig = request::signature_of(authorization, parts.uri.query());
+    head.framing.clone().and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION)))?;
+    let host = request::one_header("Host", raw(&hyper::header::HOST))?;
+    let authorization = request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?;
+    request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?;
+    let sig = request::signature_of(authorization, parts.uri.query());
     log.sig = sig.name();
-    if let Err(d) = request::check(&session.target.host, session.target.port, host, &sig) {
-        return deny(log, d);
-    }
+    request::check(&session.target.host, session.target.port, host, &sig)?;
+    Ok(Checked { sig, content_type: parts.headers.get(hyper::header::CONTENT_TYPE).cloned() })
+}
 
-    // The bucket perimeter: what the request names (its Host, else its path) and what a copy
-    // reads from; nothing goes upstream for a bucket outside s3.buckets.
-    if let Some(by_host) = &session.named_by_host {
-        let rules = &state.config.buckets;
-        let by_path;
-        let named = match by_host {
-            Named::Service => {
-                by_path = bucket::path_style(parts.uri.path());
-                &by_path
-            }
-            other => other,
-        };
-        log.bucket = named.log_name();
-        let check = |n: &Named| rules.check(n).and_then(|()| session.own_buckets.as_ref().map_or(Ok(()), |own| own.check(n)));
-        if let Err(refusal) = check(named) {
-            return deny(log, RequestDeny::Bucket { refusal, copy: false });
+/// The bucket perimeter: what the request names (its Host, else its path) and what a copy reads
+/// from; nothing goes upstream for a bucket outside s3.buckets (or the client's own list).
+fn check_perimeter(session: &Session, state: &State, parts: &hyper::http::request::Parts, log: &mut RequestLog) -> Result<(), RequestDeny> {
+    let Some(by_host) = &session.named_by_host else { return Ok(()) };
+    let rules = &state.config.buckets;
+    let by_path;
+    let named = match by_host {
+        Named::Service => {
+            by_path = bucket::path_style(parts.uri.path());
+            &by_path
         }
-        match request::one_header("x-amz-copy-source", raw(&hyper::header::HeaderName::from_static("x-amz-copy-source"))) {
-            Ok(Some(source)) => {
-                if let Err(refusal) = check(&bucket::named_by_copy_source(source)) {
-                    return deny(log, RequestDeny::Bucket { refusal, copy: true });
-                }
-            }
-            Ok(None) => {}
-            Err(d) => return deny(log, d),
-        }
-    }
-
-    // Browser POST forms carry their signature in the body: read the fields before the file,
-    // whatever the head carries, on every multipart POST that is not a known S3 API call.
-    let mut cut: Option<Arc<std::sync::OnceLock<&'static str>>> = None;
-    let req_body = if request::reads_form(parts.method == hyper::Method::POST, parts.uri.query(), !body.is_end_stream(), content_type) {
-        let form_cut = cut.insert(Arc::default()).clone();
-        match read_form(body, content_type.unwrap_or(""), &session, form_cut).await {
-            Ok((form_body, form_sig)) => {
-                if matches!(sig, Signature::Anonymous) {
-                    sig = form_sig;
-                    log.sig = sig.name();
-                }
-                Counted::request_body(form_body, log.counts.clone(), &session).boxed()
-            }
-            Err((d, form_sig)) => {
-                if let Some(s) = form_sig {
-                    log.sig = s.name();
-                }
-                return deny(log, d);
-            }
-        }
-    } else if request::reads_query_form(parts.method == hyper::Method::POST, session.s3, !body.is_end_stream(), content_type) {
-        // Another service's POST: a Query-API form carries its signature in the body.
-        match read_query_form(body, &session).await {
-            Ok(whole) => Counted::request_body(whole.map_err(upstream::BodyError::from), log.counts.clone(), &session).boxed(),
-            Err((d, form_sig)) => {
-                if let Some(s) = form_sig {
-                    log.sig = s.name();
-                }
-                return deny(log, d);
-            }
-        }
-    } else {
-        Counted::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), &session).boxed()
+        other => other,
     };
+    log.bucket = named.log_name();
+    let check = |n: &Named| rules.check(n).and_then(|()| session.own_buckets.as_ref().map_or(Ok(()), |own| own.check(n)));
+    check(named).map_err(|refusal| RequestDeny::Bucket { refusal, copy: false })?;
+    let copy = parts.headers.get_all("x-amz-copy-source").iter().map(|v| v.as_bytes());
+    if let Some(source) = request::one_header("x-amz-copy-source", copy)? {
+        check(&bucket::named_by_copy_source(source)).map_err(|refusal| RequestDeny::Bucket { refusal, copy: true })?;
+    }
+    Ok(())
+}
 
-    // An upstream connection: this tunnel's previous one, else a pooled one, else a new dial to the checked address.
-    let (mut conn, how) = match get_upstream(&session, &state, ins).await {
+/// A form cut on its way upstream records why here (a part after its file).
+type FormCut = Arc<std::sync::OnceLock<&'static str>>;
+
+/// The body to send upstream. Browser POST forms carry their signature in the body: their fields
+/// are read before the file, whatever the head carries, on every multipart POST that is not a
+/// known S3 API call; another service's POST is read whole for a Query-API SigV2 form.
+async fn read_body(
+    body: Incoming,
+    parts: &hyper::http::request::Parts,
+    checked: Checked,
+    session: &Arc<Session>,
+    log: &mut RequestLog,
+) -> Result<(upstream::ReqBody, Option<FormCut>), RequestDeny> {
+    let is_post = parts.method == hyper::Method::POST;
+    let content_type = checked.content_type.as_ref().and_then(|v| v.to_str().ok());
+    let with_sig = |log: &mut RequestLog, sig: Option<Signature>| {
+        if let Some(s) = sig {
+            log.sig = s.name();
+        }
+    };
+    if request::reads_form(is_post, parts.uri.query(), !body.is_end_stream(), content_type) {
+        let cut = FormCut::default();
+        return match read_form(body, content_type.unwrap_or(""), session, cut.clone()).await {
+            Ok((form_body, form_sig)) => {
+                if matches!(checked.sig, Signature::Anonymous) {
+                    log.sig = form_sig.name();
+                }
+                Ok((Counted::request_body(form_body, log.counts.clone(), session).boxed(), Some(cut)))
+            }
+            Err((d, form_sig)) => {
+                with_sig(log, form_sig);
+                Err(d)
+            }
+        };
+    }
+    if request::reads_query_form(is_post, session.s3, !body.is_end_stream(), content_type) {
+        return match read_query_form(body, session).await {
+            Ok(whole) => Ok((Counted::request_body(whole.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None)),
+            Err((d, form_sig)) => {
+                with_sig(log, form_sig);
+                Err(d)
+            }
+        };
+    }
+    Ok((Counted::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None))
+}
+
+/// Sends the checked request to an upstream connection (this tunnel's previous one, else a
+/// pooled one, else a new dial to the checked address) and streams the response back.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    mut parts: hyper::http::request::Parts,
+    req_body: upstream::ReqBody,
+    cut: Option<FormCut>,
+    chunked: bool,
+    session: &Arc<Session>,
+    state: &State,
+    mut log: RequestLog,
+    refused: Refused<'_>,
+) -> Response<RespBody> {
+    let ins = &session.ins;
+    let (mut conn, how) = match get_upstream(session, state, ins).await {
         Ok(x) => x,
-        Err(d) => return deny(log, d),
+        Err(d) => return refused.answer(log, d),
     };
     log.upstream = how;
     crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, how);
@@ -952,7 +1004,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     target.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
     parts.uri = match hyper::Uri::from_parts(target) {
         Ok(u) => u,
-        Err(e) => return deny(log, upstream_deny(&session, UpstreamFailure::Http { detail: format!("the target does not form a URI: {e}") })),
+        Err(e) => return refused.upstream(log, UpstreamFailure::Http { detail: format!("the target does not form a URI: {e}") }),
     };
     parts.version = hyper::Version::HTTP_11;
     parts.extensions.clear();
@@ -971,6 +1023,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
     let replay = (how == "reused" && idempotent && req_body.is_end_stream()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut up_req = Request::from_parts(parts, req_body);
     let mut retried = false;
+    let stalled = || UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout };
     let resp = loop {
         let stale = session.stale.notified();
         tokio::pin!(stale);
@@ -978,11 +1031,11 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         // waiting still gets it its 504 (notify_waiters keeps no permit).
         stale.as_mut().enable();
         if session.stale_at.load(Ordering::Relaxed) == session.activity.load(Ordering::Relaxed) {
-            return deny(log, upstream_deny(&session, UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout }));
+            return refused.upstream(log, stalled());
         }
         let sent = tokio::select! {
             r = conn.sender.try_send_request(up_req) => r,
-            _ = stale => return deny(log, upstream_deny(&session, UpstreamFailure::Stalled { after: state.config.settings.proxy.idle_timeout })),
+            _ = stale => return refused.upstream(log, stalled()),
         };
         let mut failed = match sent {
             Ok(r) => break r,
@@ -990,7 +1043,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         };
         // A form cut on its way for a part after its file: the client hears why.
         if let Some(what) = cut.as_ref().and_then(|c| c.get()) {
-            return deny(log, RequestDeny::MalformedForm { what });
+            return refused.answer(log, RequestDeny::MalformedForm { what });
         }
         let again = failed.take_message().or_else(|| replay.as_ref().map(|(m, u, h)| rebuild(m, u, h)));
         match again {
@@ -1003,16 +1056,16 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
                     error: &failed.error().to_string(),
                 }
                 .emit();
-                conn = match dial(&session, &state, ins).await {
+                conn = match dial(session, state, ins).await {
                     Ok(c) => c,
-                    Err(d) => return deny(log, d),
+                    Err(d) => return refused.answer(log, d),
                 };
                 log.upstream = "retried";
                 log.upstream_tls = Some(conn.tls.clone());
                 crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, "retried");
                 up_req = req;
             }
-            _ => return deny(log, upstream_deny(&session, UpstreamFailure::Closed { detail: failed.into_error().to_string() })),
+            _ => return refused.upstream(log, UpstreamFailure::Closed { detail: failed.into_error().to_string() }),
         }
     };
     *session.held.lock().expect("held") = Some(conn);
