@@ -832,7 +832,7 @@ async fn handle(req: Request<Incoming>, session: Arc<Session>, state: Arc<State>
         Ok(h) => h,
         Err(d) => return closing(refused.answer(log, d)),
     };
-    let checked = match check_head(&session, &parts, &head, &mut log) {
+    let checked = match check_head(&session, &parts, head.framing, &mut log) {
         Ok(c) => c,
         Err(d) => return refused.answer(log, d),
     };
@@ -882,29 +882,29 @@ fn take_head(session: &Session, parts: &hyper::http::request::Parts) -> Result<c
     Ok(head)
 }
 
-/// What the head checks learned that the body step needs.
-struct Checked {
+/// What the head checks learned that the body step needs (borrowed from the request head).
+struct Checked<'a> {
     sig: Signature,
-    content_type: Option<hyper::header::HeaderValue>,
+    content_type: Option<&'a str>,
 }
 
 /// Framing, Connection, Host and signature, on every request of the tunnel. The headers the
 /// checks read must come once and as text, or the endpoint could read another.
-fn check_head(
+fn check_head<'a>(
     session: &Session,
-    parts: &hyper::http::request::Parts,
-    head: &crate::policy::framing::RawHead,
+    parts: &'a hyper::http::request::Parts,
+    framing: Result<(), RequestDeny>,
     log: &mut RequestLog,
-) -> Result<Checked, RequestDeny> {
+) -> Result<Checked<'a>, RequestDeny> {
     let raw = |name| parts.headers.get_all(name).iter().map(|v: &hyper::header::HeaderValue| v.as_bytes());
-    head.framing.clone().and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION)))?;
+    framing.and_then(|()| request::check_connection(raw(&hyper::header::CONNECTION)))?;
     let host = request::one_header("Host", raw(&hyper::header::HOST))?;
     let authorization = request::one_header("Authorization", raw(&hyper::header::AUTHORIZATION))?;
-    request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?;
+    let content_type = request::one_header("Content-Type", raw(&hyper::header::CONTENT_TYPE))?;
     let sig = request::signature_of(authorization, parts.uri.query());
     log.sig = sig.name();
     request::check(&session.target.host, session.target.port, host, &sig)?;
-    Ok(Checked { sig, content_type: parts.headers.get(hyper::header::CONTENT_TYPE).cloned() })
+    Ok(Checked { sig, content_type })
 }
 
 /// The bucket perimeter: what the request names (its Host, else its path) and what a copy reads
@@ -939,12 +939,12 @@ type FormCut = Arc<std::sync::OnceLock<&'static str>>;
 async fn read_body(
     body: Incoming,
     parts: &hyper::http::request::Parts,
-    checked: Checked,
+    checked: Checked<'_>,
     session: &Arc<Session>,
     log: &mut RequestLog,
 ) -> Result<(upstream::ReqBody, Option<FormCut>), RequestDeny> {
     let is_post = parts.method == hyper::Method::POST;
-    let content_type = checked.content_type.as_ref().and_then(|v| v.to_str().ok());
+    let content_type = checked.content_type;
     let with_sig = |log: &mut RequestLog, sig: Option<Signature>| {
         if let Some(s) = sig {
             log.sig = s.name();
