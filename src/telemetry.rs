@@ -95,6 +95,13 @@ pub mod fields {
     pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
 }
 
+/// Whether `info` decision lines are written at all: callers on the per-request path check it
+/// before building a record (its clock reads and texts are wasted at `log.level = "warn"`).
+#[inline]
+pub fn decisions_logged() -> bool {
+    tracing::enabled!(target: "vpcgate::decision", tracing::Level::INFO)
+}
+
 /// A `connect` line: the CONNECT decision, allowed or refused (empty strings and zeros where a
 /// step was not reached: no `chosen` for a refusal, no `reason` for an allowed tunnel).
 #[derive(Default)]

@@ -658,6 +658,9 @@ impl Drop for RequestLog {
         let s = &self.session;
         s.bytes_up.fetch_add(up, Ordering::Relaxed);
         s.bytes_down.fetch_add(down, Ordering::Relaxed);
+        if !crate::telemetry::decisions_logged() {
+            return;
+        }
         let denied = !self.reason.is_empty();
         crate::telemetry::RequestLine {
             decision: if denied { "deny" } else { "allow" },
