@@ -37,10 +37,13 @@
 //! Around it: `config` (layers, validation), `admin` (/healthz, /readyz, /metrics), `explain` (the
 //! decision as a dry run), `check` (a doctor for the host and the client setup).
 //!
-//! Refusals have three types today: [`policy::deny::Deny`] at the CONNECT, [`policy::request::RequestDeny`]
-//! inside a tunnel (with [`policy::request::UpstreamFailure`] for the upstream), and the hello
-//! refusals of [`policy::tls`]; each knows its code, HTTP status and the sentence the client sees,
-//! and both S3 XML errors come from [`policy::deny::s3_error_xml`].
+//! Refusals have three types behind one pair of traits ([`policy::deny::Refusal`]: a code and a
+//! sentence; [`policy::deny::HttpRefusal`]: a status and an S3 error code): [`policy::deny::Deny`]
+//! at the CONNECT, [`policy::request::RequestDeny`] inside a tunnel (with
+//! [`policy::request::UpstreamFailure`] for the upstream), and [`policy::handshake::HandshakeRefusal`]
+//! for a TLS handshake in either mode. Every HTTP refusal's body comes from
+//! [`policy::deny::error_body`], in the client's protocol. Every decision event is a record of
+//! [`telemetry`].
 //!
 //! Rule of the house: `policy` and `routes` are pure (no I/O, no tokio) and never import from
 //! `proxy` or `dns`; the network modules call the pure ones, never the other way round.

@@ -220,6 +220,58 @@ impl Deny {
     }
 }
 
+/// What every refusal type knows: its stable code (the `reason` of the log lines and the metric
+/// label) and its sentence (Display: what was refused and what to change). Implemented by
+/// [`Deny`] (the CONNECT), [`crate::policy::request::RequestDeny`] (a request in a tunnel) and
+/// [`crate::policy::handshake::HandshakeRefusal`] (a TLS handshake); the first two also answer
+/// over HTTP ([`HttpRefusal`]).
+pub trait Refusal: fmt::Display {
+    fn code(&self) -> &'static str;
+}
+
+/// A refusal answered over HTTP: its status, and the S3 error code SDKs classify it by.
+pub trait HttpRefusal: Refusal {
+    fn status(&self) -> u16;
+    fn s3_code(&self) -> &'static str {
+        s3_code(self.status())
+    }
+}
+
+impl Refusal for Deny {
+    fn code(&self) -> &'static str {
+        Deny::code(self)
+    }
+}
+
+impl HttpRefusal for Deny {
+    fn status(&self) -> u16 {
+        Deny::status(self)
+    }
+}
+
+impl Refusal for crate::policy::request::RequestDeny {
+    fn code(&self) -> &'static str {
+        crate::policy::request::RequestDeny::code(self)
+    }
+}
+
+impl HttpRefusal for crate::policy::request::RequestDeny {
+    fn status(&self) -> u16 {
+        crate::policy::request::RequestDeny::status(self)
+    }
+}
+
+impl Refusal for crate::policy::handshake::HandshakeRefusal {
+    fn code(&self) -> &'static str {
+        crate::policy::handshake::HandshakeRefusal::code(self)
+    }
+}
+
+/// The error body of any HTTP refusal in the client's protocol.
+pub fn refusal_body(shape: ErrorShape, r: &dyn HttpRefusal, message: &str, resource: &str, request_id: &str) -> (&'static str, String, Option<&'static str>) {
+    error_body(shape, r.status(), r.code(), message, resource, request_id)
+}
+
 /// How a refusal reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -513,6 +565,23 @@ mod tests {
         let x = s3_error_xml(403, "dualstack", "vpcgate refused: <a & b>", "/k", "rid");
         assert!(x.contains("<Code>AccessDenied</Code>") && x.contains("&lt;a &amp; b&gt;") && x.contains("<VpcgateReason>dualstack<"), "{x}");
         assert_eq!((s3_code(502), s3_code(504), s3_code(400)), ("BadGateway", "GatewayTimeout", "InvalidRequest"));
+    }
+
+    #[test]
+    fn every_refusal_type_answers_through_the_same_traits() {
+        use crate::policy::handshake::HandshakeRefusal;
+        use crate::policy::request::RequestDeny;
+        let http: Vec<Box<dyn HttpRefusal>> = vec![
+            Box::new(Deny::GlobalSts { host: "sts.amazonaws.com".into() }),
+            Box::new(RequestDeny::MethodNotAllowed { method: "CONNECT".into() }),
+            Box::new(Deny::Dns { host: "h".into(), answers: vec![], servers: "s".into() }),
+        ];
+        let got: Vec<(&str, u16, &str)> = http.iter().map(|r| (r.code(), r.status(), r.s3_code())).collect();
+        assert_eq!(got, [("global_sts", 403, "AccessDenied"), ("method_not_allowed", 403, "AccessDenied"), ("dns_failed", 502, "BadGateway")]);
+        let any: Vec<Box<dyn Refusal>> = vec![Box::new(HandshakeRefusal::SecondRetry), Box::new(Deny::OverCapacity { max: 1 })];
+        assert!(any.iter().all(|r| !r.code().is_empty() && !r.to_string().is_empty()));
+        let (_, body, _) = refusal_body(ErrorShape::S3Xml, http[0].as_ref(), "vpcgate refused: x", "/", "r");
+        assert!(body.contains("<VpcgateReason>global_sts<"), "{body}");
     }
 
     #[test]

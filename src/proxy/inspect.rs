@@ -778,7 +778,7 @@ impl Body for Prefixed {
     }
 }
 
-fn xml_response(deny: &RequestDeny, path: &str, shape: ErrorShape) -> Response<RespBody> {
+fn xml_response(deny: &dyn crate::policy::deny::HttpRefusal, path: &str, shape: ErrorShape) -> Response<RespBody> {
     error_response(shape, deny.status(), deny.code(), &deny.to_string(), path)
 }
 
