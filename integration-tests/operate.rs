@@ -235,6 +235,48 @@ async fn explain_never_dials_vpcgate_s_own_admin_listener_as_the_proxy_does_not(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpcgate_runs_in_process_reloads_through_its_handle_and_stops_on_its_future() {
+    // The library's server, as the binary starts it, inside this test process.
+    let n = 67;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let (listen, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("v.toml");
+    let toml = |cidr: &str| {
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{listen}\"\nshutdown_grace = \"1s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dns]\nservers = [\"{}\"]\n[tls]\nmode = \"passthrough\"\n[[routes]]\nname = \"g\"\nkind = \"gateway\"\ncidrs = [\"{cidr}\"]\n",
+            dns.addr
+        )
+    };
+    std::fs::write(&cfg, toml(&format!("127.{n}.2.0/24"))).unwrap();
+    let loaded = vpcgate::config::load(&vpcgate::config::Sources { file: Some(cfg.clone()), env: Default::default() }, &[]).unwrap();
+    let bound = vpcgate::server::bind(loaded).await.unwrap();
+    let handle = bound.handle.clone();
+    assert_eq!((handle.listen.port(), handle.admin.map(|a| a.port())), (listen, Some(admin)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    let connect = || tokio::task::spawn_blocking(move || raw_request(listen, &connect_req(&format!("{HOST}:443"))));
+    let (status, text) = connect().await.unwrap();
+    assert!(status == 403 && text.contains("outside_routes"), "{text}");
+    // A reload through the handle, as SIGHUP does: the route now holds the upstream.
+    std::fs::write(&cfg, toml(&format!("127.{n}.1.0/24"))).unwrap();
+    handle.reload();
+    assert_eq!(handle.state().config.routes[0].cidrs[0].to_string(), format!("127.{n}.1.0/24"));
+    let (status, text) = connect().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let (s, _) = tokio::task::spawn_blocking(move || http_get(admin, "/healthz")).await.unwrap();
+    assert_eq!(s, 200);
+    // The stop future ends it within the grace.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), served).await.expect("stopped within the grace").unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", listen)).is_err(), "nothing listens after the stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_ready_follows_readyz_for_in_pod_readiness_probes() {
     // DNS that never answers: alive, not ready.
     let silent = unreachable_dns_addr().await;

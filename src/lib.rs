@@ -58,4 +58,5 @@ pub mod explain;
 pub mod policy;
 pub mod proxy;
 pub mod routes;
+pub mod server;
 pub mod telemetry;

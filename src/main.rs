@@ -5,10 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use vpcgate::config::{self, Loaded, Sources};
-use vpcgate::proxy::{Listener, Shared, State};
-use vpcgate::telemetry::Metrics;
+use vpcgate::server::{self, env_regions, exports};
 
 #[derive(Parser)]
 #[command(name = "vpcgate", version, about = "HTTPS forward proxy that keeps AWS S3 traffic on private routes")]
@@ -89,10 +87,6 @@ enum CaCommand {
     },
     /// Print the CA followed by the public roots: a full bundle for AWS_CA_BUNDLE.
     Bundle,
-}
-
-fn env_regions() -> Vec<String> {
-    ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().filter_map(|k| std::env::var(k).ok()).filter(|v| !v.is_empty()).collect()
 }
 
 fn load(cli: &Cli) -> Result<Loaded, String> {
@@ -286,143 +280,26 @@ fn ca_bundle(l: &Loaded) -> Result<(), String> {
     Ok(())
 }
 
-fn proxy_url(listen: &SocketAddr) -> String {
-    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-    format!("http://{host}:{}", listen.port())
-}
-
-/// The lines a user pastes to point clients at this vpcgate.
-fn exports(l: &Loaded, listen: &SocketAddr) -> Vec<String> {
-    let mut v = vec![format!("export HTTPS_PROXY={}", proxy_url(listen))];
-    if l.settings.tls.mode == config::TlsMode::Inspect {
-        let abs = std::fs::canonicalize(&l.settings.tls.ca_cert).unwrap_or(l.settings.tls.ca_cert.clone());
-        v.push(format!("export AWS_CA_BUNDLE={}", abs.display()));
-    }
-    v
-}
-
-/// Inspect mode: load (or, on first start, create) the CA and set up the leaf cache and upstream pool.
-/// A reload never creates a CA (`create` false): a reload pointing at missing CA files is refused.
-fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<vpcgate::proxy::inspect::Inspect>>, String> {
-    let t = &l.settings.tls;
-    if t.mode != config::TlsMode::Inspect {
-        return Ok(None);
-    }
-    let (ca, created) = vpcgate::certs::Ca::load_or_create(&t.ca_cert, &t.ca_key, &t.ca_extra_names, create).map_err(|e| e.to_string())?;
-    if created {
-        tracing::info!(ca_cert = %t.ca_cert.display(), ca_key = %t.ca_key.display(), "created a new vpcgate CA (first start); clients must trust it");
-    }
-    for w in &ca.warnings {
-        tracing::warn!("{w}");
-    }
-    let mut extra = Vec::new();
-    for p in &t.extra_roots {
-        extra.extend(vpcgate::certs::read_pem_certs(p)?);
-    }
-    let tls = vpcgate::proxy::upstream::client_config(&extra)?;
-    Ok(Some(Arc::new(vpcgate::proxy::inspect::Inspect::new(
-        vpcgate::certs::LeafCache::new(ca, t.leaf_cache_size),
-        vpcgate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_max, t.upstream_idle_timeout),
-    )?)))
-}
-
-/// Build the state for a configuration. On reload, the previous inspect state (CA, leaf cache,
-/// upstream pool) is kept when the TLS settings did not change.
-fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
-    let dns = vpcgate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
-    let same_tls = previous.is_some_and(|p| p.config.settings.tls == l.settings.tls);
-    let inspect = match previous {
-        Some(p) if same_tls => p.inspect.clone(),
-        _ => inspect_state(&l, previous.is_none())?,
-    };
-    let mut own_addrs = vec![listen];
-    own_addrs.extend(admin);
-    let clients = match l.settings.proxy.auth {
-        vpcgate::config::AuthMode::Basic => Some(Arc::new(vpcgate::proxy::auth::Clients::new(&l.settings.clients, l.settings.s3.allow_list_buckets)?)),
-        vpcgate::config::AuthMode::None => None,
-    };
-    Ok(State { own_addrs, config: l, dns, inspect, clients, metrics })
-}
-
 fn run(loaded: Loaded, watch_config: Option<std::time::Duration>) -> Result<(), String> {
     vpcgate::telemetry::init(&loaded.settings.log)?;
     runtime_with(loaded.settings.proxy.worker_threads)?.block_on(async move {
-        let listen = loaded.settings.proxy.listen;
-        let admin_cfg = loaded.settings.admin.enabled.then_some(loaded.settings.admin.listen);
-        // Everything a connection needs (DNS, CA, pool) exists before the first socket listens, so
-        // that nothing is accepted into the backlog of a proxy that is not ready.
-        let metrics = Arc::new(Metrics::new());
-        let state = build_state(loaded, listen, admin_cfg, metrics.clone(), None)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address"))?;
-        let admin = match admin_cfg {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|e| format!("cannot listen on the admin address {a} ({e}); free the port, set admin.listen, or set admin.enabled = false"))?,
-            ),
-            None => None,
-        };
-        let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-        banner(&state.config, listen, admin_addr, state.dns.servers());
-        check_open_file_limit(&state.config.settings);
-        let shared = Shared::new(state);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(a) = admin {
-            let mut rx = stop_rx.clone();
-            tokio::spawn(vpcgate::admin::serve(a, shared.clone(), async move {
-                let _ = rx.changed().await;
-            }));
-        }
+        let bound = server::bind(loaded).await?;
         if let Some(every) = watch_config {
-            tokio::spawn(watch_files(shared.clone(), listen, admin_addr, metrics.clone(), every));
+            bound.handle.watch(every);
         }
-        tokio::spawn(signals(shared.clone(), listen, admin_addr, metrics, stop_tx));
-        let mut rx = stop_rx;
-        Listener::new(listener, shared)
-            .run(async move {
-                let _ = rx.changed().await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(signals(bound.handle.clone(), stop_tx));
+        bound
+            .serve(async move {
+                let _ = stop_rx.await;
             })
             .await;
-        tracing::info!("vpcgate stopped");
         Ok(())
     })
 }
 
-/// Raise the soft open-file limit to the hard one (the usual soft default, 1024, holds about 500
-/// tunnels), and say so when even that is short of what `proxy.max_connections` needs: past it,
-/// `accept` fails for every client instead of the clear 503.
-fn check_open_file_limit(settings: &config::Settings) {
-    #[cfg(unix)]
-    {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                lim = raised;
-            }
-        }
-        // Two sockets per tunnel (client and upstream), the idle upstream pool, and some spare.
-        let need = settings.proxy.max_connections as u64 * 2 + settings.tls.upstream_idle_max as u64 + 64;
-        if lim.rlim_cur < need {
-            tracing::warn!(
-                "proxy.max_connections = {} needs about {need} open files but this process may open {}; raise the limit (ulimit -n, systemd LimitNOFILE, docker --ulimit nofile) or lower proxy.max_connections",
-                settings.proxy.max_connections,
-                lim.rlim_cur
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = settings;
-}
-
 /// SIGTERM/SIGINT stop; SIGHUP reloads the configuration and route files.
-async fn signals(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, stop: tokio::sync::watch::Sender<bool>) {
+async fn signals(handle: server::Handle, stop: tokio::sync::oneshot::Sender<()>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -432,128 +309,15 @@ async fn signals(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAd
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => reload(&shared, listen, admin, &metrics),
+                _ = hup.recv() => handle.reload(),
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (&shared, listen, admin, &metrics);
+        let _ = &handle;
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutdown signal received");
-    let _ = stop.send(true);
-}
-
-/// The files a configuration was read from: the config file and each route's `cidrs_file`.
-fn config_files(l: &Loaded) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = l.file.iter().cloned().collect();
-    files.extend(l.settings.routes.iter().filter_map(|r| r.cidrs_file.clone()).filter(|p| p.as_os_str() != config::EMBEDDED_CIDRS));
-    files
-}
-
-/// What those files hold now (a hash of each one's bytes, read through symlinks, as a ConfigMap's
-/// `..data` link is replaced; `None` for one that cannot be read).
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<u64>> {
-    use std::hash::{Hash, Hasher};
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read(f).ok().map(|bytes| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                bytes.hash(&mut h);
-                h.finish()
-            })
-        })
-        .collect()
-}
-
-/// `run --watch-config INTERVAL`: reload as SIGHUP does when the bytes of the configuration's files
-/// change. A change that is refused is not retried until the files change again.
-async fn watch_files(shared: Arc<Shared>, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, every: std::time::Duration) {
-    let mut files = config_files(&shared.get().config);
-    let mut seen = fingerprint(&files);
-    loop {
-        tokio::time::sleep(every).await;
-        let now = fingerprint(&files);
-        if now == seen {
-            continue;
-        }
-        tracing::info!(files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "), "configuration files changed; reloading");
-        reload(&shared, listen, admin, &metrics);
-        // What the reload read is what was seen before it (a change after that is caught next
-        // round); a reload that names other route files starts watching those.
-        let next = config_files(&shared.get().config);
-        seen = if next == files { now } else { fingerprint(&next) };
-        files = next;
-    }
-}
-
-fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
-    let old = shared.get();
-    let result = config::load(&Sources::from_process(old.config.file.clone()), &env_regions()).map_err(|e| e.to_string()).and_then(|l| {
-        for change in old.config.settings.restart_only_changes(&l.settings) {
-            tracing::warn!("{change}");
-        }
-        build_state(l, listen, admin, metrics.clone(), Some(&old))
-    });
-    match result {
-        Ok(state) => {
-            Metrics::kind(&metrics.reloads, "ok");
-            let routes: Vec<String> = state.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
-            // What a reload changed in where vpcgate may dial, spelled out: a widening is visible.
-            let (added, removed) = vpcgate::routes::cidr_changes(&old.config.routes, &state.config.routes);
-            vpcgate::telemetry::ReloadLine {
-                ok: true,
-                routes: &routes.join(", "),
-                regions: &state.config.regions.join(","),
-                cidrs_added: &added,
-                cidrs_removed: &removed,
-                error: "",
-            }
-            .emit();
-            shared.replace(state);
-        }
-        Err(e) => {
-            Metrics::kind(&metrics.reloads, "refused");
-            let routes: Vec<String> = old.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
-            vpcgate::telemetry::ReloadLine {
-                ok: false,
-                routes: &routes.join(", "),
-                regions: &old.config.regions.join(","),
-                cidrs_added: "none",
-                cidrs_removed: "none",
-                error: &e,
-            }
-            .emit();
-        }
-    }
-}
-
-fn banner(l: &Loaded, listen: SocketAddr, admin: Option<SocketAddr>, dns: &str) {
-    let s = &l.settings;
-    tracing::info!(
-        listen = %listen,
-        admin = %admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
-        mode = ?s.tls.mode,
-        regions = %l.regions.join(","),
-        dns = %dns,
-        ca = %if s.tls.mode == config::TlsMode::Inspect { s.tls.ca_cert.display().to_string() } else { "none (passthrough)".into() },
-        config = %l.sources.join(", "),
-        "vpcgate listening"
-    );
-    for r in &l.routes {
-        tracing::info!(
-            route = %r.name,
-            kind = %r.kind,
-            service = %r.service,
-            endpoint = %r.endpoint.as_deref().unwrap_or(""),
-            cidrs = r.cidrs.len(),
-            source = %r.source,
-            "route"
-        );
-    }
-    for line in exports(l, &listen) {
-        tracing::info!("point clients here: {line}");
-    }
+    let _ = stop.send(());
 }
