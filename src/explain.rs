@@ -10,7 +10,7 @@ use crate::dns::Dns;
 use crate::policy::connect::Candidate;
 use crate::policy::deny::Deny;
 use crate::policy::host::classify;
-use crate::proxy::connect::{decide, Decision, Inputs};
+use crate::proxy::connect::{decide, ConnectRecord, Inputs};
 use crate::routes::RouteKind;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -120,7 +120,7 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
     // The proxy's own decision, with every candidate name resolved so that each answer shows.
     let inspect = l.settings.tls.mode == crate::config::TlsMode::Inspect;
     let inputs = Inputs { config: l, dns, own, inspect, client_buckets, dns_seconds: None, every_answer: true };
-    let mut d = Decision::default();
+    let mut d = ConnectRecord::default();
     let decided = decide(&inputs, &target_s, &mut d).await;
     if !d.host.is_empty() {
         let class = classify(&d.host);

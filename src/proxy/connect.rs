@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Everything decided about one CONNECT, for the decision log line and the close line.
+/// The record of one CONNECT: what was learned and decided at each step (target, class, answers,
+/// chosen address, timings), for the connect and close lines and for `explain`.
 #[derive(Debug, Clone, Default)]
-pub struct Decision {
+pub struct ConnectRecord {
     pub client: Option<SocketAddr>,
     /// The authenticated `[[clients]]` entry (`proxy.auth = "basic"`): its name, and its index
     /// for its own bucket list.
@@ -37,7 +38,7 @@ pub struct Decision {
     pub candidates: Vec<Candidate>,
 }
 
-impl Decision {
+impl ConnectRecord {
     /// The `client` of every event: the authenticated name, else the address.
     pub fn client_text(&self) -> String {
         match (&self.who, self.client) {
@@ -78,7 +79,7 @@ pub struct CloseFacts<'a> {
 }
 
 /// The one `close` event per tunnel, for both modes; also counts the tunnel's bytes by route.
-pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseFacts<'_>) {
+pub fn log_close(state: &State, decision: &ConnectRecord, started: Instant, f: CloseFacts<'_>) {
     state.metrics.tunnel_bytes(&decision.route, f.bytes_up, f.bytes_down);
     let chosen = decision.chosen.as_ref();
     crate::telemetry::CloseLine {
@@ -103,7 +104,7 @@ pub fn log_close(state: &State, decision: &Decision, started: Instant, f: CloseF
 }
 
 /// The authenticated client's own bucket list, if it has one.
-pub fn client_buckets<'a>(state: &'a State, decision: &Decision) -> Option<&'a crate::policy::bucket::BucketRules> {
+pub fn client_buckets<'a>(state: &'a State, decision: &ConnectRecord) -> Option<&'a crate::policy::bucket::BucketRules> {
     let (_, i) = decision.who.as_ref()?;
     state.clients.as_ref()?.get(*i).buckets.as_ref()
 }
@@ -120,7 +121,7 @@ fn ms(d: Duration) -> f64 {
 /// which SDKs show (most show a failed CONNECT only as "could not connect to proxy"). An
 /// inspected tunnel whose client has not sent a request yet holds no upstream socket.
 /// `decision.pooled` records whether a verified connection was idle in the pool at CONNECT time.
-pub async fn establish(state: &State, raw_target: &str, decision: &mut Decision) -> Result<Allowed, Deny> {
+pub async fn establish(state: &State, raw_target: &str, decision: &mut ConnectRecord) -> Result<Allowed, Deny> {
     let inputs = Inputs {
         config: &state.config,
         dns: &state.dns,
@@ -172,7 +173,7 @@ pub struct Inputs<'a> {
 /// The CONNECT decision up to the address to dial: credential endpoints, strict parse, class,
 /// plan, the bucket perimeter, resolve, choose. Fills `decision` as it goes, so that a refusal
 /// still shows what was learned before it.
-pub async fn decide(inputs: &Inputs<'_>, raw_target: &str, decision: &mut Decision) -> Result<(Target, Chosen), Deny> {
+pub async fn decide(inputs: &Inputs<'_>, raw_target: &str, decision: &mut ConnectRecord) -> Result<(Target, Chosen), Deny> {
     let config = inputs.config;
     decision.target = super::redact(raw_target);
     if let Some(what) = crate::policy::deny::credential_endpoint(raw_target) {
@@ -217,7 +218,7 @@ pub enum Next {
 
 /// Resolve candidate names in order, lazily: stop at the first candidate whose answer lies inside
 /// its route. The result is the same as `choose` over every answer, with fewer lookups.
-async fn resolve_and_choose(inputs: &Inputs<'_>, target: &Target, candidates: &[Candidate], decision: &mut Decision) -> Result<Chosen, Deny> {
+async fn resolve_and_choose(inputs: &Inputs<'_>, target: &Target, candidates: &[Candidate], decision: &mut ConnectRecord) -> Result<Chosen, Deny> {
     let routes = &inputs.config.routes;
     let servers = inputs.dns.servers();
     for (i, c) in candidates.iter().enumerate() {

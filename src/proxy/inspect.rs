@@ -11,7 +11,7 @@ use crate::policy::deny::{Delivery, Deny, ErrorShape};
 use crate::policy::handshake::{HandshakeRefusal, Side};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
-use crate::proxy::connect::{log_close, CloseFacts, Decision};
+use crate::proxy::connect::{log_close, CloseFacts, ConnectRecord};
 use crate::proxy::upstream::{self, Pool, UpstreamConn};
 use crate::proxy::State;
 use bytes::{Bytes, BytesMut};
@@ -283,7 +283,7 @@ async fn accept_client(
     target: &Target,
     ins: &Inspect,
     leaf: Leaf,
-    decision: &Decision,
+    decision: &ConnectRecord,
     started: Instant,
     state: &State,
 ) -> Option<tokio_rustls::server::TlsStream<ClientIo>> {
@@ -354,7 +354,7 @@ async fn accept_client(
 /// the name, then every request, read up to its head, gets the S3-style XML error with the
 /// refusal's sentence, and the tunnel closes. Nothing is dialled: the route check already said no.
 /// A client that sends no request is cut after `proxy.handshake_timeout`.
-pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Inspect>, decision: Decision, started: Instant, state: Arc<State>) {
+pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Inspect>, decision: ConnectRecord, started: Instant, state: Arc<State>) {
     let _active = crate::telemetry::TunnelGuard::new(&state.metrics);
     let Some(tls_stream) = accept_client(upgraded, &target, &ins, Leaf::Once, &decision, started, &state).await else { return };
     let (client_version, client_cipher) = {
@@ -421,7 +421,7 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Ins
     );
 }
 
-pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: Arc<Inspect>, decision: Decision, started: Instant, state: Arc<State>) {
+pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: Arc<Inspect>, decision: ConnectRecord, started: Instant, state: Arc<State>) {
     let proxy = &state.config.settings.proxy;
     let client = decision.client_text();
     let metrics = &state.metrics;

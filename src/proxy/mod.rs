@@ -12,7 +12,7 @@ use crate::config::Loaded;
 use crate::dns::Dns;
 use crate::policy::deny::{Delivery, Deny};
 use bytes::Bytes;
-use connect::Decision;
+use connect::ConnectRecord;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -141,7 +141,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     };
     if let Some(deny) = verdict {
         // hyper would answer an unparsable head with a bare 400; say what is wrong instead.
-        log_refusal(&state, &Decision { client: Some(peer), ..Default::default() }, &deny);
+        log_refusal(&state, &ConnectRecord { client: Some(peer), ..Default::default() }, &deny);
         return refuse_raw(stream, &deny).await;
     }
     let slot: TunnelSlot = Arc::new(std::sync::Mutex::new(None));
@@ -245,7 +245,7 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
 /// Whether `deny` goes inside the tunnel: inspect mode with `proxy.refuse_in_tunnel`, a policy
 /// refusal of a name the CA may sign (so the client's handshake verifies).
 /// The inspect state to answer `deny` inside the tunnel with, when it is to be answered there.
-fn refuse_in_tunnel(state: &State, deny: &Deny, decision: &Decision) -> Option<Arc<inspect::Inspect>> {
+fn refuse_in_tunnel(state: &State, deny: &Deny, decision: &ConnectRecord) -> Option<Arc<inspect::Inspect>> {
     let ins = state.inspect.as_ref()?;
     (state.config.settings.proxy.refuse_in_tunnel && deny.deliverable_in_tunnel() && !decision.host.is_empty() && ins.leaves.ca().may_sign(&decision.host))
         .then(|| ins.clone())
@@ -264,14 +264,14 @@ struct PendingTunnel {
     on_upgrade: hyper::upgrade::OnUpgrade,
     then: Then,
     target: crate::policy::authority::Target,
-    decision: Decision,
+    decision: ConnectRecord,
     started: Instant,
 }
 type TunnelSlot = Arc<std::sync::Mutex<Option<PendingTunnel>>>;
 
 /// Over the limit: answer every request on this connection with the refusal, then close.
 async fn refuse_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>, deny: Deny) {
-    log_refusal(&state, &Decision { client: Some(peer), ..Default::default() }, &deny);
+    log_refusal(&state, &ConnectRecord { client: Some(peer), ..Default::default() }, &deny);
     let service = hyper::service::service_fn(move |_req| {
         let deny = deny.clone();
         async move { Ok::<_, std::convert::Infallible>(deny_response(&deny)) }
@@ -306,11 +306,11 @@ pub fn deny_response(deny: &Deny) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn log_refusal(state: &State, d: &Decision, deny: &Deny) {
+fn log_refusal(state: &State, d: &ConnectRecord, deny: &Deny) {
     log_refusal_as(state, d, deny, Delivery::Connect)
 }
 
-fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery) {
+fn log_refusal_as(state: &State, d: &ConnectRecord, deny: &Deny, delivered: Delivery) {
     state.metrics.connection("deny", deny.code());
     let message = deny.to_string();
     crate::telemetry::ConnectLine {
@@ -334,7 +334,7 @@ fn log_refusal_as(state: &State, d: &Decision, deny: &Deny, delivered: Delivery)
 }
 
 async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>, slot: TunnelSlot) -> Response<Body> {
-    let mut decision = Decision { client: Some(peer), ..Default::default() };
+    let mut decision = ConnectRecord { client: Some(peer), ..Default::default() };
     // proxy.auth = "basic": who is asking comes first, before anything is parsed or resolved.
     if let Some(clients) = &state.clients {
         match clients.authenticate(req.headers().get(hyper::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes())).await {

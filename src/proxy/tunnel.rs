@@ -6,7 +6,7 @@
 use crate::policy::authority::Target;
 use crate::policy::handshake::{HandshakeRefusal, Side};
 use crate::policy::tls::{self, HelloError};
-use crate::proxy::connect::{log_close, CloseFacts, Decision};
+use crate::proxy::connect::{log_close, CloseFacts, ConnectRecord};
 use crate::proxy::State;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -43,7 +43,7 @@ impl Counters {
     }
 }
 
-pub async fn passthrough(upgraded: Upgraded, upstream: TcpStream, target: Target, decision: Decision, started: Instant, state: Arc<State>) {
+pub async fn passthrough(upgraded: Upgraded, upstream: TcpStream, target: Target, decision: ConnectRecord, started: Instant, state: Arc<State>) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => run(parts.io.into_inner(), parts.read_buf.to_vec(), upstream, target, decision, started, state).await,
         Err(upgraded) => run(TokioIo::new(upgraded), Vec::new(), upstream, target, decision, started, state).await,
@@ -90,7 +90,7 @@ async fn finish(
     }
 }
 
-async fn run<C>(mut client: C, pre: Vec<u8>, mut upstream: TcpStream, target: Target, decision: Decision, started: Instant, state: Arc<State>)
+async fn run<C>(mut client: C, pre: Vec<u8>, mut upstream: TcpStream, target: Target, decision: ConnectRecord, started: Instant, state: Arc<State>)
 where
     C: AsyncRead + AsyncWrite + Unpin + Relay,
 {
