@@ -29,7 +29,7 @@
 //!      service's POST read whole for a Query-API SigV2 form ................. policy::request
 //!      refusals in the client's protocol (S3 XML, Query XML, JSON) ........ policy::deny::error_body
 //!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
-//!      (both TLS legs read every buffered record at once) .................. proxy::greedy
+//!      (both TLS legs read every buffered record at once) .................. proxy::io
 //!   -> evidence: one `connect` event per CONNECT, one `request` per request
 //!      in an inspected tunnel, one `close` per tunnel ....................... telemetry
 //! ```

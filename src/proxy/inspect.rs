@@ -12,6 +12,7 @@ use crate::policy::handshake::{HandshakeRefusal, Side};
 use crate::policy::request::{self, FormScan, RequestDeny, Signature, UpstreamFailure};
 use crate::policy::tls;
 use crate::proxy::connect::{log_close, CloseFacts, ConnectRecord};
+use crate::proxy::io::{ClientStream, ReadAhead};
 use crate::proxy::upstream::{self, Pool, UpstreamConn};
 use crate::proxy::State;
 use bytes::{Bytes, BytesMut};
@@ -124,102 +125,6 @@ async fn watch_in_flight(session: &Session, idle: Duration) {
     }
 }
 
-/// Most bytes taken from the client's socket in one receive (inspect mode).
-const CLIENT_READ_BUF: usize = 64 * 1024;
-
-/// The client's socket after the CONNECT: the TCP stream itself (with any bytes hyper read past the
-/// CONNECT head served first), or hyper's upgraded IO when it is something else.
-enum ClientIo {
-    /// `bulk`: the last read filled the caller's buffer, so reads go through a larger buffer.
-    Tcp {
-        pre: Bytes,
-        tcp: TcpStream,
-        bulk: bool,
-    },
-    Other(TokioIo<Upgraded>),
-}
-
-impl ClientIo {
-    /// The socket to wait on for the next bytes, when none are buffered here.
-    fn wait_on(&self) -> Option<&TcpStream> {
-        match self {
-            ClientIo::Tcp { pre, tcp, .. } if pre.is_empty() => Some(tcp),
-            _ => None,
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for ClientIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match &mut *self {
-            ClientIo::Tcp { pre, tcp, bulk } => {
-                if pre.is_empty() {
-                    // Small reads go straight into the caller's buffer. rustls asks for 4-16 KiB
-                    // at a time, so once a read fills it (an upload), receive up to
-                    // CLIENT_READ_BUF per syscall into a buffer of our own until reads are small again.
-                    if !*bulk || buf.remaining() >= CLIENT_READ_BUF {
-                        let before = buf.remaining();
-                        std::task::ready!(Pin::new(tcp).poll_read(cx, buf))?;
-                        *bulk = before > 0 && buf.remaining() == 0;
-                        return Poll::Ready(Ok(()));
-                    }
-                    // Readiness first, so that a waiting tunnel holds no buffer.
-                    std::task::ready!(tcp.poll_read_ready(cx))?;
-                    let mut chunk = bytes::BytesMut::with_capacity(CLIENT_READ_BUF);
-                    let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(tcp), cx, &mut chunk))?;
-                    *bulk = n >= CLIENT_READ_BUF / 4;
-                    if n == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    *pre = chunk.freeze();
-                }
-                let n = pre.len().min(buf.remaining());
-                buf.put_slice(&pre[..n]);
-                bytes::Buf::advance(pre, n);
-                if pre.is_empty() {
-                    // Drop the emptied buffer now rather than with the next one.
-                    *pre = Bytes::new();
-                }
-                Poll::Ready(Ok(()))
-            }
-            ClientIo::Other(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for ClientIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        match &mut *self {
-            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_write(cx, data),
-            ClientIo::Other(io) => Pin::new(io).poll_write(cx, data),
-        }
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut *self {
-            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_flush(cx),
-            ClientIo::Other(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut *self {
-            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_shutdown(cx),
-            ClientIo::Other(io) => Pin::new(io).poll_shutdown(cx),
-        }
-    }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        match &mut *self {
-            ClientIo::Tcp { tcp, .. } => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            ClientIo::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientIo::Tcp { tcp, .. } => tcp.is_write_vectored(),
-            ClientIo::Other(io) => io.is_write_vectored(),
-        }
-    }
-}
-
 /// Picks the leaf for the ClientHello's SNI from the cache (already minted by the time rustls asks).
 #[derive(Debug)]
 struct BySni(Arc<LeafCache>);
@@ -286,7 +191,7 @@ async fn accept_client(
     decision: &ConnectRecord,
     started: Instant,
     state: &State,
-) -> Option<tokio_rustls::server::TlsStream<ClientIo>> {
+) -> Option<tokio_rustls::server::TlsStream<ClientStream>> {
     let metrics = &state.metrics;
     let handshake = async {
         let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -294,9 +199,9 @@ async fn accept_client(
                 // An empty read_buf still holds hyper's whole read buffer alive; an idle tunnel
                 // keeps this for its lifetime, so drop it.
                 let pre = if parts.read_buf.is_empty() { Bytes::new() } else { parts.read_buf };
-                ClientIo::Tcp { pre, tcp: parts.io.into_inner(), bulk: false }
+                ClientStream::Tcp { pre, tcp: parts.io.into_inner(), bulk: false }
             }
-            Err(upgraded) => ClientIo::Other(TokioIo::new(upgraded)),
+            Err(upgraded) => ClientStream::Other(TokioIo::new(upgraded)),
         };
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
@@ -482,7 +387,7 @@ pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: 
         // A client may shut down its sending side after its request (close_notify + FIN) and
         // still wait for the response: answer it, then close.
         .half_close(true)
-        .serve_connection(TokioIo::new(crate::proxy::greedy::HeadTap::new(crate::proxy::greedy::Greedy::new(tls_stream), session.heads.clone())), service)
+        .serve_connection(TokioIo::new(crate::proxy::io::HeadTap::new(crate::proxy::io::AllAtHand::new(tls_stream), session.heads.clone())), service)
         // The stream back when hyper is done: vpcgate may still owe an answer (below).
         .without_shutdown();
     let result = tokio::select! {
@@ -533,7 +438,7 @@ pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: 
 /// The end of an inspected tunnel on the client side, once hyper has answered every request it
 /// read: a head hyper could not have read (not HTTP, over 32 KiB) was held back from it, and
 /// gets vpcgate's S3 XML error here instead of hyper's bare 400 or 431; then close_notify.
-async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientIo>, unreadable: Option<&'static str>, session: &Session, state: &State) {
+async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientStream>, unreadable: Option<&'static str>, session: &Session, state: &State) {
     use tokio::io::AsyncWriteExt;
     let quick = std::time::Duration::from_secs(1);
     if let Some(what) = unreadable {
@@ -685,7 +590,7 @@ impl Drop for RequestLog {
 }
 
 /// A body that counts its data bytes (every frame is activity for the in-flight idle timer).
-struct Counted<B> {
+struct CountedBody<B> {
     inner: B,
     counts: Arc<Counts>,
     holds: Holds,
@@ -700,17 +605,17 @@ enum Holds {
     Response(RequestLog),
 }
 
-impl<B> Counted<B> {
-    fn request_body(inner: B, counts: Arc<Counts>, session: &Arc<Session>) -> Counted<B> {
-        Counted { inner, counts, holds: Holds::RequestBody(InFlight::new(session)) }
+impl<B> CountedBody<B> {
+    fn request_body(inner: B, counts: Arc<Counts>, session: &Arc<Session>) -> CountedBody<B> {
+        CountedBody { inner, counts, holds: Holds::RequestBody(InFlight::new(session)) }
     }
 
-    fn response(inner: B, log: RequestLog) -> Counted<B> {
-        Counted { inner, counts: log.counts.clone(), holds: Holds::Response(log) }
+    fn response(inner: B, log: RequestLog) -> CountedBody<B> {
+        CountedBody { inner, counts: log.counts.clone(), holds: Holds::Response(log) }
     }
 }
 
-impl<B> Body for Counted<B>
+impl<B> Body for CountedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -742,39 +647,6 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The frames read ahead (a POST form's prefix) followed by the rest of the body.
-struct Prefixed {
-    prefix: VecDeque<Frame<Bytes>>,
-    rest: Incoming,
-}
-
-impl Body for Prefixed {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(f) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(f)));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let ahead: u64 = self.prefix.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
-        let rest = self.rest.size_hint();
-        let mut h = SizeHint::new();
-        h.set_lower(rest.lower() + ahead);
-        if let Some(u) = rest.upper() {
-            h.set_upper(u + ahead);
-        }
-        h
     }
 }
 
@@ -960,7 +832,7 @@ async fn read_body(
                 if matches!(checked.sig, Signature::Anonymous) {
                     log.sig = form_sig.name();
                 }
-                Ok((Counted::request_body(form_body, log.counts.clone(), session).boxed(), Some(cut)))
+                Ok((CountedBody::request_body(form_body, log.counts.clone(), session).boxed(), Some(cut)))
             }
             Err((d, form_sig)) => {
                 with_sig(log, form_sig);
@@ -970,14 +842,14 @@ async fn read_body(
     }
     if request::reads_query_form(is_post, session.s3, !body.is_end_stream(), content_type) {
         return match read_query_form(body, session).await {
-            Ok(whole) => Ok((Counted::request_body(whole.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None)),
+            Ok(whole) => Ok((CountedBody::request_body(whole.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None)),
             Err((d, form_sig)) => {
                 with_sig(log, form_sig);
                 Err(d)
             }
         };
     }
-    Ok((Counted::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None))
+    Ok((CountedBody::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None))
 }
 
 /// Sends the checked request to an upstream connection (this tunnel's previous one, else a
@@ -1078,7 +950,7 @@ async fn forward(
     rparts.version = hyper::Version::HTTP_11;
     rparts.extensions.clear();
     strip_hop_by_hop(&mut rparts.headers);
-    Response::from_parts(rparts, Counted::response(rbody, log).boxed())
+    Response::from_parts(rparts, CountedBody::response(rbody, log).boxed())
 }
 
 /// A response after which hyper closes the client connection.
@@ -1160,12 +1032,12 @@ async fn read_form(
         frames.push_back(Frame::data(prefix.freeze()));
     }
     frames.extend(trailers);
-    Ok((FormBody { read: Prefixed { prefix: frames, rest }, tail, cut }, sig))
+    Ok((FormBody { read: ReadAhead { prefix: frames, rest }, tail, cut }, sig))
 }
 
 /// Reads another service's POST body whole (at most [`request::QUERY_FORM_LIMIT`]) and refuses it
 /// when it is a Query-API form signed with SigV2; else it goes upstream as read.
-async fn read_query_form(mut rest: Incoming, session: &Session) -> Result<Prefixed, (RequestDeny, Option<Signature>)> {
+async fn read_query_form(mut rest: Incoming, session: &Session) -> Result<ReadAhead, (RequestDeny, Option<Signature>)> {
     let mut read = BytesMut::new();
     let mut trailers = VecDeque::new();
     loop {
@@ -1193,12 +1065,12 @@ async fn read_query_form(mut rest: Incoming, session: &Session) -> Result<Prefix
         frames.push_back(Frame::data(read.freeze()));
     }
     frames.extend(trailers);
-    Ok(Prefixed { prefix: frames, rest })
+    Ok(ReadAhead { prefix: frames, rest })
 }
 
 /// A form's body on its way upstream: what was read ahead, then the rest, watched after the file.
 struct FormBody {
-    read: Prefixed,
+    read: ReadAhead,
     tail: Option<request::FormTail>,
     cut: Arc<std::sync::OnceLock<&'static str>>,
 }

@@ -3,8 +3,8 @@
 
 pub mod auth;
 pub mod connect;
-pub mod greedy;
 pub mod inspect;
+pub mod io;
 pub mod tunnel;
 pub mod upstream;
 

@@ -224,7 +224,7 @@ impl Pool {
         let mut tls = tls;
         tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUF));
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(crate::proxy::greedy::Greedy::new(tls)))
+            .handshake(TokioIo::new(crate::proxy::io::AllAtHand::new(tls)))
             .await
             .map_err(|e| UpstreamFailure::Http { detail: format!("HTTP/1.1 did not start: {e}") })?;
         tokio::spawn(async move {

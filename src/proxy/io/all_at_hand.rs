@@ -11,23 +11,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Reading on while the inner reader is ready costs no syscall when the ciphertext is buffered,
 /// and stops at the first `Pending` (the bytes read so far are returned; the waker it registered
 /// only causes one spare poll).
-pub struct Greedy<T> {
+pub struct AllAtHand<T> {
     inner: T,
     /// An error met after some bytes were already returned, given on the next read.
     deferred: Option<std::io::Error>,
 }
 
-impl<T> Greedy<T> {
+impl<T> AllAtHand<T> {
     pub fn into_inner(self) -> T {
         self.inner
     }
 
-    pub fn new(inner: T) -> Greedy<T> {
-        Greedy { inner, deferred: None }
+    pub fn new(inner: T) -> AllAtHand<T> {
+        AllAtHand { inner, deferred: None }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for AllAtHand<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
         if let Some(e) = me.deferred.take() {
@@ -51,7 +51,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Greedy<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for AllAtHand<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
@@ -197,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn greedy_reads_on_until_pending_or_full_and_defers_errors() {
         use Step::*;
-        let mut g = Greedy::new(Script(VecDeque::from([Data(b"ab"), Data(b"cd"), Pending, Data(b"ef"), Data(b"gh"), Fail])));
+        let mut g = AllAtHand::new(Script(VecDeque::from([Data(b"ab"), Data(b"cd"), Pending, Data(b"ef"), Data(b"gh"), Fail])));
         let mut buf = [0u8; 64];
         // Two records at hand come back as one read; the Pending ends it without losing them.
         assert_eq!(g.read(&mut buf).await.unwrap(), 4);
@@ -209,7 +209,7 @@ mod tests {
         // End of stream reads as 0.
         assert_eq!(g.read(&mut buf).await.unwrap(), 0);
         // A full buffer stops the loop: the rest stays in the inner reader.
-        let mut g = Greedy::new(Script(VecDeque::from([Data(b"ab"), Data(b"cd")])));
+        let mut g = AllAtHand::new(Script(VecDeque::from([Data(b"ab"), Data(b"cd")])));
         let mut small = [0u8; 2];
         assert_eq!(g.read(&mut small).await.unwrap(), 2);
         assert_eq!(g.read(&mut small).await.unwrap(), 2);
