@@ -3,7 +3,7 @@
 //! mode (STS, DynamoDB) behind a TLS front holding a certificate for the AWS names, and to the
 //! signature-checking S3 stand-in (s3s) for the S3 leg.
 //!
-//! Each test has its own 127.N.0.0/16: S3 at 127.N.1.1 (gateway route `s3`), STS's interface
+//! Each test has its own 127.N.0.0/16 (N = 90-93; the other test files use other blocks): S3 at 127.N.1.1 (gateway route `s3`), STS's interface
 //! endpoint at 127.N.2.1 (interface route `sts`, resolved through the endpoint's `vpce-…` name;
 //! the regional name itself answers 127.N.9.9, outside every route), DynamoDB at 127.N.3.1
 //! (gateway route `ddb` with `service = "dynamodb"`).
@@ -232,7 +232,7 @@ fn connect_of(p: &Proxy, host: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_with_web_identity_gets_credentials_from_sts_then_uses_s3_in_both_modes() {
-    let lab = Lab::new(41).await;
+    let lab = Lab::new(90).await;
     let token = lab.work.path().join("token");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YXBwIn0.c2ln").unwrap();
     for inspect in [false, true] {
@@ -261,7 +261,7 @@ async fn a_pod_with_web_identity_gets_credentials_from_sts_then_uses_s3_in_both_
         // ... fetched through the STS interface route (the endpoint's name, not the public answer) ...
         let c = connect_of(&p, STS);
         assert_eq!((c["decision"].as_str(), c["route"].as_str()), (Some("allow"), Some("sts")), "{c}");
-        assert_eq!((c["chosen"].as_str(), c["via"].as_str()), (Some("127.41.2.1"), Some(STS_ENDPOINT)), "{c}");
+        assert_eq!((c["chosen"].as_str(), c["via"].as_str()), (Some(ip(lab.n, 2, 1).to_string().as_str()), Some(STS_ENDPOINT)), "{c}");
         assert!(lab.sts.connections() > before, "the STS endpoint saw the call");
         // ... and the S3 stand-in verified SigV4 with that key and saw its session token.
         let put = lab
@@ -279,7 +279,7 @@ async fn a_pod_with_web_identity_gets_credentials_from_sts_then_uses_s3_in_both_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_rides_its_own_gateway_route_in_both_modes() {
-    let lab = Lab::new(42).await;
+    let lab = Lab::new(91).await;
     for inspect in [false, true] {
         let p = lab.proxy(inspect);
         let table = format!("orders-{inspect}");
@@ -299,7 +299,7 @@ async fn dynamodb_rides_its_own_gateway_route_in_both_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_api_sigv2_is_refused_with_a_sentence_and_never_reaches_sts() {
-    let lab = Lab::new(43).await;
+    let lab = Lab::new(92).await;
     let p = lab.proxy(true);
     // boto3 with signature_version = v2 puts SignatureVersion=2 and Signature in the form body.
     let v = lab.boto3(&p, true, &["caller-identity", "v2"], &lab.static_keys()).await;
@@ -348,7 +348,7 @@ async fn query_api_sigv2_is_refused_with_a_sentence_and_never_reaches_sts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_no_route_carries_are_refused_with_the_change_to_make() {
-    let lab = Lab::new(44).await;
+    let lab = Lab::new(93).await;
     let p = lab.proxy(true);
     // The global STS name: boto3 shows the sentence in the service's own error format.
     let mut env = lab.static_keys().to_vec();
