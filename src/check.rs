@@ -184,6 +184,63 @@ pub fn client_checks(
     ca_pem: Option<&str>,
     bundle_text: Option<&str>,
 ) -> Vec<Line> {
+    let mut out = proxy_env_checks(l, env);
+    if env.get("AWS_STS_REGIONAL_ENDPOINTS").is_some_and(|v| v.trim().eq_ignore_ascii_case("legacy")) {
+        out.push(line(
+            Level::Fail,
+            "AWS_STS_REGIONAL_ENDPOINTS",
+            "is legacy, so SDKs call the global sts.amazonaws.com, which no VPC endpoint serves; export AWS_STS_REGIONAL_ENDPOINTS=regional",
+        ));
+    }
+    if l.settings.tls.mode == TlsMode::Inspect {
+        match (env.get("AWS_CA_BUNDLE"), bundle_text, ca_pem) {
+            (None, _, _) => out.push(line(
+                Level::Fail,
+                "AWS_CA_BUNDLE",
+                format!("not set, so botocore will not trust vpcgate's certificates; export AWS_CA_BUNDLE={}", l.settings.tls.ca_cert.display()),
+            )),
+            (Some(p), None, _) => out.push(line(Level::Fail, "AWS_CA_BUNDLE", format!("{p} cannot be read; point it at {}", l.settings.tls.ca_cert.display()))),
+            (Some(p), Some(b), Some(ca)) if b.contains(ca.trim()) => out.push(line(Level::Pass, "AWS_CA_BUNDLE", format!("{p} contains vpcgate's CA"))),
+            (Some(p), Some(_), _) => out.push(line(
+                Level::Fail,
+                "AWS_CA_BUNDLE",
+                format!(
+                    "{p} does not contain vpcgate's CA {}; export AWS_CA_BUNDLE={} (or `vpcgate ca bundle > bundle.pem`)",
+                    l.settings.tls.ca_cert.display(),
+                    l.settings.tls.ca_cert.display()
+                ),
+            )),
+        }
+    }
+    if env.get("AWS_USE_DUALSTACK_ENDPOINT").is_some_and(|v| truthy(v)) {
+        out.push(line(Level::Fail, "AWS_USE_DUALSTACK_ENDPOINT", "is true, and vpcgate refuses dual-stack names; unset it or set it to false"));
+    }
+    let mut regional = env.get("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT").map(|v| v.trim().eq_ignore_ascii_case("regional"));
+    if let Some((path, text)) = aws_config {
+        let (problems, us_east_1) = aws_config_problems(text);
+        regional = us_east_1.or(regional);
+        if problems.is_empty() {
+            out.push(line(Level::Pass, "aws config", format!("{path}: no dual-stack, accelerate or old signature settings")));
+        } else {
+            out.push(line(Level::Fail, "aws config", format!("{path}: {}", problems.join("; "))));
+        }
+    }
+    if l.regions.iter().any(|r| r == "us-east-1") {
+        match regional {
+            Some(true) => out.push(line(Level::Pass, "us-east-1 endpoint", "regional")),
+            _ => out.push(line(
+                Level::Warn,
+                "us-east-1 endpoint",
+                "botocore uses the legacy global name bucket.s3.amazonaws.com in us-east-1, which vpcgate allows only when it resolves into a route; export AWS_S3_US_EAST_1_REGIONAL_ENDPOINT=regional",
+            )),
+        }
+    }
+    out
+}
+
+/// HTTPS_PROXY (and its lower-case twin) points at this vpcgate, NO_PROXY sends no AWS name
+/// around it and, when a proxy variable points here, lets the credential endpoints bypass it.
+fn proxy_env_checks(l: &Loaded, env: &HashMap<String, String>) -> Vec<Line> {
     let mut out = Vec::new();
     let listen = l.settings.proxy.listen;
     let want_host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
@@ -234,71 +291,30 @@ pub fn client_checks(
     if points_here {
         out.push(credential_bypass(env));
     }
-    if env.get("AWS_STS_REGIONAL_ENDPOINTS").is_some_and(|v| v.trim().eq_ignore_ascii_case("legacy")) {
-        out.push(line(
-            Level::Fail,
-            "AWS_STS_REGIONAL_ENDPOINTS",
-            "is legacy, so SDKs call the global sts.amazonaws.com, which no VPC endpoint serves; export AWS_STS_REGIONAL_ENDPOINTS=regional",
-        ));
-    }
-    if l.settings.tls.mode == TlsMode::Inspect {
-        match (env.get("AWS_CA_BUNDLE"), bundle_text, ca_pem) {
-            (None, _, _) => out.push(line(
-                Level::Fail,
-                "AWS_CA_BUNDLE",
-                format!("not set, so botocore will not trust vpcgate's certificates; export AWS_CA_BUNDLE={}", l.settings.tls.ca_cert.display()),
-            )),
-            (Some(p), None, _) => out.push(line(Level::Fail, "AWS_CA_BUNDLE", format!("{p} cannot be read; point it at {}", l.settings.tls.ca_cert.display()))),
-            (Some(p), Some(b), Some(ca)) if b.contains(ca.trim()) => out.push(line(Level::Pass, "AWS_CA_BUNDLE", format!("{p} contains vpcgate's CA"))),
-            (Some(p), Some(_), _) => out.push(line(
-                Level::Fail,
-                "AWS_CA_BUNDLE",
-                format!(
-                    "{p} does not contain vpcgate's CA {}; export AWS_CA_BUNDLE={} (or `vpcgate ca bundle > bundle.pem`)",
-                    l.settings.tls.ca_cert.display(),
-                    l.settings.tls.ca_cert.display()
-                ),
-            )),
-        }
-    }
-    if env.get("AWS_USE_DUALSTACK_ENDPOINT").is_some_and(|v| truthy(v)) {
-        out.push(line(Level::Fail, "AWS_USE_DUALSTACK_ENDPOINT", "is true, and vpcgate refuses dual-stack names; unset it or set it to false"));
-    }
-    let mut regional = env.get("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT").map(|v| v.trim().eq_ignore_ascii_case("regional"));
-    if let Some((path, text)) = aws_config {
-        let mut problems = Vec::new();
-        for (n, raw) in text.lines().enumerate() {
-            let l = raw.split(['#', ';']).next().unwrap_or("").trim();
-            let Some((k, v)) = l.split_once('=') else { continue };
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            match k.as_str() {
-                "use_dualstack_endpoint" if truthy(v) => problems.push(format!("line {}: use_dualstack_endpoint = {v}; set it to false", n + 1)),
-                "use_accelerate_endpoint" if truthy(v) => problems.push(format!("line {}: use_accelerate_endpoint = {v}; set it to false", n + 1)),
-                "signature_version" if !v.eq_ignore_ascii_case("s3v4") => problems.push(format!("line {}: signature_version = {v}; set it to s3v4", n + 1)),
-                "us_east_1_regional_endpoint" => regional = Some(v.eq_ignore_ascii_case("regional")),
-                "sts_regional_endpoints" if v.eq_ignore_ascii_case("legacy") => {
-                    problems.push(format!("line {}: sts_regional_endpoints = {v}, the global STS name no VPC endpoint serves; set it to regional", n + 1))
-                }
-                _ => {}
-            }
-        }
-        if problems.is_empty() {
-            out.push(line(Level::Pass, "aws config", format!("{path}: no dual-stack, accelerate or old signature settings")));
-        } else {
-            out.push(line(Level::Fail, "aws config", format!("{path}: {}", problems.join("; "))));
-        }
-    }
-    if l.regions.iter().any(|r| r == "us-east-1") {
-        match regional {
-            Some(true) => out.push(line(Level::Pass, "us-east-1 endpoint", "regional")),
-            _ => out.push(line(
-                Level::Warn,
-                "us-east-1 endpoint",
-                "botocore uses the legacy global name bucket.s3.amazonaws.com in us-east-1, which vpcgate allows only when it resolves into a route; export AWS_S3_US_EAST_1_REGIONAL_ENDPOINT=regional",
-            )),
-        }
-    }
     out
+}
+
+/// What the AWS config file sets that vpcgate refuses (one sentence per line found), and its
+/// `us_east_1_regional_endpoint` when set (the last one wins, as in the file).
+fn aws_config_problems(text: &str) -> (Vec<String>, Option<bool>) {
+    let mut problems = Vec::new();
+    let mut regional = None;
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.split(['#', ';']).next().unwrap_or("").trim();
+        let Some((k, v)) = l.split_once('=') else { continue };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        match k.as_str() {
+            "use_dualstack_endpoint" if truthy(v) => problems.push(format!("line {}: use_dualstack_endpoint = {v}; set it to false", n + 1)),
+            "use_accelerate_endpoint" if truthy(v) => problems.push(format!("line {}: use_accelerate_endpoint = {v}; set it to false", n + 1)),
+            "signature_version" if !v.eq_ignore_ascii_case("s3v4") => problems.push(format!("line {}: signature_version = {v}; set it to s3v4", n + 1)),
+            "us_east_1_regional_endpoint" => regional = Some(v.eq_ignore_ascii_case("regional")),
+            "sts_regional_endpoints" if v.eq_ignore_ascii_case("legacy") => {
+                problems.push(format!("line {}: sts_regional_endpoints = {v}, the global STS name no VPC endpoint serves; set it to regional", n + 1))
+            }
+            _ => {}
+        }
+    }
+    (problems, regional)
 }
 
 /// With the proxy variables pointing at vpcgate, the credential endpoints SDKs read over plain

@@ -130,28 +130,8 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
         ex.region = class.region().map(str::to_string);
         ex.service = Some(class.service().to_string()).filter(|s| !s.is_empty());
     }
-    for c in &d.candidates {
-        let r = &l.routes[c.route];
-        ex.candidate_routes.push(match r.kind {
-            RouteKind::Gateway => format!("{} ({} gateway, {} CIDRs)", r.name, r.service, r.cidrs.len()),
-            RouteKind::Interface => format!("{} ({} interface via {}, {} CIDRs)", r.name, r.service, c.resolve, r.cidrs.len()),
-        });
-    }
-    for a in &d.answers {
-        let asking: Vec<&Candidate> = d.candidates.iter().filter(|c| c.resolve == a.name).collect();
-        let for_routes: Vec<String> = asking.iter().map(|c| l.routes[c.route].name.clone()).collect();
-        let mut fact = NameFact { name: a.name.clone(), for_routes, addresses: Vec::new(), error: None };
-        match &a.result {
-            Ok(addrs) => {
-                for addr in addrs {
-                    let hit = asking.iter().find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
-                    fact.addresses.push(AddressFact { addr: addr.to_string(), route: hit.as_ref().map(|h| h.0.clone()), cidr: hit.map(|h| h.1) });
-                }
-            }
-            Err(e) => fact.error = Some(e.clone()),
-        }
-        ex.dns.push(fact);
-    }
+    ex.candidate_routes = d.candidates.iter().map(|c| candidate_text(l, c)).collect();
+    ex.dns = d.answers.iter().map(|a| name_fact(l, &d.candidates, a)).collect();
     let target = match decided {
         Ok((target, c)) => {
             ex.decision = "allow";
@@ -167,22 +147,60 @@ pub async fn explain(l: &Loaded, dns: &Dns, raw: &str, own: &[SocketAddr], clien
     let class = classify(&target.host);
     // The bucket perimeter is S3's: another service's request names no bucket.
     if let (Some(path), "allow", true) = (path, ex.decision, class.is_s3()) {
-        // What inspect mode decides for the request itself (passthrough sees no request).
-        let named = crate::policy::bucket::named_by(&target.host, &class, &path);
-        let verdict = l.buckets.check(&named).and_then(|()| client_buckets.map_or(Ok(()), |rules| rules.check(&named)));
-        let d = verdict.as_ref().err().map(|r| crate::policy::request::RequestDeny::Bucket { refusal: r.clone(), copy: false });
-        ex.request = Some(RequestFact {
-            path,
-            bucket: named.log_name(),
-            decision: if d.is_some() { "deny" } else { "allow" },
-            reason: d.as_ref().map(|d| d.code().to_string()),
-            message: d.as_ref().map(|d| d.to_string()),
-        });
-        if d.is_some() {
+        let fact = request_fact(l, client_buckets, &target.host, &class, path);
+        if fact.decision == "deny" {
             ex.decision = "deny";
         }
+        ex.request = Some(fact);
     }
     ex
+}
+
+/// A candidate route as `explain` lists it.
+fn candidate_text(l: &Loaded, c: &Candidate) -> String {
+    let r = &l.routes[c.route];
+    match r.kind {
+        RouteKind::Gateway => format!("{} ({} gateway, {} CIDRs)", r.name, r.service, r.cidrs.len()),
+        RouteKind::Interface => format!("{} ({} interface via {}, {} CIDRs)", r.name, r.service, c.resolve, r.cidrs.len()),
+    }
+}
+
+/// One DNS name's answers, each with the route and CIDR of the candidates that asked for it.
+fn name_fact(l: &Loaded, candidates: &[Candidate], a: &crate::policy::deny::Answer) -> NameFact {
+    let asking: Vec<&Candidate> = candidates.iter().filter(|c| c.resolve == a.name).collect();
+    let for_routes: Vec<String> = asking.iter().map(|c| l.routes[c.route].name.clone()).collect();
+    let mut fact = NameFact { name: a.name.clone(), for_routes, addresses: Vec::new(), error: None };
+    match &a.result {
+        Ok(addrs) => {
+            for addr in addrs {
+                let hit = asking.iter().find_map(|c| l.routes[c.route].cidr_for(*addr).map(|n| (l.routes[c.route].name.clone(), n.to_string())));
+                fact.addresses.push(AddressFact { addr: addr.to_string(), route: hit.as_ref().map(|h| h.0.clone()), cidr: hit.map(|h| h.1) });
+            }
+        }
+        Err(e) => fact.error = Some(e.clone()),
+    }
+    fact
+}
+
+/// What inspect mode decides for the request itself under the bucket perimeter (passthrough
+/// sees no request).
+fn request_fact(
+    l: &Loaded,
+    client_buckets: Option<&crate::policy::bucket::BucketRules>,
+    host: &str,
+    class: &crate::policy::host::HostClass,
+    path: String,
+) -> RequestFact {
+    let named = crate::policy::bucket::named_by(host, class, &path);
+    let verdict = l.buckets.check(&named).and_then(|()| client_buckets.map_or(Ok(()), |rules| rules.check(&named)));
+    let d = verdict.err().map(|refusal| crate::policy::request::RequestDeny::Bucket { refusal, copy: false });
+    RequestFact {
+        path,
+        bucket: named.log_name(),
+        decision: if d.is_some() { "deny" } else { "allow" },
+        reason: d.as_ref().map(|d| d.code().to_string()),
+        message: d.as_ref().map(|d| d.to_string()),
+    }
 }
 
 impl Explanation {

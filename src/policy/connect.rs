@@ -90,7 +90,12 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
     if !out.is_empty() {
         return Ok(out);
     }
-    Err(match class {
+    Err(no_route(host_s, class, routes))
+}
+
+/// Why no configured route carries `class`, with the change that would.
+fn no_route(host_s: String, class: &HostClass, routes: &[Route]) -> Deny {
+    match class {
         HostClass::Service { service, region } => Deny::NoRouteForService { host: host_s, service: service.clone(), region: region.clone() },
         HostClass::MultiRegion { .. } => Deny::MultiRegionNeedsInterface { host: host_s },
         HostClass::Global { .. } => Deny::NoRouteForClass {
@@ -118,7 +123,7 @@ pub fn plan(host: &str, class: &HostClass, regions: &[String], routes: &[Route])
             class: class.name(),
             why: "interface routes carry only S3 regional, access point and control names of their region; add a gateway route for this name",
         },
-    })
+    }
 }
 
 /// Whether the `vpce-…` label of an endpoint-specific name (`requested`, regional or zonal, e.g.

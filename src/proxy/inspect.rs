@@ -95,6 +95,32 @@ struct Session {
 }
 
 impl Session {
+    /// A tunnel's session: what its requests are checked against and counted into.
+    fn new(target: &Target, addr: SocketAddr, ins: &Arc<Inspect>, decision: &ConnectRecord, state: &State) -> Session {
+        let class = crate::policy::host::classify(&target.host);
+        Session {
+            target: target.clone(),
+            addr,
+            held: Mutex::new(None),
+            client: Arc::from(decision.client_text().as_str()),
+            host: Arc::from(target.host.as_str()),
+            route: Arc::from(decision.route.as_str()),
+            ins: ins.clone(),
+            requests: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            activity: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            stale: tokio::sync::Notify::new(),
+            stale_at: AtomicU64::new(u64::MAX),
+            heads: Arc::default(),
+            own_buckets: crate::proxy::connect::client_buckets(state, decision).cloned(),
+            named_by_host: (class.is_s3() && (state.config.buckets.active() || crate::proxy::connect::client_buckets(state, decision).is_some()))
+                .then(|| bucket::named_by(&target.host, &class, "")),
+            s3: class.is_s3(),
+        }
+    }
+
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
@@ -328,7 +354,6 @@ pub async fn refuse(upgraded: Upgraded, target: Target, deny: Deny, ins: Arc<Ins
 
 pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: Arc<Inspect>, decision: ConnectRecord, started: Instant, state: Arc<State>) {
     let proxy = &state.config.settings.proxy;
-    let client = decision.client_text();
     let metrics = &state.metrics;
     let _active = crate::telemetry::TunnelGuard::new(metrics);
 
@@ -350,28 +375,7 @@ pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: 
         }
     }
 
-    let class = crate::policy::host::classify(&target.host);
-    let session = Arc::new(Session {
-        target: target.clone(),
-        addr,
-        held: Mutex::new(None),
-        client: Arc::from(client.as_str()),
-        host: Arc::from(target.host.as_str()),
-        route: Arc::from(decision.route.as_str()),
-        ins: ins.clone(),
-        requests: AtomicU64::new(0),
-        bytes_up: AtomicU64::new(0),
-        bytes_down: AtomicU64::new(0),
-        activity: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-        stale: tokio::sync::Notify::new(),
-        stale_at: AtomicU64::new(u64::MAX),
-        heads: Arc::default(),
-        own_buckets: crate::proxy::connect::client_buckets(&state, &decision).cloned(),
-        named_by_host: (class.is_s3() && (state.config.buckets.active() || crate::proxy::connect::client_buckets(&state, &decision).is_some()))
-            .then(|| bucket::named_by(&target.host, &class, "")),
-        s3: class.is_s3(),
-    });
+    let session = Arc::new(Session::new(&target, addr, &ins, &decision, &state));
     let svc_session = session.clone();
     let svc_state = state.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -852,6 +856,22 @@ async fn read_body(
     Ok((CountedBody::request_body(body.map_err(upstream::BodyError::from), log.counts.clone(), session).boxed(), None))
 }
 
+/// The request as parsed, in origin form, HTTP/1.1, without hop-by-hop headers, and framed by
+/// vpcgate itself: the client's Transfer-Encoding lines never go on (hyper writes a
+/// Content-Length body as it came; a chunked one is re-chunked).
+fn to_origin_form(parts: &mut hyper::http::request::Parts, chunked: bool) -> Result<(), UpstreamFailure> {
+    let mut target = hyper::http::uri::Parts::default();
+    target.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
+    parts.uri = hyper::Uri::from_parts(target).map_err(|e| UpstreamFailure::Http { detail: format!("the target does not form a URI: {e}") })?;
+    parts.version = hyper::Version::HTTP_11;
+    parts.extensions.clear();
+    strip_hop_by_hop(&mut parts.headers);
+    if parts.headers.remove(hyper::header::TRANSFER_ENCODING).is_some() || chunked {
+        parts.headers.insert(hyper::header::TRANSFER_ENCODING, hyper::header::HeaderValue::from_static("chunked"));
+    }
+    Ok(())
+}
+
 /// Sends the checked request to an upstream connection (this tunnel's previous one, else a
 /// pooled one, else a new dial to the checked address) and streams the response back.
 #[allow(clippy::too_many_arguments)]
@@ -874,20 +894,8 @@ async fn forward(
     crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, how);
     log.upstream_tls = Some(conn.tls.clone());
 
-    // The request as parsed, in origin form, without hop-by-hop headers.
-    let mut target = hyper::http::uri::Parts::default();
-    target.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
-    parts.uri = match hyper::Uri::from_parts(target) {
-        Ok(u) => u,
-        Err(e) => return refused.upstream(log, UpstreamFailure::Http { detail: format!("the target does not form a URI: {e}") }),
-    };
-    parts.version = hyper::Version::HTTP_11;
-    parts.extensions.clear();
-    strip_hop_by_hop(&mut parts.headers);
-    // The upstream framing is vpcgate's own: the client's Transfer-Encoding lines never go on
-    // (hyper writes a Content-Length body as it came; a chunked one is re-chunked here).
-    if parts.headers.remove(hyper::header::TRANSFER_ENCODING).is_some() || chunked {
-        parts.headers.insert(hyper::header::TRANSFER_ENCODING, hyper::header::HeaderValue::from_static("chunked"));
+    if let Err(failure) = to_origin_form(&mut parts, chunked) {
+        return refused.upstream(log, failure);
     }
     // A reused connection may have been closed by the endpoint just as it was taken. A request
     // without a body can then be sent once more on a fresh connection, so keep what rebuilds it
