@@ -5,37 +5,44 @@
 //! One connection, start to finish, and the module that owns each step:
 //!
 //! ```text
+//! start: state built (DNS, CA, pool), listeners bound, reloads ........... server
 //! accept (connection limit, header timeout, graceful shutdown) ......... proxy::Listener
 //!   -> proxy request: CONNECT host:port, or a refusal (plaintext http://) proxy::handle
-//!   -> credential endpoints (IMDS, ECS, Pod Identity) refused: NO_PROXY  policy::deny
-//!   -> strict target parse (no IP literals, brackets, userinfo; ports) . policy::authority
-//!   -> host class by the S3 hostname grammar, other services' names ..... policy::host
-//!   -> plan: which routes of the name's service may carry it, or Deny ... policy::connect::plan
-//!   -> resolve, A records only, configured servers ....................... dns
-//!   -> choose: first address inside a candidate route, or Deny .......... policy::connect::choose
+//!   -> the decision, one function for the proxy, explain and check ...... proxy::connect::decide
+//!      credential endpoints (IMDS, ECS, Pod Identity) refused: NO_PROXY  policy::deny
+//!      strict target parse (no IP literals, brackets, userinfo; ports) . policy::authority
+//!      host class by the S3 hostname grammar, other services' names ..... policy::host
+//!      plan: which routes of the name's service may carry it, or Deny ... policy::connect::plan
+//!      the bucket perimeter from the name ................................ policy::bucket
+//!      resolve, A records only, configured servers ....................... dns
+//!      choose: first address inside a candidate route, or Deny .......... policy::connect::choose
+//!      (recorded step by step in a ConnectRecord for the log lines)
 //!   -> inspect mode, a policy Deny of a name the CA may sign: 200, TLS, an
-//!      S3 XML error per request, nothing dialled (proxy.refuse_in_tunnel)  proxy::inspect::refuse
-//!   -> passthrough: dial exactly that address, then answer 200; inspect:
-//!      answer 200, dial that address on the first request (or reuse a
+//!      error per request, nothing dialled (proxy.refuse_in_tunnel) ........ proxy::inspect::refuse
+//!   -> Allowed: passthrough dials exactly that address, then answers 200;
+//!      inspect answers 200 and dials on the first request (or reuses a
 //!      pooled connection to it) ............................................ proxy::connect
 //!   -> tls.mode = "passthrough": ClientHello (SNI = host, TLS >= 1.2, FS
 //!      offered), ServerHello (forward secrecy), then copy bytes ............ proxy::tunnel, policy::tls
+//!      a cut handshake, either mode, either side ........................... policy::handshake
 //!   -> tls.mode = "inspect": TLS to the client with a leaf minted for the
 //!      host (FS suites only) .............................................. certs, proxy::inspect
-//!      every request: paired with its head as it arrived (framing lines
-//!      judged before hyper changes them) .................................. policy::framing
+//!      every request (inspect::handle: take_head, check_head,
+//!      check_perimeter, read_body, forward): paired with its head as it
+//!      arrived (framing judged before hyper changes it) ..................... policy::framing
 //!      Host = CONNECT host, no SigV2 (header, query, POST form), no
 //!      smuggling shapes, Connection names no checked header; another
 //!      service's POST read whole for a Query-API SigV2 form ................. policy::request
 //!      refusals in the client's protocol (S3 XML, Query XML, JSON) ........ policy::deny::error_body
 //!      streamed to a pooled upstream TLS connection to the checked address  proxy::upstream
-//!      (both TLS legs read every buffered record at once) .................. proxy::io
-//!   -> evidence: one `connect` event per CONNECT, one `request` per request
-//!      in an inspected tunnel, one `close` per tunnel ....................... telemetry
+//!      the client socket, whole-record TLS reads, read-ahead bodies ......... proxy::io
+//!   -> evidence: typed records, one writer per event (connect, request,
+//!      upstream_*, handshake_refused, close, reload) ......................... telemetry
 //! ```
 //!
 //! Around it: `config` (layers, validation), `admin` (/healthz, /readyz, /metrics), `explain` (the
-//! decision as a dry run), `check` (a doctor for the host and the client setup).
+//! decision as a dry run), `check` (a doctor for the host and the client setup), `routes` (CIDR
+//! sources), `certs` (the CA and leaves).
 //!
 //! Refusals have three types behind one pair of traits ([`policy::deny::Refusal`]: a code and a
 //! sentence; [`policy::deny::HttpRefusal`]: a status and an S3 error code): [`policy::deny::Deny`]

@@ -354,11 +354,15 @@ impl ErrorShape {
     /// S3 names get S3's errors; another service's request gets JSON when it was sent as JSON
     /// (its `Content-Type`), the Query protocol's XML otherwise (form bodies, `GET ?Action=`).
     pub fn for_request(s3: bool, content_type: Option<&str>) -> ErrorShape {
-        let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match (s3, media.as_str()) {
-            (true, _) => ErrorShape::S3Xml,
-            (false, m) if m == "application/json" || m.starts_with("application/x-amz-json") => ErrorShape::Json,
-            _ => ErrorShape::QueryXml,
+        if s3 {
+            return ErrorShape::S3Xml;
+        }
+        let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
+        let json = media.eq_ignore_ascii_case("application/json") || media.get(..22).is_some_and(|p| p.eq_ignore_ascii_case("application/x-amz-json"));
+        if json {
+            ErrorShape::Json
+        } else {
+            ErrorShape::QueryXml
         }
     }
 }

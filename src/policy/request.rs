@@ -331,6 +331,9 @@ pub const QUERY_FORM_LIMIT: usize = 1024 * 1024;
 /// CBOR protocols' own (which no Query service reads as a form). Fail closed: a missing or
 /// unknown type is read, as a Query endpoint might take it for a form.
 pub fn reads_query_form(is_post: bool, s3: bool, has_body: bool, content_type: Option<&str>) -> bool {
+    if !is_post || s3 || !has_body {
+        return false;
+    }
     let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let structured = media == "application/json"
         || media.starts_with("application/x-amz-json")
