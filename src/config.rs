@@ -579,9 +579,7 @@ fn validate_route_service(r: &RouteSettings, endpoint: Option<&str>) -> Result<S
         (None, Some(n)) => n,
         (None, None) => routes::S3.to_string(),
     };
-    let label_ok =
-        |l: &str| l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !service.split('.').all(label_ok) {
+    if !service.split('.').all(crate::policy::host::is_service_label) {
         return Err(err(format!(
             "route {:?} has service {service:?}, which is not an AWS service name; write it as in the endpoint's service name com.amazonaws.REGION.SERVICE (\"sts\", \"kms\", \"ecr.api\")",
             r.name

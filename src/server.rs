@@ -240,6 +240,11 @@ async fn watch_files(shared: Arc<Shared>, listen: SocketAddr, admin: Option<Sock
     }
 }
 
+/// `NAME (N CIDRs), …` for the reload line.
+fn route_summary(l: &Loaded) -> String {
+    l.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect::<Vec<_>>().join(", ")
+}
+
 fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metrics: &Arc<Metrics>) {
     let old = shared.get();
     let result = config::load(&Sources::from_process(old.config.file.clone()), &env_regions()).map_err(|e| e.to_string()).and_then(|l| {
@@ -251,12 +256,12 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
     match result {
         Ok(state) => {
             Metrics::kind(&metrics.reloads, "ok");
-            let routes: Vec<String> = state.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
+            let routes = route_summary(&state.config);
             // What a reload changed in where vpcgate may dial, spelled out: a widening is visible.
             let (added, removed) = crate::routes::cidr_changes(&old.config.routes, &state.config.routes);
             crate::telemetry::ReloadLine {
                 ok: true,
-                routes: &routes.join(", "),
+                routes: &routes,
                 regions: &state.config.regions.join(","),
                 cidrs_added: &added,
                 cidrs_removed: &removed,
@@ -267,10 +272,10 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
         }
         Err(e) => {
             Metrics::kind(&metrics.reloads, "refused");
-            let routes: Vec<String> = old.config.routes.iter().map(|r| format!("{} ({} CIDRs)", r.name, r.cidrs.len())).collect();
+            let routes = route_summary(&old.config);
             crate::telemetry::ReloadLine {
                 ok: false,
-                routes: &routes.join(", "),
+                routes: &routes,
                 regions: &old.config.regions.join(","),
                 cidrs_added: "none",
                 cidrs_removed: "none",

@@ -12,8 +12,8 @@
 //! | `connect` | [`ConnectLine`] | one per CONNECT (or other proxy request), allowed or refused; a refusal says `delivered` = `connect` or `in_tunnel` |
 //! | `request` | [`RequestLine`] | one per request in an inspected tunnel, allowed or refused, and per request answered in a tunnel refused inside |
 //! | `upstream_connect` | [`UpstreamConnect`] | inspect mode: a new verified upstream connection |
-//! | `upstream_connect_failed` | [`UpstreamConnectFailed`] | inspect mode: the TCP connection to the checked address failed |
-//! | `upstream_retry` | [`UpstreamRetry`] | a request sent again on a fresh connection after a reused one closed |
+//! | `upstream_connect_failed` | [`UpstreamTrouble::connect_failed`] | inspect mode: the TCP connection to the checked address failed |
+//! | `upstream_retry` | [`UpstreamTrouble::retry`] | a request sent again on a fresh connection after a reused one closed |
 //! | `handshake_refused` | [`HandshakeRefused`] | a TLS handshake cut, either mode, either side |
 //! | `close` | [`CloseLine`] | one per tunnel, with bytes and TLS facts |
 //! | `reload` | [`ReloadLine`] | a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed |
@@ -95,8 +95,9 @@ pub mod fields {
     pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
 }
 
-/// Whether `info` decision lines are written at all: callers on the per-request path check it
-/// before building a record (its clock reads and texts are wasted at `log.level = "warn"`).
+/// Whether `info` decision lines are written at all: callers on the per-connection and
+/// per-request paths check it before building a record (its clock reads and formatted addresses
+/// are wasted at `log.level = "warn"`).
 #[inline]
 pub fn decisions_logged() -> bool {
     tracing::enabled!(target: "vpcgate::decision", tracing::Level::INFO)
@@ -228,30 +229,22 @@ impl UpstreamConnect<'_> {
     }
 }
 
-/// An `upstream_connect_failed` line (`error` is `timeout` or the socket's error).
-pub struct UpstreamConnectFailed<'a> {
+/// An upstream connection that went wrong: `upstream_connect_failed` (`error` is `timeout` or the
+/// socket's error) or `upstream_retry` (why a reused connection failed before the request went
+/// again on a fresh one). Both lines carry the same fields.
+pub struct UpstreamTrouble<'a> {
     pub client: &'a str,
     pub host: &'a str,
     pub addr: &'a str,
     pub error: &'a str,
 }
 
-impl UpstreamConnectFailed<'_> {
-    pub fn emit(&self) {
+impl UpstreamTrouble<'_> {
+    pub fn connect_failed(&self) {
         tracing::warn!(target: "vpcgate::decision", event = "upstream_connect_failed", client = %self.client, host = %self.host, addr = %self.addr, error = %self.error);
     }
-}
 
-/// An `upstream_retry` line: why the reused connection failed before the request went again.
-pub struct UpstreamRetry<'a> {
-    pub client: &'a str,
-    pub host: &'a str,
-    pub addr: &'a str,
-    pub error: &'a str,
-}
-
-impl UpstreamRetry<'_> {
-    pub fn emit(&self) {
+    pub fn retry(&self) {
         tracing::info!(target: "vpcgate::decision", event = "upstream_retry", client = %self.client, host = %self.host, addr = %self.addr, error = %self.error);
     }
 }
@@ -609,10 +602,9 @@ mod event_tests {
         assert_eq!(written(|| req.emit()), sorted(fields::REQUEST), "request");
         let up = UpstreamConnect { client: "c", host: "h", addr: "a", connect_ms: 1.0, tls_version: "TLS1.3", cipher: "x" };
         assert_eq!(written(|| up.emit()), sorted(fields::UPSTREAM_CONNECT), "upstream_connect");
-        let failed = UpstreamConnectFailed { client: "c", host: "h", addr: "a", error: "timeout" };
-        assert_eq!(written(|| failed.emit()), sorted(fields::UPSTREAM_CONNECT_FAILED), "upstream_connect_failed");
-        let retry = UpstreamRetry { client: "c", host: "h", addr: "a", error: "closed" };
-        assert_eq!(written(|| retry.emit()), sorted(fields::UPSTREAM_RETRY), "upstream_retry");
+        let trouble = UpstreamTrouble { client: "c", host: "h", addr: "a", error: "timeout" };
+        assert_eq!(written(|| trouble.connect_failed()), sorted(fields::UPSTREAM_CONNECT_FAILED), "upstream_connect_failed");
+        assert_eq!(written(|| trouble.retry()), sorted(fields::UPSTREAM_RETRY), "upstream_retry");
         let hs = HandshakeRefused { client: "c", host: "h", side: "client", addr: "", route: "", reason: "sni_missing", message: "m" };
         assert_eq!(written(|| hs.emit()), sorted(fields::HANDSHAKE_REFUSED), "handshake_refused");
         let close = CloseLine { mode: "inspect", requests: Some(2), end: "closed", ..Default::default() };

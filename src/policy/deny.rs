@@ -357,9 +357,7 @@ impl ErrorShape {
         if s3 {
             return ErrorShape::S3Xml;
         }
-        let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
-        let json = media.eq_ignore_ascii_case("application/json") || media.get(..22).is_some_and(|p| p.eq_ignore_ascii_case("application/x-amz-json"));
-        if json {
+        if crate::policy::request::body_protocol(content_type) == crate::policy::request::BodyProtocol::Json {
             ErrorShape::Json
         } else {
             ErrorShape::QueryXml

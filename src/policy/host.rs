@@ -251,7 +251,7 @@ fn other_service(labels: &[&str], suffix: &str) -> HostClass {
 }
 
 /// An endpoint prefix as AWS writes them: lower-case letters, digits and dashes, starting with a letter.
-fn is_service_label(l: &str) -> bool {
+pub fn is_service_label(l: &str) -> bool {
     l.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 

@@ -334,12 +334,29 @@ pub fn reads_query_form(is_post: bool, s3: bool, has_body: bool, content_type: O
     if !is_post || s3 || !has_body {
         return false;
     }
-    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let structured = media == "application/json"
-        || media.starts_with("application/x-amz-json")
-        || media == "application/cbor"
-        || media.starts_with("application/x-amz-cbor");
-    is_post && !s3 && has_body && !structured
+    body_protocol(content_type) == BodyProtocol::Other
+}
+
+/// The protocol a body is written in, from its `Content-Type` media type (parameters and case
+/// ignored): the JSON protocols (`application/json`, `application/x-amz-json-1.0`/`1.1`), CBOR
+/// (`application/cbor`, `application/x-amz-cbor…`), or anything else (forms, XML, none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyProtocol {
+    Json,
+    Cbor,
+    Other,
+}
+
+pub fn body_protocol(content_type: Option<&str>) -> BodyProtocol {
+    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
+    let starts = |prefix: &str| media.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    if media.eq_ignore_ascii_case("application/json") || starts("application/x-amz-json") {
+        BodyProtocol::Json
+    } else if media.eq_ignore_ascii_case("application/cbor") || starts("application/x-amz-cbor") {
+        BodyProtocol::Cbor
+    } else {
+        BodyProtocol::Other
+    }
 }
 
 /// The signature of a Query-API form body: SigV2 when any of its keys (split at `&` and `;`,

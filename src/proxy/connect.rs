@@ -81,6 +81,9 @@ pub struct CloseFacts<'a> {
 /// The one `close` event per tunnel, for both modes; also counts the tunnel's bytes by route.
 pub fn log_close(state: &State, decision: &ConnectRecord, started: Instant, f: CloseFacts<'_>) {
     state.metrics.tunnel_bytes(&decision.route, f.bytes_up, f.bytes_down);
+    if !crate::telemetry::decisions_logged() {
+        return;
+    }
     let chosen = decision.chosen.as_ref();
     crate::telemetry::CloseLine {
         mode: f.mode,

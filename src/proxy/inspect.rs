@@ -932,13 +932,13 @@ async fn forward(
         match again {
             Some(req) if how == "reused" && !retried => {
                 retried = true;
-                crate::telemetry::UpstreamRetry {
+                crate::telemetry::UpstreamTrouble {
                     client: &session.client,
                     host: &session.host,
                     addr: &session.addr.to_string(),
                     error: &failed.error().to_string(),
                 }
-                .emit();
+                .retry();
                 conn = match dial(session, state, ins).await {
                     Ok(c) => c,
                     Err(d) => return refused.answer(log, d),
@@ -1147,11 +1147,11 @@ async fn dial(session: &Session, state: &State, ins: &Inspect) -> Result<Upstrea
             t
         }
         Ok(Err(e)) => {
-            crate::telemetry::UpstreamConnectFailed { client: &session.client, host, addr: &session.addr.to_string(), error: &e.to_string() }.emit();
+            crate::telemetry::UpstreamTrouble { client: &session.client, host, addr: &session.addr.to_string(), error: &e.to_string() }.connect_failed();
             return Err(upstream_deny(session, UpstreamFailure::ConnectFailed { error: e.to_string() }));
         }
         Err(_) => {
-            crate::telemetry::UpstreamConnectFailed { client: &session.client, host, addr: &session.addr.to_string(), error: "timeout" }.emit();
+            crate::telemetry::UpstreamTrouble { client: &session.client, host, addr: &session.addr.to_string(), error: "timeout" }.connect_failed();
             return Err(upstream_deny(session, UpstreamFailure::ConnectTimeout { after: timeout }));
         }
     };

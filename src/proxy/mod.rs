@@ -312,6 +312,9 @@ fn log_refusal(state: &State, d: &ConnectRecord, deny: &Deny) {
 
 fn log_refusal_as(state: &State, d: &ConnectRecord, deny: &Deny, delivered: Delivery) {
     state.metrics.connection("deny", deny.code());
+    if !crate::telemetry::decisions_logged() {
+        return;
+    }
     let message = deny.to_string();
     crate::telemetry::ConnectLine {
         decision: "deny",
@@ -383,31 +386,34 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
         }
         Ok(connect::Allowed { target, chosen, next }) => {
             state.metrics.connection("allow", "");
-            crate::telemetry::ConnectLine {
-                decision: "allow",
-                client: &decision.client_text(),
-                peer: &peer.to_string(),
-                target_authority: &decision.target,
-                host: &target.host,
-                port: target.port,
-                class: decision.class,
-                resolved: &decision.resolved_text(),
-                chosen: &chosen.addr.to_string(),
-                route: &decision.route,
-                cidr: &chosen.cidr.to_string(),
-                via: &chosen.resolved,
-                dns_ms: decision.dns_ms,
-                connect_ms: decision.connect_ms,
-                upstream: match (&next, decision.pooled) {
-                    (connect::Next::Relay(_), _) => "dialled",
-                    (connect::Next::Inspect(_), true) => "pooled",
-                    // Inspect mode dials when the first request finds nothing in the pool.
-                    (connect::Next::Inspect(_), false) => "on_request",
-                },
-                status: 200,
-                ..Default::default()
+            // The record's texts (addresses, answers) are built only when the line is written.
+            if crate::telemetry::decisions_logged() {
+                crate::telemetry::ConnectLine {
+                    decision: "allow",
+                    client: &decision.client_text(),
+                    peer: &peer.to_string(),
+                    target_authority: &decision.target,
+                    host: &target.host,
+                    port: target.port,
+                    class: decision.class,
+                    resolved: &decision.resolved_text(),
+                    chosen: &chosen.addr.to_string(),
+                    route: &decision.route,
+                    cidr: &chosen.cidr.to_string(),
+                    via: &chosen.resolved,
+                    dns_ms: decision.dns_ms,
+                    connect_ms: decision.connect_ms,
+                    upstream: match (&next, decision.pooled) {
+                        (connect::Next::Relay(_), _) => "dialled",
+                        (connect::Next::Inspect(_), true) => "pooled",
+                        // Inspect mode dials when the first request finds nothing in the pool.
+                        (connect::Next::Inspect(_), false) => "on_request",
+                    },
+                    status: 200,
+                    ..Default::default()
+                }
+                .emit();
             }
-            .emit();
             let on_upgrade = hyper::upgrade::on(&mut req);
             let then = Then::Allowed(next, std::net::SocketAddr::from((chosen.addr, target.port)));
             *slot.lock().expect("tunnel slot") = Some(PendingTunnel { on_upgrade, then, target, decision, started });
