@@ -57,6 +57,7 @@
 //! `config` reads files and environment and hands validated values to both.
 
 pub mod admin;
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod config;

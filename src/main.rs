@@ -46,6 +46,27 @@ enum Command {
         #[arg(long = "bucket")]
         buckets: Vec<String>,
     },
+    /// Check the AWS side of the routes: the subnet's route table sends each gateway route's prefix
+    /// list to an available gateway endpoint, interface endpoints' addresses, security groups and
+    /// names, and bucket policies. Exit status 0 when nothing failed, 1 when a check failed, 2 when
+    /// AWS could not be asked (no credentials, API unreachable).
+    Audit {
+        /// The subnet vpcgate's traffic leaves from (default: this instance's, from IMDSv2).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The region of the subnet (default: IMDSv2's, else the first of aws.regions).
+        #[arg(long)]
+        region: Option<String>,
+        /// Also read this bucket's policy (repeatable).
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// Let audit's own read-only EC2/S3 calls take the public path when no route carries them.
+        #[arg(long)]
+        public_api: bool,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective routes and their CIDRs, then exit.
     Routes,
     /// Validate the configuration and exit (0 when it loads).
@@ -127,6 +148,10 @@ fn main() -> ExitCode {
         Command::Run { watch_config } => load(&cli).and_then(|l| run(l, *watch_config)).map_err(Exit::from),
         Command::Explain { target, json, client } => load(&cli).map_err(Exit::from).and_then(|l| explain(&l, target, *json, client.as_deref())),
         Command::Check { buckets } => load(&cli).map_err(Exit::from).and_then(|l| check(&l, buckets)),
+        Command::Audit { subnet, region, buckets, public_api, json } => load(&cli).map_err(Exit::from).and_then(|l| {
+            let args = vpcgate::audit::Args { subnet: subnet.clone(), region: region.clone(), buckets: buckets.clone(), public_api: *public_api };
+            audit(&l, &args, *json)
+        }),
         Command::Routes => load(&cli).map(|l| print_routes(&l)).map_err(Exit::from),
         Command::CheckConfig => load(&cli)
             .map(|l| {
@@ -219,6 +244,24 @@ fn check(l: &Loaded, buckets: &[String]) -> Result<(), Exit> {
     let warns = lines.iter().filter(|l| l.level == vpcgate::check::Level::Warn).count();
     println!("{} checks: {} failed, {} warnings", lines.len(), fails, warns);
     if fails == 0 {
+        Ok(())
+    } else {
+        Err(Exit::No)
+    }
+}
+
+fn audit(l: &Loaded, args: &vpcgate::audit::Args, json: bool) -> Result<(), Exit> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let report = runtime()?.block_on(vpcgate::audit::run(l, args, &env)).map_err(|e| Exit::Error(e.to_string()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+    } else {
+        for line in &report.lines {
+            println!("{line}");
+        }
+        println!("{} checks: {} failed, {} warnings", report.lines.len(), report.failed, report.warnings);
+    }
+    if report.failed == 0 {
         Ok(())
     } else {
         Err(Exit::No)
