@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::dns::FakeDns;
 use support::harness::*;
+use support::moto::{repo, venv, Moto};
 use support::s3::{FakeS3, ACCESS_KEY, SECRET_KEY};
 use support::upstream::TestCa;
 
@@ -28,56 +29,6 @@ const STS_ENDPOINT: &str = "vpce-0sts0123456789abc-k4q1nq2d.sts.us-east-1.vpce.a
 const DDB: &str = "dynamodb.us-east-1.amazonaws.com";
 const DDB_ACCOUNT: &str = "123456789012.ddb.us-east-1.amazonaws.com";
 const S3: &str = "s3.us-east-1.amazonaws.com";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The pinned venv with moto and boto3 (installed on first use).
-fn venv() -> PathBuf {
-    let dir = repo().join("target/moto");
-    let st = Command::new("bash").arg(repo().join("integration-tests/services/setup-moto.sh")).arg(&dir).status().expect("bash runs");
-    assert!(st.success(), "installing moto and boto3 failed (see above)");
-    dir
-}
-
-/// moto in server mode on a free loopback port; stopped on drop.
-struct Moto {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Moto {
-    fn start(venv: &Path) -> Moto {
-        let port = free_port();
-        let child = Command::new(venv.join("bin/python"))
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto starts");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut m = Moto { child, addr };
-        eventually(
-            30,
-            || "moto did not listen".into(),
-            || {
-                if let Ok(Some(st)) = m.child.try_wait() {
-                    panic!("moto exited with {st}");
-                }
-                std::net::TcpStream::connect(addr).ok()
-            },
-        );
-        m
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A TLS endpoint for AWS names in front of a plaintext backend (moto): TLS 1.2/1.3, ALPN
 /// http/1.1, a leaf for `names` from the test CA; bytes copied both ways after the handshake.

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod harness;
+pub mod moto;
 pub mod s3;
 pub mod upstream;
 

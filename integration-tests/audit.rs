@@ -1,0 +1,288 @@
+//! `vpcgate audit` against a real AWS API implementation on loopback: moto in server mode (EC2 and
+//! S3, pinned in integration-tests/services/setup-moto.sh) holding a VPC built by
+//! integration-tests/audit/moto_vpc.py, and a small IMDSv2 of the test's own (token PUT, then
+//! metadata with the token) on a loopback port. The binary runs with the standard variables
+//! (AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT, static keys), as an operator runs it.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::moto::{repo, venv, Moto};
+
+/// The VPC moto_vpc.py built: its IDs and what moto reported.
+fn scenario(moto: &Moto, name: &str) -> Value {
+    let out = Command::new(venv().join("bin/python"))
+        .arg(repo().join("integration-tests/audit/moto_vpc.py"))
+        .arg(format!("http://{}", moto.addr))
+        .arg(name)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "moto_vpc.py {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("moto_vpc.py prints JSON")
+}
+
+/// An IMDSv2 on loopback: `PUT /latest/api/token` hands out a token, every GET needs it.
+struct Imds {
+    addr: SocketAddr,
+    gets_without_token: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Imds {
+    async fn start(subnet: &str, vpc: &str, address: &str) -> Imds {
+        use http_body_util::Full;
+        use hyper::body::Bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mac = "0e:11:22:33:44:55";
+        let values: Arc<Vec<(String, String)>> = Arc::new(vec![
+            ("/latest/dynamic/instance-identity/document".into(), r#"{"accountId":"123456789012","region":"us-east-1","instanceId":"i-0abc"}"#.into()),
+            ("/latest/meta-data/mac".into(), mac.into()),
+            (format!("/latest/meta-data/network/interfaces/macs/{mac}/subnet-id"), subnet.into()),
+            (format!("/latest/meta-data/network/interfaces/macs/{mac}/vpc-id"), vpc.into()),
+            ("/latest/meta-data/local-ipv4".into(), address.into()),
+        ]);
+        let gets_without_token = Arc::new(AtomicUsize::new(0));
+        let bad = gets_without_token.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (values, bad) = (values.clone(), bad.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (values, bad) = (values.clone(), bad.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let (status, body) = if req.method() == hyper::Method::PUT && path == "/latest/api/token" {
+                                (200, "TOKEN-1".to_string())
+                            } else if req.headers().get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()) != Some("TOKEN-1") {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                (401, String::new())
+                            } else {
+                                values.iter().find(|(p, _)| *p == path).map(|(_, v)| (200, v.clone())).unwrap_or((404, String::new()))
+                            };
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            if status == 200 && path == "/latest/api/token" {
+                                resp.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", "21600".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+        Imds { addr, gets_without_token, task }
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+/// `vpcgate --config CONFIG audit ARGS` with only the variables given (plus PATH and HOME), so
+/// that nothing of the machine's AWS setup leaks in.
+fn audit(config: &str, args: &[&str], env: &[(&str, String)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vpcgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+        .arg("--config")
+        .arg(&path)
+        .arg("audit")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("vpcgate runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+/// The standard variables pointing at moto and the fake IMDS, with moto's test keys.
+fn aws_env(moto: &Moto, imds: Option<&Imds>) -> Vec<(&'static str, String)> {
+    let imds = match imds {
+        Some(i) => format!("http://{}", i.addr),
+        // Nothing listens there: IMDS is "absent", on loopback.
+        None => format!("http://127.0.0.1:{}", support::free_port()),
+    };
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_ENDPOINT_URL", format!("http://{}", moto.addr)),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds),
+    ]
+}
+
+fn cidrs(list: &Value) -> Vec<String> {
+    list["entries"].as_array().unwrap().iter().map(|e| e["Cidr"].as_str().unwrap().to_string()).collect()
+}
+
+/// A config with the S3 gateway route holding `gateway` and the STS interface route of moto's
+/// endpoint holding `interface`.
+fn config(v: &Value, gateway: &[String], interface: &[String]) -> String {
+    let q = |l: &[String]| l.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[dns]\nservers = [\"127.0.0.1:{}\"]\n[aws]\nregions = [\"us-east-1\"]\n\
+         [[routes]]\nname = \"s3\"\nkind = \"gateway\"\ncidrs = [{}]\n\
+         [[routes]]\nname = \"sts\"\nkind = \"interface\"\nservice = \"sts\"\nregion = \"us-east-1\"\nendpoint = {:?}\ncidrs = [{}]\n",
+        support::free_port(),
+        q(gateway),
+        v["interface_endpoint"]["dns_entries"][0]["DnsName"].as_str().unwrap(),
+        q(interface)
+    )
+}
+
+fn eni_cidrs(v: &Value) -> Vec<String> {
+    v["interface_endpoint"]["private_ips"].as_object().unwrap().values().map(|ip| format!("{}/32", ip.as_str().unwrap())).collect()
+}
+
+/// The line of `check` (its name), or a panic showing the whole output.
+fn line<'a>(r: &'a Run, check: &str) -> &'a str {
+    r.stdout.lines().find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check))).unwrap_or_else(|| panic!("no {check:?} line in:\n{}\n{}", r.stdout, r.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_path_passes_and_names_each_proof() {
+    let moto = Moto::start(&venv());
+    let v = scenario(&moto, "good");
+    let imds = Imds::start(v["subnet_id"].as_str().unwrap(), v["vpc_id"].as_str().unwrap(), "10.0.1.10").await;
+    let cfg = config(&v, &cidrs(&v["s3_prefix_list"]), &eni_cidrs(&v));
+    let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--bucket", "audit-bucket"], &aws_env(&moto, Some(&imds)))).await.unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (rtb, pl, vpce) = (v["subnet_route_table_id"].as_str().unwrap(), v["s3_prefix_list"]["id"].as_str().unwrap(), v["gateway_endpoint"]["id"].as_str().unwrap());
+    let where_ = line(&r, "where");
+    assert!(where_.starts_with("pass") && where_.contains(v["subnet_id"].as_str().unwrap()) && where_.contains("IMDSv2"), "{where_}");
+    let table = line(&r, "route table s3");
+    assert!(table.starts_with("pass") && table.contains(rtb) && table.contains(pl) && table.contains(vpce), "{table}");
+    assert!(line(&r, "prefix list s3").starts_with("pass"));
+    assert!(line(&r, "cidrs s3").starts_with("pass"));
+    // moto gives endpoints the default policy: a warning that says what a restrictive one is.
+    let policy = line(&r, "endpoint policy s3");
+    assert!(policy.starts_with("WARN") && policy.contains("aws:ResourceOrgID"), "{policy}");
+    for check in ["endpoint sts", "addresses sts", "dns names sts"] {
+        assert!(line(&r, check).starts_with("pass"), "{}", line(&r, check));
+    }
+    // The endpoint's group admits 443 from 10.0.0.0/16, and IMDS said this host is 10.0.1.10.
+    let sg = line(&r, "security group sts");
+    assert!(sg.starts_with("pass") && sg.contains("10.0.1.10"), "{sg}");
+    let bucket = line(&r, "bucket audit-bucket");
+    assert!(bucket.starts_with("pass") && bucket.contains("aws:SourceVpce") && bucket.contains(vpce), "{bucket}");
+    assert!(r.stdout.contains(" 0 failed"), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_route_fails_naming_the_table_the_list_and_the_endpoint() {
+    let moto = Moto::start(&venv());
+    let v = scenario(&moto, "no-route");
+    let imds = Imds::start(v["subnet_id"].as_str().unwrap(), v["vpc_id"].as_str().unwrap(), "10.0.1.10").await;
+    let cfg = config(&v, &cidrs(&v["s3_prefix_list"]), &eni_cidrs(&v));
+    let env = aws_env(&moto, Some(&imds));
+    let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--json"], &env)).await.unwrap();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).expect("--json prints one object");
+    let table = report["lines"].as_array().unwrap().iter().find(|l| l["check"] == "route table s3").expect("a route table line");
+    assert_eq!(table["level"], "fail");
+    let detail = table["detail"].as_str().unwrap();
+    for id in [v["subnet_route_table_id"].as_str().unwrap(), v["s3_prefix_list"]["id"].as_str().unwrap(), v["gateway_endpoint"]["id"].as_str().unwrap()] {
+        assert!(detail.contains(id), "{id} missing from {detail}");
+    }
+    assert!(detail.contains("leave by the internet or NAT gateway"), "{detail}");
+    assert!(report["proofs"].as_array().unwrap().is_empty());
+    assert_eq!(imds.gets_without_token.load(Ordering::SeqCst), 0, "metadata was asked without an IMDSv2 token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_table_counts_and_drift_and_open_buckets_fail() {
+    let moto = Moto::start(&venv());
+    let v = scenario(&moto, "main-table");
+    let subnet = v["subnet_id"].as_str().unwrap().to_string();
+    let mut gateway = cidrs(&v["s3_prefix_list"]);
+    let env = aws_env(&moto, None);
+    // --subnet instead of IMDS (which is absent here): the subnet has no table of its own.
+    let cfg = config(&v, &gateway, &eni_cidrs(&v));
+    let (s, e) = (subnet.clone(), env.clone());
+    let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--subnet", &s, "--region", "us-east-1"], &e)).await.unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let table = line(&r, "route table s3");
+    assert!(table.starts_with("pass") && table.contains("main table") && table.contains(v["main_route_table_id"].as_str().unwrap()), "{table}");
+
+    // The route's CIDRs drift from the list: one added, one gone.
+    let gone = gateway.remove(0);
+    gateway.push("198.18.0.0/15".into());
+    // The STS route misses the endpoint's address: vpcgate would refuse it.
+    let cfg = config(&v, &gateway, &["10.255.0.0/24".to_string()]);
+    let (s, e) = (subnet.clone(), env.clone());
+    let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--subnet", &s, "--bucket", "open-bucket"], &e)).await.unwrap();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let drift = line(&r, "cidrs s3");
+    assert!(drift.starts_with("FAIL") && drift.contains("198.18.0.0/15") && drift.contains(&gone), "{drift}");
+    assert!(line(&r, "addresses sts").starts_with("FAIL"), "{}", line(&r, "addresses sts"));
+    let open = line(&r, "bucket open-bucket");
+    assert!(open.starts_with("FAIL") && open.contains("no bucket policy"), "{open}");
+    // No IMDS and --subnet given: audit never waited on metadata.
+    assert!(r.took < Duration::from_secs(10), "took {:?}", r.took);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_or_api_it_says_why_and_exits_2() {
+    let moto = Moto::start(&venv());
+    let v = scenario(&moto, "good");
+    let cfg = config(&v, &cidrs(&v["s3_prefix_list"]), &eni_cidrs(&v));
+    let subnet = v["subnet_id"].as_str().unwrap().to_string();
+
+    // No credentials anywhere (IMDS disabled for the chain too).
+    let no_keys: Vec<(&str, String)> = vec![("AWS_EC2_METADATA_DISABLED", "true".into()), ("AWS_ENDPOINT_URL", format!("http://{}", moto.addr))];
+    let (c, s) = (cfg.clone(), subnet.clone());
+    let r = tokio::task::spawn_blocking(move || audit(&c, &["--subnet", &s], &no_keys)).await.unwrap();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("no AWS credentials") && r.took < Duration::from_secs(15), "{:?} {}", r.took, r.stderr);
+
+    // The API is down: a closed loopback port.
+    let mut down = aws_env(&moto, None);
+    down[2].1 = format!("http://127.0.0.1:{}", support::free_port());
+    let (c, s) = (cfg.clone(), subnet.clone());
+    let r = tokio::task::spawn_blocking(move || audit(&c, &["--subnet", &s], &down)).await.unwrap();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("cannot ask the EC2 API") && r.took < Duration::from_secs(15), "{:?} {}", r.took, r.stderr);
+
+    // No override: the regional EC2 name is decided like a CONNECT, and no route carries ec2, so
+    // audit refuses to take the public path (and sends nothing anywhere).
+    let mut regional = aws_env(&moto, None);
+    regional.remove(2);
+    let (c, s) = (cfg.clone(), subnet.clone());
+    let r = tokio::task::spawn_blocking(move || audit(&c, &["--subnet", &s], &regional)).await.unwrap();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("would not ride a private route") && r.stderr.contains("--public-api"), "{}", r.stderr);
+
+    // Plain http to a host that is not loopback would send signed requests in the clear.
+    let mut clear = aws_env(&moto, None);
+    clear[2].1 = "http://ec2.example.internal:8080".into();
+    let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--subnet", &subnet], &clear)).await.unwrap();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("in the clear"), "{}", r.stderr);
+}
