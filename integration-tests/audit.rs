@@ -286,3 +286,156 @@ async fn without_credentials_or_api_it_says_why_and_exits_2() {
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("in the clear"), "{}", r.stderr);
 }
+
+// ---- Routes that follow a prefix list (`prefix_list = …`), against moto's EC2 ----
+
+/// boto3 against moto: run `code` with `ec2` bound to a client; its stdout.
+fn boto(moto: &Moto, code: &str) -> String {
+    let script = format!(
+        "import boto3, json\nec2 = boto3.client('ec2', endpoint_url='http://{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}\n",
+        moto.addr
+    );
+    let out = Command::new(venv().join("bin/python")).arg("-c").arg(script).env("AWS_CONFIG_FILE", "/dev/null").output().expect("python runs");
+    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Move a customer-managed list's entries: add and remove CIDRs at its current version.
+fn modify_list(moto: &Moto, id: &str, add: &[&str], remove: &[&str]) {
+    let entries = |l: &[&str]| l.iter().map(|c| format!("{{'Cidr': '{c}'}}")).collect::<Vec<_>>().join(", ");
+    boto(
+        moto,
+        &format!(
+            "v = ec2.describe_managed_prefix_lists(PrefixListIds=['{id}'])['PrefixLists'][0]['Version']\n\
+             ec2.modify_managed_prefix_list(PrefixListId='{id}', CurrentVersion=v, AddEntries=[{}], RemoveEntries=[{}])",
+            entries(add),
+            entries(remove)
+        ),
+    );
+}
+
+/// Something listening on `addr` (passthrough dials before its 200), holding what it accepts.
+async fn hold(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    })
+}
+
+const B1: &str = "follow-one.s3.us-east-1.amazonaws.com";
+const B2: &str = "follow-two.s3.us-east-1.amazonaws.com";
+
+fn follow_config(port: u16, admin: u16, dns: SocketAddr, list: &str, cache: &std::path::Path) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dns]\nservers = [\"{dns}\"]\ntimeout = \"1s\"\n\
+         [aws]\nregions = [\"us-east-1\"]\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n\
+         [[routes]]\nname = \"s3\"\nkind = \"gateway\"\nprefix_list = \"{list}\"\nrefresh = \"1s\"\ncache_file = \"{}\"\n",
+        cache.display()
+    )
+}
+
+fn proxy_env(api: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_ENDPOINT_URL", api),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+    ]
+}
+
+fn connect_status(port: u16, host: &str) -> u16 {
+    support::harness::raw_request(port, &support::harness::connect_req(&format!("{host}:443"))).0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_prefix_list_moves_the_route_without_a_restart() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use support::harness::{eventually, http_get, Proxy};
+    let moto = Moto::start(&venv());
+    let id = boto(
+        &moto,
+        "print(ec2.create_managed_prefix_list(PrefixListName='corp-s3', AddressFamily='IPv4', MaxEntries=10, Entries=[{'Cidr': '127.100.1.0/24'}])['PrefixList']['PrefixListId'])",
+    );
+    let one = IpAddr::V4(Ipv4Addr::new(127, 100, 1, 1));
+    let two = IpAddr::V4(Ipv4Addr::new(127, 100, 2, 1));
+    // The regional name answers too: /readyz asks DNS for it.
+    let regional = IpAddr::V4(Ipv4Addr::new(127, 100, 9, 9));
+    let dns = support::FakeDns::start(&[(B1, &[one]), (B2, &[two]), ("s3.us-east-1.amazonaws.com", &[regional])]).await;
+    let _h1 = hold(SocketAddr::new(one, 443)).await;
+    let _h2 = hold(SocketAddr::new(two, 443)).await;
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("state/prefix-list-s3.json");
+    let (port, admin) = (support::free_port(), support::free_port());
+    let cfg = follow_config(port, admin, dns.addr, &id, &cache);
+    let api = format!("http://{}", moto.addr);
+
+    let p = {
+        let (cfg, env) = (cfg.clone(), proxy_env(api.clone()));
+        tokio::task::spawn_blocking(move || Proxy::start_with_env(port, &cfg, &env)).await.unwrap()
+    };
+    let ready = tokio::task::spawn_blocking(move || eventually(10, || "never ready".into(), || (http_get(admin, "/readyz").0 == 200).then_some(()))).await;
+    assert!(ready.is_ok(), "{}", p.log_text());
+    let statuses = move || (connect_status(port, B1), connect_status(port, B2));
+    assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (200, 403), "{}", p.log_text());
+    assert!(cache.exists(), "the first fetch writes the cache file");
+
+    // The list moves: the running proxy follows within a refresh, without a restart.
+    modify_list(&moto, &id, &["127.100.2.0/24"], &["127.100.1.0/24"]);
+    let moved = tokio::task::spawn_blocking(move || eventually(10, || "the route did not follow the list".into(), || (statuses() == (403, 200)).then_some(()))).await;
+    assert!(moved.is_ok(), "{}", p.log_text());
+    let ev = p.events("route_refresh").into_iter().find(|e| e["result"] == "changed" && e["cidrs_added"].as_str().unwrap_or("").contains("127.100.2.0/24"));
+    let ev = ev.unwrap_or_else(|| panic!("no route_refresh event for the change:\n{}", p.log_text()));
+    assert!(ev["cidrs_removed"].as_str().unwrap().contains("127.100.1.0/24") && ev["prefix_list"] == id.as_str(), "{ev}");
+    let metrics = http_get(admin, "/metrics").1;
+    assert!(metrics.contains("vpcgate_route_refreshes_total{route=\"s3\",result=\"changed\"}"), "{metrics}");
+
+    // Entries wider than any route may hold are refused: the previous set keeps serving.
+    modify_list(&moto, &id, &["10.0.0.0/7"], &[]);
+    let refused = {
+        let log = p.log.clone();
+        tokio::task::spawn_blocking(move || {
+            eventually(10, || "no refused refresh".into(), || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"refused\"")).map(str::to_string))
+        })
+        .await
+        .unwrap()
+    };
+    assert!(refused.contains("10.0.0.0/7") && refused.contains("keeps its 1 CIDRs"), "{refused}");
+    assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (403, 200));
+    drop(p);
+
+    // A restart while AWS cannot be asked starts from the cache file, and says how old it is.
+    let down = format!("http://127.0.0.1:{}", support::free_port());
+    let p = {
+        let (cfg, env) = (cfg.clone(), proxy_env(down.clone()));
+        tokio::task::spawn_blocking(move || Proxy::start_with_env(port, &cfg, &env)).await.unwrap()
+    };
+    assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (403, 200), "{}", p.log_text());
+    let log = p.log.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        eventually(10, || "no failed refresh".into(), || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"failed\"")).map(str::to_string))
+    })
+    .await
+    .unwrap();
+    assert!(failed.contains("s ago") && failed.contains(&id), "{failed}");
+    drop(p);
+
+    // No cache and no AWS: the route carries nothing (fail closed) and /readyz says why.
+    std::fs::remove_file(&cache).unwrap();
+    let p = {
+        let env = proxy_env(down);
+        tokio::task::spawn_blocking(move || Proxy::start_with_env(port, &cfg, &env)).await.unwrap()
+    };
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        eventually(10, || "readyz never named the route".into(), || Some(http_get(admin, "/readyz")).filter(|(_, b)| b.contains("cannot connect")))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("route s3 has no CIDRs") && body.contains(&id), "{body}");
+    assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (403, 403), "{}", p.log_text());
+}

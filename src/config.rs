@@ -129,6 +129,12 @@ pub struct DnsSettings {
 #[serde(deny_unknown_fields)]
 pub struct AwsSettings {
     pub regions: Vec<String>,
+    /// Where vpcgate keeps the last good copy of what it fetched from AWS (prefix lists), so that
+    /// it starts with it when AWS cannot be asked.
+    pub cache_dir: PathBuf,
+    /// Whether vpcgate's own read-only EC2 calls (prefix lists, audit) may take the public path
+    /// when no route carries the EC2 API and no AWS_ENDPOINT_URL_EC2 names its endpoint.
+    pub public_api: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,7 +154,21 @@ pub struct RouteSettings {
     /// name when it says, else `s3`.
     #[serde(default)]
     pub service: Option<String>,
+    /// Gateway routes: follow this prefix list (`pl-…` or `com.amazonaws.REGION.SERVICE`) instead
+    /// of `cidrs`/`cidrs_file`, refreshed every `refresh`.
+    #[serde(default)]
+    pub prefix_list: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh: Option<Duration>,
+    /// The last good copy of the list (default: `aws.cache_dir`/prefix-list-NAME.json).
+    #[serde(default)]
+    pub cache_file: Option<PathBuf>,
 }
+
+/// How often a `prefix_list` route asks AWS, unless it says.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15 * 60);
+/// The shortest `refresh` accepted: AWS throttles Describe calls, and lists change rarely.
+pub const SHORTEST_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -420,7 +440,7 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
             if out.iter().any(|o| o.name == r.name) {
                 return Err(err(format!("two routes are named {:?}; give each [[routes]] entry its own name", r.name)));
             }
-            out.push(load_route(r, &regions)?);
+            out.push(load_route(r, &regions, &settings.aws)?);
         }
         out
     };
@@ -486,7 +506,7 @@ fn validate_clients(settings: &Settings) -> Result<(), ConfigError> {
 /// configuration that lists S3 beside other services' routes.
 pub const EMBEDDED_CIDRS: &str = "embedded";
 
-fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigError> {
+fn load_route(r: &RouteSettings, regions: &[String], aws: &AwsSettings) -> Result<Route, ConfigError> {
     let endpoint = validate_route_endpoint(r)?;
     let service = validate_route_service(r, endpoint.as_deref())?;
     let mut cidrs = Vec::new();
@@ -525,7 +545,23 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
         }
         None => {}
     }
-    if cidrs.is_empty() {
+    let mut follow = validate_route_follow(r, &service, !cidrs.is_empty(), aws)?;
+    if let Some(f) = &mut follow {
+        match std::fs::read_to_string(&f.cache_file) {
+            // No copy yet: the route carries nothing until the first fetch (fail closed).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => source.push(format!("prefix list {}, not fetched yet", f.prefix_list)),
+            Err(e) => return Err(err(format!("route {:?}: cannot read its cache_file {} ({e}); fix its permissions or remove it", r.name, f.cache_file.display()))),
+            Ok(text) => {
+                let (fetched, mut more) = routes::parse_cache(&text).map_err(|e| {
+                    err(format!("route {:?}: its cache_file {} {e}; remove it and vpcgate fetches the list again", r.name, f.cache_file.display()))
+                })?;
+                cidrs.append(&mut more);
+                source.push(routes::follow_source(&fetched));
+                f.fetched = Some(fetched);
+            }
+        }
+    }
+    if cidrs.is_empty() && follow.is_none() {
         return Err(err(format!(
             "route {:?} has no CIDRs; set cidrs = [\"…\"] or cidrs_file = \"pl-….json\" (output of aws ec2 get-managed-prefix-list-entries)",
             r.name
@@ -543,7 +579,36 @@ fn load_route(r: &RouteSettings, regions: &[String]) -> Result<Route, ConfigErro
             return Err(err(format!("route {:?} has region {reg:?}, which is not a region code like \"us-east-1\"", r.name)));
         }
     }
-    Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + "), service })
+    Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + "), service, follow })
+}
+
+/// `prefix_list`, `refresh`, `cache_file`: a gateway route that follows a prefix list takes its
+/// CIDRs from it alone.
+fn validate_route_follow(r: &RouteSettings, service: &str, has_cidrs: bool, aws: &AwsSettings) -> Result<Option<routes::Follow>, ConfigError> {
+    let Some(list) = &r.prefix_list else {
+        if r.refresh.is_some() || r.cache_file.is_some() {
+            return Err(err(format!("route {:?} sets refresh or cache_file without prefix_list; add prefix_list = \"pl-…\" or remove them", r.name)));
+        }
+        return Ok(None);
+    };
+    if r.kind != RouteKind::Gateway {
+        return Err(err(format!("interface route {:?} has a prefix_list, which only gateway routes follow; give it the endpoint's CIDRs", r.name)));
+    }
+    if has_cidrs || r.cidrs_file.is_some() {
+        return Err(err(format!("route {:?} has prefix_list and also cidrs or cidrs_file; keep one source: the prefix list", r.name)));
+    }
+    if !routes::is_prefix_list_ref(list) {
+        return Err(err(format!(
+            "route {:?} has prefix_list = {list:?}, which is neither a list ID (\"pl-63a5400a\") nor a list name (\"com.amazonaws.us-east-1.{service}\")",
+            r.name
+        )));
+    }
+    let refresh = r.refresh.unwrap_or(DEFAULT_REFRESH);
+    if refresh < SHORTEST_REFRESH {
+        return Err(err(format!("route {:?} has refresh = {:?}, shorter than 1s; set a duration such as \"15m\"", r.name, refresh)));
+    }
+    let cache_file = r.cache_file.clone().unwrap_or_else(|| aws.cache_dir.join(format!("prefix-list-{}.json", r.name)));
+    Ok(Some(routes::Follow { prefix_list: list.clone(), refresh, cache_file, fetched: None }))
 }
 
 /// An interface route names its endpoint's DNS name; a gateway route has none.

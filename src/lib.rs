@@ -63,6 +63,7 @@ pub mod check;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod follow;
 pub mod policy;
 pub mod proxy;
 pub mod routes;

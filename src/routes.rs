@@ -53,6 +53,93 @@ pub struct Route {
     /// …), as in its service name `com.amazonaws.REGION.SERVICE`: a route carries only its own
     /// service's names, so an S3 route never carries STS or DynamoDB however their names resolve.
     pub service: String,
+    /// A route whose CIDRs follow a prefix list in AWS (`prefix_list = …`): refreshed while vpcgate
+    /// runs, the last good copy kept in a cache file.
+    pub follow: Option<Follow>,
+}
+
+/// How a route follows its prefix list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follow {
+    /// `pl-…` or `com.amazonaws.REGION.SERVICE`, as configured.
+    pub prefix_list: String,
+    pub refresh: std::time::Duration,
+    /// The last good copy of the entries (the shape of `get-managed-prefix-list-entries`, with
+    /// the list's ID, name, version and fetch time).
+    pub cache_file: std::path::PathBuf,
+    /// What the CIDRs are now; `None` until the list was fetched once (the route holds no CIDRs
+    /// then, so it carries nothing: fail closed).
+    pub fetched: Option<Fetched>,
+}
+
+/// One fetched copy of a prefix list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fetched {
+    #[serde(rename = "PrefixListId")]
+    pub id: String,
+    #[serde(rename = "PrefixListName", default)]
+    pub name: String,
+    #[serde(rename = "Version", default)]
+    pub version: Option<u64>,
+    /// Unix seconds.
+    #[serde(rename = "FetchedAt")]
+    pub at: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    #[serde(rename = "Cidr")]
+    cidr: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cache {
+    #[serde(flatten)]
+    fetched: Fetched,
+    #[serde(rename = "Entries")]
+    entries: Vec<CacheEntry>,
+}
+
+/// The text of a route's cache file: the entries as `get-managed-prefix-list-entries` writes
+/// them, with the list's ID, name, version and the fetch time.
+pub fn cache_text(fetched: &Fetched, cidrs: &[Ipv4Net]) -> String {
+    let c = Cache { fetched: fetched.clone(), entries: cidrs.iter().map(|c| CacheEntry { cidr: c.to_string() }).collect() };
+    serde_json::to_string_pretty(&c).expect("caches serialize") + "\n"
+}
+
+/// Read a cache file's text back, every CIDR checked as a route's are.
+pub fn parse_cache(text: &str) -> Result<(Fetched, Vec<Ipv4Net>), RouteSourceError> {
+    let c: Cache = serde_json::from_str(text).map_err(|e| RouteSourceError::NotJson(e.to_string()))?;
+    let mut cidrs = c.entries.iter().map(|e| parse_cidr(&e.cidr)).collect::<Result<Vec<_>, _>>()?;
+    if cidrs.is_empty() {
+        return Err(RouteSourceError::Empty(c.fetched.id));
+    }
+    cidrs.sort();
+    cidrs.dedup();
+    Ok((c.fetched, cidrs))
+}
+
+/// A followed route's `source`: the list, its version and when it was fetched.
+pub fn follow_source(f: &Fetched) -> String {
+    format!("prefix list {}{} fetched {}", f.id, f.version.map(|v| format!(" version {v}")).unwrap_or_default(), utc_text(f.at))
+}
+
+/// A time as `YYYY-MM-DDTHH:MM:SSZ` (UTC), for sources and lines.
+pub fn utc_text(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .map(|t| format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second()))
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+/// Whether a configured `prefix_list` is a list ID (`pl-` and hex) or a list name
+/// (`com.amazonaws.REGION.SERVICE`, as AWS names the gateway endpoints' lists).
+pub fn is_prefix_list_ref(s: &str) -> bool {
+    let id = s.strip_prefix("pl-").is_some_and(|h| !h.is_empty() && h.len() <= 17 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let name = s.strip_prefix("com.amazonaws.").is_some_and(|rest| {
+        let mut parts = rest.splitn(2, '.');
+        parts.next().is_some_and(crate::policy::host::is_region) && parts.next().is_some_and(|svc| svc.split('.').all(crate::policy::host::is_service_label))
+    });
+    id || name
 }
 
 /// The service of routes that do not name one.
@@ -204,6 +291,7 @@ pub fn default_route(regions: &[String]) -> Result<Route, RouteSourceError> {
         region: None,
         source: format!("embedded {what}, regions {}", regions.join(",")),
         service: S3.into(),
+        follow: None,
     })
 }
 
@@ -234,6 +322,7 @@ mod tests {
             region: None,
             source: "test".into(),
             service: S3.into(),
+            follow: None,
         };
         let (added, removed) = cidr_changes(&[g(&["52.216.0.0/15", "3.5.0.0/19"])], &[g(&["52.216.0.0/15", "10.0.0.0/8"])]);
         assert_eq!((added.as_str(), removed.as_str()), ("g:10.0.0.0/8", "g:3.5.0.0/19"));
@@ -295,6 +384,27 @@ mod tests {
     }
 
     #[test]
+    fn prefix_list_caches_round_trip_and_are_checked() {
+        let f = Fetched { id: "pl-0abc".into(), name: "corp".into(), version: Some(3), at: 1_790_000_000 };
+        let cidrs: Vec<Ipv4Net> = vec!["52.216.0.0/15".parse().unwrap(), "3.5.0.0/19".parse().unwrap()];
+        let text = cache_text(&f, &cidrs);
+        // The file is also a cidrs_file: the get-managed-prefix-list-entries shape.
+        assert_eq!(parse_cidr_source(&text, &[], S3).unwrap().0.len(), 2);
+        let (back, got) = parse_cache(&text).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(got, vec!["3.5.0.0/19".parse::<Ipv4Net>().unwrap(), "52.216.0.0/15".parse().unwrap()]);
+        assert!(matches!(parse_cache(&text.replace("3.5.0.0/19", "0.0.0.0/0")), Err(RouteSourceError::TooWide(_))));
+        assert!(matches!(parse_cache(&cache_text(&f, &[])), Err(RouteSourceError::Empty(_))));
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        for ok in ["pl-63a5400a", "com.amazonaws.us-east-1.s3", "com.amazonaws.eu-west-1.dynamodb"] {
+            assert!(is_prefix_list_ref(ok), "{ok}");
+        }
+        for bad in ["pl-", "pl-xyz", "63a5400a", "com.amazonaws.s3", "com.amazonaws.nowhere.s3", "com.amazonaws.us-east-1."] {
+            assert!(!is_prefix_list_ref(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn multi_region_interface_route() {
         let mut route = Route {
             name: "mrap".into(),
@@ -304,6 +414,7 @@ mod tests {
             region: None,
             source: String::new(),
             service: S3.into(),
+            follow: None,
         };
         assert!(route.serves_multi_region());
         route.endpoint = Some("vpce-1-2.s3.us-east-1.vpce.amazonaws.com".into());

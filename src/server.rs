@@ -97,6 +97,15 @@ impl Bound {
             stop.await;
             let _ = stop_tx.send(true);
         });
+        // Followed prefix lists (also those a reload adds): idle while there are none.
+        let h = self.handle.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = crate::follow::run(h.shared.clone(), h.listen, h.admin, h.metrics.clone()) => {}
+                _ = rx.changed() => {}
+            }
+        });
         let mut rx = stop_rx;
         Listener::new(self.listener, self.handle.shared.clone())
             .run(async move {
@@ -149,7 +158,7 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<crate::proxy::in
 
 /// Build the state for a configuration. On reload, the previous inspect state (CA, leaf cache,
 /// upstream pool) is kept when the TLS settings did not change.
-fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
+pub(crate) fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
     let dns = crate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
     let same_tls = previous.is_some_and(|p| p.config.settings.tls == l.settings.tls);
     let inspect = match previous {

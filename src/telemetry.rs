@@ -17,6 +17,7 @@
 //! | `handshake_refused` | [`HandshakeRefused`] | a TLS handshake cut, either mode, either side |
 //! | `close` | [`CloseLine`] | one per tunnel, with bytes and TLS facts |
 //! | `reload` | [`ReloadLine`] | a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed |
+//! | `route_refresh` | [`RouteRefreshLine`] | a followed prefix list asked again: changed (applied like a reload), refused (kept the old set), or failed (kept the old set); an unchanged list writes nothing |
 //!
 //! Client-supplied text (paths, ALPN names, targets) is passed through [`printable`] by the caller.
 
@@ -93,6 +94,7 @@ pub mod fields {
         "message",
     ];
     pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
+    pub const ROUTE_REFRESH: [&str; 9] = ["event", "result", "route", "prefix_list", "version", "cidrs", "cidrs_added", "cidrs_removed", "message"];
 }
 
 /// Whether `info` decision lines are written at all: callers on the per-connection and
@@ -329,6 +331,31 @@ impl CloseLine<'_> {
 
 /// A `reload` line: `result` is `ok` (the message says "configuration reloaded; …") or
 /// `refused` (the message says "reload refused, still serving the previous configuration: WHY").
+/// A followed prefix list asked again (`follow`). `result` is `changed`, `refused` or `failed`.
+pub struct RouteRefreshLine<'a> {
+    pub result: &'static str,
+    pub route: &'a str,
+    pub prefix_list: &'a str,
+    pub version: &'a str,
+    /// How many CIDRs the route holds after it.
+    pub cidrs: usize,
+    pub cidrs_added: &'a str,
+    pub cidrs_removed: &'a str,
+    pub message: &'a str,
+}
+
+impl RouteRefreshLine<'_> {
+    pub fn emit(&self) {
+        let (result, route, prefix_list, version, cidrs, added, removed, message) =
+            (self.result, self.route, self.prefix_list, self.version, self.cidrs, self.cidrs_added, self.cidrs_removed, self.message);
+        if result == "changed" {
+            tracing::info!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}");
+        } else {
+            tracing::warn!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}");
+        }
+    }
+}
+
 pub struct ReloadLine<'a> {
     pub ok: bool,
     pub routes: &'a str,
@@ -427,6 +454,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteResultLabels {
+    pub route: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -445,6 +478,8 @@ pub struct Metrics {
     pub upstream_connections: Family<KindLabels, Counter>,
     pub leaf_cache: Family<KindLabels, Counter>,
     pub reloads: Family<KindLabels, Counter>,
+    /// Followed prefix lists asked again, by route and result (changed, unchanged, refused, failed).
+    pub route_refreshes: Family<RouteResultLabels, Counter>,
     /// Proxy requests refused for their credentials (`proxy.auth = "basic"`): missing or wrong.
     pub auth_failures: Family<KindLabels, Counter>,
 }
@@ -469,6 +504,7 @@ impl Metrics {
             upstream_connections: Family::default(),
             leaf_cache: Family::default(),
             reloads: Family::default(),
+            route_refreshes: Family::default(),
             auth_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -486,6 +522,7 @@ impl Metrics {
             m.leaf_cache.clone(),
         );
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
+        registry.register("route_refreshes", "Followed prefix lists asked again, by route and result", m.route_refreshes.clone());
         registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }
     }
@@ -616,6 +653,10 @@ mod event_tests {
         for ok in [true, false] {
             let reload = ReloadLine { ok, routes: "r", regions: "us-east-1", cidrs_added: "none", cidrs_removed: "none", error: "bad" };
             assert_eq!(written(|| reload.emit()), sorted(fields::RELOAD), "reload ok={ok}");
+        }
+        for result in ["changed", "refused", "failed"] {
+            let r = RouteRefreshLine { result, route: "s3", prefix_list: "pl-1", version: "2", cidrs: 2, cidrs_added: "none", cidrs_removed: "none", message: "m" };
+            assert_eq!(written(|| r.emit()), sorted(fields::ROUTE_REFRESH), "route_refresh {result}");
         }
     }
 }

@@ -89,6 +89,11 @@ impl Proxy {
     }
 
     pub fn start_with(port: u16, toml: &str) -> Proxy {
+        Self::start_with_env(port, toml, &[])
+    }
+
+    /// [`Proxy::start_with`] with these variables set for the child (the AWS ones of its own calls).
+    pub fn start_with_env(port: u16, toml: &str, env: &[(&str, String)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vpcgate.toml");
         std::fs::write(&cfg, toml.replace("{DIR}", &dir.path().display().to_string())).unwrap();
@@ -99,6 +104,7 @@ impl Proxy {
             .arg("run")
             .env_remove("RUST_LOG")
             .env_remove("VPCGATE_CONFIG")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

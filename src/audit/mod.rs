@@ -210,13 +210,20 @@ async fn find_list(api: &Aws, r: &Route, region: &str) -> Result<Option<(facts::
     Ok(Some((list, entries)))
 }
 
+/// A prefix list's entries as written, every page.
+pub async fn raw_entries(api: &Aws, id: &str) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for page in api.ec2_pages("GetManagedPrefixListEntries", &[("PrefixListId".into(), id.to_string())]).await? {
+        out.extend(facts::prefix_list_entries(&page).map_err(|e| ApiError::Unreachable(e.to_string()))?);
+    }
+    Ok(out)
+}
+
 /// A prefix list's entries, every page, as CIDRs (an entry vpcgate could not route is an error).
 pub async fn list_entries(api: &Aws, id: &str) -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
     let mut out = Vec::new();
-    for page in api.ec2_pages("GetManagedPrefixListEntries", &[("PrefixListId".into(), id.to_string())]).await? {
-        for c in facts::prefix_list_entries(&page).map_err(|e| ApiError::Unreachable(e.to_string()))? {
-            out.push(crate::routes::parse_cidr(&c).map_err(|e| ApiError::Unreachable(format!("prefix list {id} {e}")))?);
-        }
+    for c in raw_entries(api, id).await? {
+        out.push(crate::routes::parse_cidr(&c).map_err(|e| ApiError::Unreachable(format!("prefix list {id} {e}")))?);
     }
     out.sort();
     out.dedup();

@@ -212,6 +212,7 @@ mod tests {
             region: None,
             source: "test".into(),
             service: "s3".into(),
+            follow: None,
         }
     }
     fn iface(name: &str, endpoint: &str, region: Option<&str>, cidrs: &[&str]) -> Route {
@@ -223,6 +224,7 @@ mod tests {
             region: region.map(str::to_string),
             source: "test".into(),
             service: "s3".into(),
+            follow: None,
         }
     }
     fn of(service: &str, mut r: Route) -> Route {

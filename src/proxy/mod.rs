@@ -40,11 +40,26 @@ pub struct State {
 /// The state new connections use. A reload swaps it; open connections keep the one they started with.
 pub struct Shared {
     current: std::sync::RwLock<Arc<State>>,
+    /// What the followers learned about each followed route (`crate::follow`): last fetch, last
+    /// error. Outlives reloads, which rebuild the state but not what AWS said.
+    pub follow: std::sync::Mutex<std::collections::HashMap<String, crate::follow::RouteStatus>>,
 }
 
 impl Shared {
     pub fn new(state: State) -> Arc<Shared> {
-        Arc::new(Shared { current: std::sync::RwLock::new(Arc::new(state)) })
+        Arc::new(Shared { current: std::sync::RwLock::new(Arc::new(state)), follow: Default::default() })
+    }
+
+    /// Replace the state only if it is still `expected` (a refresh does not undo a reload that
+    /// happened while it asked AWS); whether it did.
+    pub fn replace_if(&self, expected: &Arc<State>, state: State) -> bool {
+        let mut current = self.current.write().expect("state lock");
+        if Arc::ptr_eq(&current, expected) {
+            *current = Arc::new(state);
+            true
+        } else {
+            false
+        }
     }
 
     pub fn get(&self) -> Arc<State> {
