@@ -439,3 +439,60 @@ async fn a_followed_prefix_list_moves_the_route_without_a_restart() {
     assert!(body.contains("route s3 has no CIDRs") && body.contains(&id), "{body}");
     assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (403, 403), "{}", p.log_text());
 }
+
+// ---- audit.require = "route_table": the running proxy rests its gateway routes on the proof ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_route_table_refuses_until_the_route_table_proves_it() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use support::harness::{eventually, http_get, Proxy};
+    let moto = Moto::start(&venv());
+    let v = scenario(&moto, "no-route");
+    let imds = Imds::start(v["subnet_id"].as_str().unwrap(), v["vpc_id"].as_str().unwrap(), "10.0.1.10").await;
+    let bucket = IpAddr::V4(Ipv4Addr::new(127, 101, 1, 1));
+    let regional = IpAddr::V4(Ipv4Addr::new(127, 101, 9, 9));
+    let dns = support::FakeDns::start(&[(B1, &[bucket]), ("s3.us-east-1.amazonaws.com", &[regional])]).await;
+    let _held = hold(SocketAddr::new(bucket, 443)).await;
+    let (port, admin) = (support::free_port(), support::free_port());
+    let cfg = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dns]\nservers = [\"{}\"]\ntimeout = \"1s\"\n\
+         [aws]\nregions = [\"us-east-1\"]\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n\
+         [audit]\nrequire = \"route_table\"\ninterval = \"1s\"\n\
+         [[routes]]\nname = \"s3\"\nkind = \"gateway\"\ncidrs = [\"127.101.1.0/24\"]\n",
+        dns.addr
+    );
+    let mut env = proxy_env(format!("http://{}", moto.addr));
+    env.retain(|(k, _)| *k != "AWS_EC2_METADATA_DISABLED");
+    env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://{}", imds.addr)));
+    let p = tokio::task::spawn_blocking(move || Proxy::start_with_env(port, &cfg, &env)).await.unwrap();
+    let (rtb, pl, vpce) = (
+        v["subnet_route_table_id"].as_str().unwrap().to_string(),
+        v["s3_prefix_list"]["id"].as_str().unwrap().to_string(),
+        v["gateway_endpoint"]["id"].as_str().unwrap().to_string(),
+    );
+
+    // The subnet's table has no route for the list: not ready, and the gateway route carries nothing.
+    let r = rtb.clone();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        eventually(10, || "readyz never named the route table".into(), || Some(http_get(admin, "/readyz")).filter(|(_, b)| b.contains(&r)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not proven private") && body.contains(&pl), "{body}");
+    assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, B1)).await.unwrap(), 403);
+    let refused = p.wait_event("connect", B1);
+    assert_eq!(refused["reason"], "route_unproven", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("route table does not send"), "{refused}");
+    assert!(http_get(admin, "/metrics").1.contains("vpcgate_route_proof{route=\"s3\"} 0"));
+
+    // Fixed in AWS: ready again and allowed, without a restart; the connect line names the proof.
+    boto(&moto, &format!("ec2.create_route(RouteTableId='{rtb}', DestinationPrefixListId='{pl}', GatewayId='{vpce}')"));
+    let ready = tokio::task::spawn_blocking(move || eventually(10, || "never ready after the fix".into(), || (http_get(admin, "/readyz").0 == 200).then_some(()))).await;
+    assert!(ready.is_ok(), "{}", p.log_text());
+    assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, B1)).await.unwrap(), 200, "{}", p.log_text());
+    let allowed = p.events("connect").into_iter().find(|e| e["decision"] == "allow").expect("an allowed connect line");
+    let proof = allowed["proof"].as_str().unwrap();
+    assert!(proof.contains(&rtb) && proof.contains(&pl) && proof.contains(&vpce) && proof.contains("proven_at="), "{proof}");
+    assert!(http_get(admin, "/metrics").1.contains("vpcgate_route_proof{route=\"s3\"} 1"));
+}

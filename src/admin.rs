@@ -35,6 +35,14 @@ pub async fn readiness(shared: &Shared) -> Result<String, String> {
         }
         ins.leaves.get(&probe).await.map_err(|e| format!("the CA is not usable: {e}"))?;
     }
+    // audit.require: every gateway route's proof must hold.
+    if state.config.settings.audit.require == crate::config::Require::RouteTable {
+        for r in state.config.routes.iter().filter(|r| r.kind == crate::routes::RouteKind::Gateway) {
+            if let crate::follow::ProofState::Failing(why) = state.evidence.get(&r.name) {
+                return Err(format!("route {} is not proven private (audit.require = \"route_table\"): {why}", r.name));
+            }
+        }
+    }
     // A followed route that never got its list carries nothing (fail closed): not ready.
     for r in state.config.routes.iter().filter(|r| r.cidrs.is_empty()) {
         let why = shared.follow.lock().expect("follow lock").get(&r.name).and_then(|s| s.error.clone()).unwrap_or_else(|| "not asked yet".into());

@@ -29,6 +29,28 @@ pub struct Settings {
     pub clients: Vec<ClientSettings>,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    /// What the running proxy requires AWS to prove (`vpcgate audit`'s gateway-route checks).
+    pub audit: AuditSettings,
+}
+
+/// `audit.require`: which proof a gateway route needs before it carries anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Require {
+    None,
+    /// The subnet's route table sends the route's prefix list to an available gateway endpoint.
+    RouteTable,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub require: Require,
+    /// How often the proof is run again while vpcgate runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The subnet vpcgate's traffic leaves from, when IMDSv2 cannot say (off EC2); empty: IMDSv2.
+    pub subnet: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,6 +428,12 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         if d.is_zero() {
             return Err(err(format!("{key} is 0; set a duration such as \"10s\"")));
         }
+    }
+    if settings.audit.interval < SHORTEST_REFRESH {
+        return Err(err("audit.interval is shorter than 1s; set a duration such as \"15m\""));
+    }
+    if !settings.audit.subnet.is_empty() && !settings.audit.subnet.starts_with("subnet-") {
+        return Err(err(format!("audit.subnet is {:?}, which is no subnet ID; write it like \"subnet-0abc…\" or leave it empty for IMDSv2", settings.audit.subnet)));
     }
     if settings.admin.enabled && settings.admin.listen == p.listen {
         return Err(err(format!("admin.listen and proxy.listen are both {}; give the admin listener its own port (e.g. 127.0.0.1:9128)", p.listen)));

@@ -30,6 +30,98 @@ pub struct RouteStatus {
     pub error: Option<String>,
 }
 
+/// Where a gateway route's proof stands (`audit.require = "route_table"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofState {
+    /// The route table, list and endpoint held at `at` (unix seconds).
+    Proven { proof: crate::audit::checks::Proof, at: u64 },
+    /// Why it does not hold (or was not asked yet).
+    Failing(String),
+}
+
+/// The route proofs by route name, shared by the connections, `/readyz` and the prover.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    proofs: std::sync::Mutex<HashMap<String, ProofState>>,
+}
+
+impl Evidence {
+    pub fn get(&self, route: &str) -> ProofState {
+        self.proofs
+            .lock()
+            .expect("evidence lock")
+            .get(route)
+            .cloned()
+            .unwrap_or_else(|| ProofState::Failing("the route table was not checked yet".into()))
+    }
+
+    fn set(&self, route: &str, state: ProofState) -> Option<ProofState> {
+        self.proofs.lock().expect("evidence lock").insert(route.to_string(), state)
+    }
+}
+
+/// A proof for the connect line: `route_table=rtb-… prefix_list=pl-… version=N endpoint=vpce-… proven_at=T`.
+pub fn proof_text(p: &crate::audit::checks::Proof, at: u64) -> String {
+    format!(
+        "route_table={} prefix_list={}{} endpoint={} proven_at={}",
+        p.route_table,
+        p.prefix_list,
+        p.prefix_list_version.map(|v| format!(" version={v}")).unwrap_or_default(),
+        p.endpoint,
+        routes::utc_text(at)
+    )
+}
+
+/// `audit.require = "route_table"`: run the audit's gateway-route checks at start and every
+/// `audit.interval`, and record for each gateway route whether its proof holds.
+pub async fn prove(shared: Arc<Shared>, metrics: Arc<Metrics>) {
+    loop {
+        let state = shared.get();
+        let settings = &state.config.settings;
+        if settings.audit.require == crate::config::Require::RouteTable {
+            let gateways: Vec<String> = state.config.routes.iter().filter(|r| r.kind == routes::RouteKind::Gateway).map(|r| r.name.clone()).collect();
+            let args = crate::audit::Args {
+                subnet: Some(settings.audit.subnet.clone()).filter(|s| !s.is_empty()),
+                region: None,
+                buckets: Vec::new(),
+                public_api: settings.aws.public_api,
+            };
+            let env: HashMap<String, String> = std::env::vars().collect();
+            let report = crate::audit::run(&state.config, &args, &env).await;
+            for name in &gateways {
+                let new = match &report {
+                    Err(e) => ProofState::Failing(format!("AWS could not be asked: {e}")),
+                    Ok(r) => match r.proofs.iter().find(|(n, _)| n == name) {
+                        Some((_, p)) => ProofState::Proven { proof: p.clone(), at: now_unix() },
+                        None => ProofState::Failing(
+                            r.lines
+                                .iter()
+                                .find(|l| l.check == format!("route table {name}") || (l.check == "where" && l.level != crate::check::Level::Pass))
+                                .or_else(|| r.lines.iter().find(|l| l.check.ends_with(&format!(" {name}")) && l.level != crate::check::Level::Pass))
+                                .map(|l| l.detail.clone())
+                                .unwrap_or_else(|| "the route table could not be checked".into()),
+                        ),
+                    },
+                };
+                let proven = matches!(new, ProofState::Proven { .. });
+                metrics.route_proof.get_or_create(&crate::telemetry::RouteLabels { route: name.clone() }).set(i64::from(proven));
+                let before = state.evidence.set(name, new.clone());
+                let was = matches!(before, Some(ProofState::Proven { .. }));
+                match (&new, was || before.is_none()) {
+                    (ProofState::Proven { proof, at }, _) if !was => tracing::info!(route = %name, proof = %proof_text(proof, *at), "the route table proves route {name} private"),
+                    (ProofState::Failing(why), true) => {
+                        tracing::error!(route = %name, "route {name} is not proven private, so it carries nothing (audit.require = \"route_table\"): {why}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let every = settings.audit.interval;
+        drop(state);
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// How soon a failed refresh is tried again (at most; a shorter `refresh` wins).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// How often the follower looks for routes that are due.

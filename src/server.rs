@@ -97,6 +97,15 @@ impl Bound {
             stop.await;
             let _ = stop_tx.send(true);
         });
+        // audit.require: the route proof at start and every audit.interval.
+        let h = self.handle.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = crate::follow::prove(h.shared.clone(), h.metrics.clone()) => {}
+                _ = rx.changed() => {}
+            }
+        });
         // Followed prefix lists (also those a reload adds): idle while there are none.
         let h = self.handle.clone();
         let mut rx = stop_rx.clone();
@@ -171,7 +180,8 @@ pub(crate) fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAdd
         crate::config::AuthMode::Basic => Some(Arc::new(crate::proxy::auth::Clients::new(&l.settings.clients, l.settings.s3.allow_list_buckets)?)),
         crate::config::AuthMode::None => None,
     };
-    Ok(State { own_addrs, config: l, dns, inspect, clients, metrics })
+    let evidence = previous.map(|p| p.evidence.clone()).unwrap_or_default();
+    Ok(State { own_addrs, config: l, dns, inspect, clients, metrics, evidence })
 }
 
 /// Raise the soft open-file limit to the hard one (the usual soft default, 1024, holds about 500

@@ -27,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 /// The fields of each decision event, in the order they are written (besides the subscriber's
 /// own `timestamp`, `level`, `target`).
 pub mod fields {
-    pub const CONNECT: [&str; 20] = [
+    pub const CONNECT: [&str; 21] = [
         "event",
         "decision",
         "delivered",
@@ -42,6 +42,7 @@ pub mod fields {
         "route",
         "cidr",
         "via",
+        "proof",
         "dns_ms",
         "connect_ms",
         "upstream",
@@ -128,6 +129,9 @@ pub struct ConnectLine<'a> {
     pub cidr: &'a str,
     /// The name whose answer was dialled (the endpoint's name for an interface route).
     pub via: &'a str,
+    /// A gateway route under `audit.require`: what proved it (route table, prefix list and
+    /// version, endpoint, time of the last successful proof); empty otherwise.
+    pub proof: &'a str,
     pub dns_ms: f64,
     pub connect_ms: f64,
     /// `dialled` (passthrough), `pooled` or `on_request` (inspect); empty for a refusal.
@@ -155,6 +159,7 @@ impl ConnectLine<'_> {
             route = %self.route,
             cidr = %self.cidr,
             via = %self.via,
+            proof = %self.proof,
             dns_ms = self.dns_ms,
             connect_ms = self.connect_ms,
             upstream = self.upstream,
@@ -454,6 +459,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteResultLabels {
     pub route: String,
     pub result: &'static str,
@@ -480,6 +490,8 @@ pub struct Metrics {
     pub reloads: Family<KindLabels, Counter>,
     /// Followed prefix lists asked again, by route and result (changed, unchanged, refused, failed).
     pub route_refreshes: Family<RouteResultLabels, Counter>,
+    /// `audit.require`: 1 while a gateway route's proof holds, 0 while it fails.
+    pub route_proof: Family<RouteLabels, Gauge>,
     /// Proxy requests refused for their credentials (`proxy.auth = "basic"`): missing or wrong.
     pub auth_failures: Family<KindLabels, Counter>,
 }
@@ -505,6 +517,7 @@ impl Metrics {
             leaf_cache: Family::default(),
             reloads: Family::default(),
             route_refreshes: Family::default(),
+            route_proof: Family::default(),
             auth_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -522,6 +535,7 @@ impl Metrics {
             m.leaf_cache.clone(),
         );
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
+        registry.register("route_proof", "1 while the route table is proven to send the route's prefix list to its gateway endpoint (audit.require)", m.route_proof.clone());
         registry.register("route_refreshes", "Followed prefix lists asked again, by route and result", m.route_refreshes.clone());
         registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }

@@ -116,6 +116,14 @@ pub enum Deny {
         target: String,
         what: &'static str,
     },
+    /// `audit.require = "route_table"`: the gateway route's proof (the subnet's route table sends
+    /// its prefix list to an available gateway endpoint) does not hold now; `why` is the check's
+    /// sentence.
+    RouteUnproven {
+        host: String,
+        route: String,
+        why: String,
+    },
 }
 
 /// The local credential endpoints SDKs read over plain HTTP, and what each is: they must never
@@ -185,6 +193,7 @@ impl Deny {
             Deny::NoRouteForService { .. } => "no_route_for_service",
             Deny::UnknownAwsName { .. } => "unknown_aws_name",
             Deny::CredentialEndpoint { .. } => "credential_endpoint",
+            Deny::RouteUnproven { .. } => "route_unproven",
         }
     }
 
@@ -215,7 +224,8 @@ impl Deny {
             | Deny::GlobalSts { .. }
             | Deny::NoRouteForService { .. }
             | Deny::UnknownAwsName { .. }
-            | Deny::CredentialEndpoint { .. } => 403,
+            | Deny::CredentialEndpoint { .. }
+            | Deny::RouteUnproven { .. } => 403,
         }
     }
 }
@@ -311,6 +321,7 @@ impl Deny {
             | Deny::GlobalSts { .. }
             | Deny::NoRouteForService { .. }
             | Deny::UnknownAwsName { .. }
+            | Deny::RouteUnproven { .. }
             | Deny::Bucket { .. } => true,
             Deny::Authority(_)
             | Deny::Plaintext { .. }
@@ -507,6 +518,10 @@ impl fmt::Display for Deny {
             Deny::OverCapacity { max } => write!(
                 f,
                 "vpcgate is at its limit of {max} open connections; retry later or raise proxy.max_connections"
+            ),
+            Deny::RouteUnproven { host, route, why } => write!(
+                f,
+                "{host} would ride route {route}, but the route table does not send its prefix list to the gateway endpoint now ({why}), so the packets would leave by the public path; fix the route table (vpcgate audit shows it) or set audit.require = \"none\""
             ),
             Deny::GlobalSts { host } => write!(
                 f,

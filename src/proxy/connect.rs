@@ -36,6 +36,8 @@ pub struct ConnectRecord {
     pub pooled: bool,
     /// The routes that may carry the name, in the order they are tried.
     pub candidates: Vec<Candidate>,
+    /// What proved the chosen gateway route private (`audit.require`), for the connect line.
+    pub proof: String,
 }
 
 impl ConnectRecord {
@@ -135,6 +137,15 @@ pub async fn establish(state: &State, raw_target: &str, decision: &mut ConnectRe
         every_answer: false,
     };
     let (target, chosen) = decide(&inputs, raw_target, decision).await?;
+    if state.config.settings.audit.require == crate::config::Require::RouteTable {
+        let route = &state.config.routes[chosen.route];
+        if route.kind == crate::routes::RouteKind::Gateway {
+            match state.evidence.get(&route.name) {
+                crate::follow::ProofState::Proven { proof, at } => decision.proof = crate::follow::proof_text(&proof, at),
+                crate::follow::ProofState::Failing(why) => return Err(Deny::RouteUnproven { host: target.host.clone(), route: route.name.clone(), why }),
+            }
+        }
+    }
     let addr = SocketAddr::from((chosen.addr, target.port));
     if let Some(ins) = &state.inspect {
         decision.pooled = ins.pool.has_idle(&target.host, addr);

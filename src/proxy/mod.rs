@@ -35,6 +35,8 @@ pub struct State {
     /// Present with `proxy.auth = "basic"`: the clients and their verified credentials.
     pub clients: Option<Arc<auth::Clients>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// The route proofs (`audit.require`), kept across reloads like the metrics.
+    pub evidence: Arc<crate::follow::Evidence>,
 }
 
 /// The state new connections use. A reload swaps it; open connections keep the one they started with.
@@ -416,6 +418,7 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, state: Arc<State>,
                     route: &decision.route,
                     cidr: &chosen.cidr.to_string(),
                     via: &chosen.resolved,
+                    proof: &decision.proof,
                     dns_ms: decision.dns_ms,
                     connect_ms: decision.connect_ms,
                     upstream: match (&next, decision.pooled) {
