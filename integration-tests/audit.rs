@@ -163,7 +163,10 @@ fn eni_cidrs(v: &Value) -> Vec<String> {
 
 /// The line of `check` (its name), or a panic showing the whole output.
 fn line<'a>(r: &'a Run, check: &str) -> &'a str {
-    r.stdout.lines().find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check))).unwrap_or_else(|| panic!("no {check:?} line in:\n{}\n{}", r.stdout, r.stderr))
+    r.stdout
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check)))
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{}\n{}", r.stdout, r.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +177,8 @@ async fn a_proven_path_passes_and_names_each_proof() {
     let cfg = config(&v, &cidrs(&v["s3_prefix_list"]), &eni_cidrs(&v));
     let r = tokio::task::spawn_blocking(move || audit(&cfg, &["--bucket", "audit-bucket"], &aws_env(&moto, Some(&imds)))).await.unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let (rtb, pl, vpce) = (v["subnet_route_table_id"].as_str().unwrap(), v["s3_prefix_list"]["id"].as_str().unwrap(), v["gateway_endpoint"]["id"].as_str().unwrap());
+    let (rtb, pl, vpce) =
+        (v["subnet_route_table_id"].as_str().unwrap(), v["s3_prefix_list"]["id"].as_str().unwrap(), v["gateway_endpoint"]["id"].as_str().unwrap());
     let where_ = line(&r, "where");
     assert!(where_.starts_with("pass") && where_.contains(v["subnet_id"].as_str().unwrap()) && where_.contains("IMDSv2"), "{where_}");
     let table = line(&r, "route table s3");
@@ -386,7 +390,8 @@ async fn a_followed_prefix_list_moves_the_route_without_a_restart() {
 
     // The list moves: the running proxy follows within a refresh, without a restart.
     modify_list(&moto, &id, &["127.100.2.0/24"], &["127.100.1.0/24"]);
-    let moved = tokio::task::spawn_blocking(move || eventually(10, || "the route did not follow the list".into(), || (statuses() == (403, 200)).then_some(()))).await;
+    let moved =
+        tokio::task::spawn_blocking(move || eventually(10, || "the route did not follow the list".into(), || (statuses() == (403, 200)).then_some(()))).await;
     assert!(moved.is_ok(), "{}", p.log_text());
     let ev = p.events("route_refresh").into_iter().find(|e| e["result"] == "changed" && e["cidrs_added"].as_str().unwrap_or("").contains("127.100.2.0/24"));
     let ev = ev.unwrap_or_else(|| panic!("no route_refresh event for the change:\n{}", p.log_text()));
@@ -399,7 +404,11 @@ async fn a_followed_prefix_list_moves_the_route_without_a_restart() {
     let refused = {
         let log = p.log.clone();
         tokio::task::spawn_blocking(move || {
-            eventually(10, || "no refused refresh".into(), || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"refused\"")).map(str::to_string))
+            eventually(
+                10,
+                || "no refused refresh".into(),
+                || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"refused\"")).map(str::to_string),
+            )
         })
         .await
         .unwrap()
@@ -417,7 +426,11 @@ async fn a_followed_prefix_list_moves_the_route_without_a_restart() {
     assert_eq!(tokio::task::spawn_blocking(statuses).await.unwrap(), (403, 200), "{}", p.log_text());
     let log = p.log.clone();
     let failed = tokio::task::spawn_blocking(move || {
-        eventually(10, || "no failed refresh".into(), || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"failed\"")).map(str::to_string))
+        eventually(
+            10,
+            || "no failed refresh".into(),
+            || std::fs::read_to_string(&log).unwrap().lines().find(|l| l.contains("\"route_refresh\"") && l.contains("\"failed\"")).map(str::to_string),
+        )
     })
     .await
     .unwrap();
@@ -488,7 +501,9 @@ async fn require_route_table_refuses_until_the_route_table_proves_it() {
 
     // Fixed in AWS: ready again and allowed, without a restart; the connect line names the proof.
     boto(&moto, &format!("ec2.create_route(RouteTableId='{rtb}', DestinationPrefixListId='{pl}', GatewayId='{vpce}')"));
-    let ready = tokio::task::spawn_blocking(move || eventually(10, || "never ready after the fix".into(), || (http_get(admin, "/readyz").0 == 200).then_some(()))).await;
+    let ready =
+        tokio::task::spawn_blocking(move || eventually(10, || "never ready after the fix".into(), || (http_get(admin, "/readyz").0 == 200).then_some(())))
+            .await;
     assert!(ready.is_ok(), "{}", p.log_text());
     assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, B1)).await.unwrap(), 200, "{}", p.log_text());
     let allowed = p.events("connect").into_iter().find(|e| e["decision"] == "allow").expect("an allowed connect line");

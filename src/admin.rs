@@ -44,7 +44,7 @@ pub async fn readiness(shared: &Shared) -> Result<String, String> {
         }
     }
     // A followed route that never got its list carries nothing (fail closed): not ready.
-    for r in state.config.routes.iter().filter(|r| r.cidrs.is_empty()) {
+    if let Some(r) = state.config.routes.iter().find(|r| r.cidrs.is_empty()) {
         let why = shared.follow.lock().expect("follow lock").get(&r.name).and_then(|s| s.error.clone()).unwrap_or_else(|| "not asked yet".into());
         let list = r.follow.as_ref().map(|f| f.prefix_list.as_str()).unwrap_or("");
         return Err(format!("route {} has no CIDRs: its prefix list {list} was never fetched ({why}) and no cache file holds a copy", r.name));

@@ -433,7 +433,10 @@ fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) ->
         return Err(err("audit.interval is shorter than 1s; set a duration such as \"15m\""));
     }
     if !settings.audit.subnet.is_empty() && !settings.audit.subnet.starts_with("subnet-") {
-        return Err(err(format!("audit.subnet is {:?}, which is no subnet ID; write it like \"subnet-0abc…\" or leave it empty for IMDSv2", settings.audit.subnet)));
+        return Err(err(format!(
+            "audit.subnet is {:?}, which is no subnet ID; write it like \"subnet-0abc…\" or leave it empty for IMDSv2",
+            settings.audit.subnet
+        )));
     }
     if settings.admin.enabled && settings.admin.listen == p.listen {
         return Err(err(format!("admin.listen and proxy.listen are both {}; give the admin listener its own port (e.g. 127.0.0.1:9128)", p.listen)));
@@ -578,7 +581,9 @@ fn load_route(r: &RouteSettings, regions: &[String], aws: &AwsSettings) -> Resul
         match std::fs::read_to_string(&f.cache_file) {
             // No copy yet: the route carries nothing until the first fetch (fail closed).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => source.push(format!("prefix list {}, not fetched yet", f.prefix_list)),
-            Err(e) => return Err(err(format!("route {:?}: cannot read its cache_file {} ({e}); fix its permissions or remove it", r.name, f.cache_file.display()))),
+            Err(e) => {
+                return Err(err(format!("route {:?}: cannot read its cache_file {} ({e}); fix its permissions or remove it", r.name, f.cache_file.display())))
+            }
             Ok(text) => {
                 let (fetched, mut more) = routes::parse_cache(&text).map_err(|e| {
                     err(format!("route {:?}: its cache_file {} {e}; remove it and vpcgate fetches the list again", r.name, f.cache_file.display()))

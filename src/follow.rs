@@ -12,7 +12,7 @@
 use crate::audit::aws::{ApiError, Aws};
 use crate::proxy::Shared;
 use crate::routes::{self, Fetched, Route};
-use crate::telemetry::{Metrics, RouteResultLabels, RouteRefreshLine};
+use crate::telemetry::{Metrics, RouteRefreshLine, RouteResultLabels};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,12 +47,7 @@ pub struct Evidence {
 
 impl Evidence {
     pub fn get(&self, route: &str) -> ProofState {
-        self.proofs
-            .lock()
-            .expect("evidence lock")
-            .get(route)
-            .cloned()
-            .unwrap_or_else(|| ProofState::Failing("the route table was not checked yet".into()))
+        self.proofs.lock().expect("evidence lock").get(route).cloned().unwrap_or_else(|| ProofState::Failing("the route table was not checked yet".into()))
     }
 
     fn set(&self, route: &str, state: ProofState) -> Option<ProofState> {
@@ -108,7 +103,9 @@ pub async fn prove(shared: Arc<Shared>, metrics: Arc<Metrics>) {
                 let before = state.evidence.set(name, new.clone());
                 let was = matches!(before, Some(ProofState::Proven { .. }));
                 match (&new, was || before.is_none()) {
-                    (ProofState::Proven { proof, at }, _) if !was => tracing::info!(route = %name, proof = %proof_text(proof, *at), "the route table proves route {name} private"),
+                    (ProofState::Proven { proof, at }, _) if !was => {
+                        tracing::info!(route = %name, proof = %proof_text(proof, *at), "the route table proves route {name} private")
+                    }
                     (ProofState::Failing(why), true) => {
                         tracing::error!(route = %name, "route {name} is not proven private, so it carries nothing (audit.require = \"route_table\"): {why}")
                     }
@@ -177,7 +174,8 @@ async fn refresh(shared: &Arc<Shared>, route: &Route, listen: SocketAddr, admin:
                 Failure::Refused(e) => ("refused", e),
             };
             count(kind);
-            let age = follow.fetched.as_ref().map(|f| format!("the copy of {} fetched {} ({} s ago)", f.id, routes::utc_text(f.at), now_unix().saturating_sub(f.at)));
+            let age =
+                follow.fetched.as_ref().map(|f| format!("the copy of {} fetched {} ({} s ago)", f.id, routes::utc_text(f.at), now_unix().saturating_sub(f.at)));
             let message = format!(
                 "{} {}; route {} keeps {}",
                 if kind == "refused" { "refused the prefix list's new entries:" } else { "could not refresh the prefix list:" },

@@ -535,7 +535,11 @@ impl Metrics {
             m.leaf_cache.clone(),
         );
         registry.register("reloads", "Configuration reloads by result", m.reloads.clone());
-        registry.register("route_proof", "1 while the route table is proven to send the route's prefix list to its gateway endpoint (audit.require)", m.route_proof.clone());
+        registry.register(
+            "route_proof",
+            "1 while the route table is proven to send the route's prefix list to its gateway endpoint (audit.require)",
+            m.route_proof.clone(),
+        );
         registry.register("route_refreshes", "Followed prefix lists asked again, by route and result", m.route_refreshes.clone());
         registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }
@@ -669,7 +673,8 @@ mod event_tests {
             assert_eq!(written(|| reload.emit()), sorted(fields::RELOAD), "reload ok={ok}");
         }
         for result in ["changed", "refused", "failed"] {
-            let r = RouteRefreshLine { result, route: "s3", prefix_list: "pl-1", version: "2", cidrs: 2, cidrs_added: "none", cidrs_removed: "none", message: "m" };
+            let r =
+                RouteRefreshLine { result, route: "s3", prefix_list: "pl-1", version: "2", cidrs: 2, cidrs_added: "none", cidrs_removed: "none", message: "m" };
             assert_eq!(written(|| r.emit()), sorted(fields::ROUTE_REFRESH), "route_refresh {result}");
         }
     }

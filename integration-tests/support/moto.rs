@@ -56,4 +56,3 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
-

@@ -159,7 +159,10 @@ pub async fn locate() -> Result<Located, String> {
         let get = |path: &'static str| {
             let imds = &imds;
             async move {
-                imds.get(path).await.map(|s| s.as_ref().trim().to_string()).map_err(|e| format!("{path}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))
+                imds.get(path)
+                    .await
+                    .map(|s| s.as_ref().trim().to_string())
+                    .map_err(|e| format!("{path}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))
             }
         };
         let doc = get("/latest/dynamic/instance-identity/document").await?;
@@ -293,7 +296,10 @@ impl Aws {
             let _ = tcp.set_nodelay(true);
             let answer = if https {
                 let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("{host} is no TLS server name ({e})"))?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.map_err(|e| format!("TLS with {host} at {addr} failed ({e})"))?;
+                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {host} at {addr} failed ({e})"))?;
                 exchange(tls, req).await?
             } else {
                 exchange(tcp, req).await?
@@ -359,7 +365,8 @@ impl Aws {
             .map_err(|e| format!("cannot sign the request ({e})"))?
             .into();
         let uri = req.uri().to_string();
-        let headers: Vec<(String, String)> = req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
+        let headers: Vec<(String, String)> =
+            req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))).collect();
         let signable = SignableRequest::new(req.method().as_str(), &uri, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), SignableBody::Bytes(body))
             .map_err(|e| format!("cannot sign the request ({e})"))?;
         let (instructions, _) = sign(signable, &params).map_err(|e| format!("cannot sign the request ({e})"))?.into_parts();

@@ -121,7 +121,9 @@ pub fn gateway_route(
         out.push(line(
             Level::Fail,
             label("route table"),
-            format!("{subnet} has no route table answered (neither its own association nor the VPC's main table); check the subnet ID and ec2:DescribeRouteTables"),
+            format!(
+                "{subnet} has no route table answered (neither its own association nor the VPC's main table); check the subnet ID and ec2:DescribeRouteTables"
+            ),
         ));
         return (out, None);
     };
@@ -157,7 +159,10 @@ pub fn gateway_route(
         out.push(line(
             Level::Fail,
             label("route table"),
-            format!("{where_} sends {} to {target}, but the route is {} (its endpoint is gone); delete it and attach the table to an available endpoint ({add})", list.id, r.state),
+            format!(
+                "{where_} sends {} to {target}, but the route is {} (its endpoint is gone); delete it and attach the table to an available endpoint ({add})",
+                list.id, r.state
+            ),
         ));
         return (out, None);
     }
@@ -171,7 +176,7 @@ pub fn gateway_route(
     };
     let problem = if !e.kind.eq_ignore_ascii_case("gateway") {
         Some(format!("is a {} endpoint, not a gateway endpoint", e.kind))
-    } else if e.state.to_ascii_lowercase() != "available" {
+    } else if !e.state.eq_ignore_ascii_case("available") {
         Some(format!("is {}, not available", e.state))
     } else if e.vpc != t.vpc {
         Some(format!("belongs to {}, not to {}", e.vpc, t.vpc))
@@ -181,7 +186,11 @@ pub fn gateway_route(
         None
     };
     if let Some(p) = problem {
-        out.push(line(Level::Fail, label("route table"), format!("{where_} sends {} to {}, which {p}; route the list to an available gateway endpoint of {}", list.id, e.id, t.vpc)));
+        out.push(line(
+            Level::Fail,
+            label("route table"),
+            format!("{where_} sends {} to {}, which {p}; route the list to an available gateway endpoint of {}", list.id, e.id, t.vpc),
+        ));
         return (out, None);
     }
     out.push(line(Level::Pass, label("route table"), format!("{where_} sends {} to {} (available, {}), route active", list.id, e.id, e.vpc)));
@@ -264,7 +273,10 @@ fn deny_conditions(doc: &Value) -> Vec<(String, String, Vec<String>)> {
 
 /// A condition key as AWS documents it, for the lines.
 fn display_key(lower: &str) -> &str {
-    ["aws:SourceVpce", "aws:SourceVpc", "aws:VpceAccount", "aws:VpceOrgID", "aws:VpceOrgPaths"].into_iter().find(|k| k.eq_ignore_ascii_case(lower)).unwrap_or(lower)
+    ["aws:SourceVpce", "aws:SourceVpc", "aws:VpceAccount", "aws:VpceOrgID", "aws:VpceOrgPaths"]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(lower))
+        .unwrap_or(lower)
 }
 
 /// The network-perimeter keys a bucket policy can deny on (IAM global condition keys).
@@ -282,11 +294,16 @@ pub fn bucket_policy(bucket: &str, policy: &str, ours: &[String]) -> Vec<Line> {
     };
     let conds = deny_conditions(&doc);
     let mut out = Vec::new();
-    let perimeter: Vec<&(String, String, Vec<String>)> =
-        conds.iter().filter(|(op, _, _)| op.starts_with("StringNotEquals") || op.starts_with("StringNotLike")).filter(|(_, k, _)| PERIMETER_KEYS.contains(&k.as_str())).collect();
+    let perimeter: Vec<&(String, String, Vec<String>)> = conds
+        .iter()
+        .filter(|(op, _, _)| op.starts_with("StringNotEquals") || op.starts_with("StringNotLike"))
+        .filter(|(_, k, _)| PERIMETER_KEYS.contains(&k.as_str()))
+        .collect();
     let allows_on_vpce = statements(&doc).iter().any(|s| {
         s.get("Effect").and_then(Value::as_str) == Some("Allow")
-            && s.get("Condition").and_then(Value::as_object).is_some_and(|c| c.values().any(|k| k.as_object().is_some_and(|k| k.keys().any(|k| PERIMETER_KEYS.contains(&k.to_ascii_lowercase().as_str())))))
+            && s.get("Condition")
+                .and_then(Value::as_object)
+                .is_some_and(|c| c.values().any(|k| k.as_object().is_some_and(|k| k.keys().any(|k| PERIMETER_KEYS.contains(&k.to_ascii_lowercase().as_str())))))
     });
     match perimeter.first() {
         Some((op, key, values)) => {
@@ -314,7 +331,9 @@ pub fn bucket_policy(bucket: &str, policy: &str, ours: &[String]) -> Vec<Line> {
         )),
     }
     let sigv2 = conds.iter().any(|(op, k, v)| {
-        k == "s3:signatureversion" && ((op.starts_with("StringEquals") && v.iter().any(|x| x == "AWS")) || (op.starts_with("StringNotEquals") && v.iter().any(|x| x == "AWS4-HMAC-SHA256")))
+        k == "s3:signatureversion"
+            && ((op.starts_with("StringEquals") && v.iter().any(|x| x == "AWS"))
+                || (op.starts_with("StringNotEquals") && v.iter().any(|x| x == "AWS4-HMAC-SHA256")))
     });
     out.push(if sigv2 {
         line(Level::Pass, format!("{label} sigv2"), "denies Signature Version 2 (s3:signatureversion)")
@@ -346,15 +365,30 @@ pub const WIDE_FACTOR: u64 = 16;
 /// The interface-route checks: the endpoint exists and is available, its network interfaces'
 /// addresses lie inside the route's CIDRs (warn when the CIDRs are much wider), a security group
 /// admits TCP 443 from this host, and the configured endpoint is one of its DNS names.
-pub fn interface_route(route: &Route, id: &str, endpoint: Option<&Endpoint>, enis: &[NetworkInterface], groups: &[SecurityGroup], host: Option<Ipv4Addr>) -> Vec<Line> {
+pub fn interface_route(
+    route: &Route,
+    id: &str,
+    endpoint: Option<&Endpoint>,
+    enis: &[NetworkInterface],
+    groups: &[SecurityGroup],
+    host: Option<Ipv4Addr>,
+) -> Vec<Line> {
     let label = |what: &str| format!("{what} {}", route.name);
     let mut out = Vec::new();
     let Some(e) = endpoint else {
-        out.push(line(Level::Fail, label("endpoint"), format!("{id} does not exist (DescribeVpcEndpoints shows no such endpoint); set the route's endpoint to an existing endpoint's DNS name")));
+        out.push(line(
+            Level::Fail,
+            label("endpoint"),
+            format!("{id} does not exist (DescribeVpcEndpoints shows no such endpoint); set the route's endpoint to an existing endpoint's DNS name"),
+        ));
         return out;
     };
-    if !e.kind.eq_ignore_ascii_case("interface") || e.state.to_ascii_lowercase() != "available" {
-        out.push(line(Level::Fail, label("endpoint"), format!("{id} is a {} endpoint in state {}; an interface route needs an available interface endpoint", e.kind, e.state)));
+    if !e.kind.eq_ignore_ascii_case("interface") || !e.state.eq_ignore_ascii_case("available") {
+        out.push(line(
+            Level::Fail,
+            label("endpoint"),
+            format!("{id} is a {} endpoint in state {}; an interface route needs an available interface endpoint", e.kind, e.state),
+        ));
         return out;
     }
     out.push(line(Level::Pass, label("endpoint"), format!("{id} is an available interface endpoint for {} in {}", e.service, e.vpc)));
@@ -365,7 +399,11 @@ pub fn interface_route(route: &Route, id: &str, endpoint: Option<&Endpoint>, eni
     let unused: Vec<String> = route.cidrs.iter().filter(|c| !addrs.iter().any(|a| c.contains(a))).map(|c| c.to_string()).collect();
     let exact = addrs.iter().map(|a| format!("{a}/32")).collect::<Vec<_>>().join(" ");
     if addrs.is_empty() {
-        out.push(line(Level::Warn, label("addresses"), format!("{id}'s network interfaces ({}) show no private address; check ec2:DescribeNetworkInterfaces", e.network_interfaces.join(","))));
+        out.push(line(
+            Level::Warn,
+            label("addresses"),
+            format!("{id}'s network interfaces ({}) show no private address; check ec2:DescribeNetworkInterfaces", e.network_interfaces.join(",")),
+        ));
     } else if !outside.is_empty() {
         out.push(line(
             Level::Fail,
@@ -384,7 +422,11 @@ pub fn interface_route(route: &Route, id: &str, endpoint: Option<&Endpoint>, eni
             ),
         ));
     } else {
-        out.push(line(Level::Pass, label("addresses"), format!("{id}'s addresses {} lie inside the route's CIDRs", addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "))));
+        out.push(line(
+            Level::Pass,
+            label("addresses"),
+            format!("{id}'s addresses {} lie inside the route's CIDRs", addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ")),
+        ));
     }
 
     out.push(security_group_line(&label("security group"), id, groups, host));
@@ -392,22 +434,35 @@ pub fn interface_route(route: &Route, id: &str, endpoint: Option<&Endpoint>, eni
     let configured = route.endpoint.as_deref().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
     let names: Vec<String> = e.dns_names.iter().map(|n| n.trim_end_matches('.').to_ascii_lowercase()).collect();
     if names.is_empty() {
-        out.push(line(Level::Warn, label("dns names"), format!("{id} lists no DNS names; check that {configured} is its name (aws ec2 describe-vpc-endpoints)")));
-    } else if names.iter().any(|n| *n == configured) {
+        out.push(line(
+            Level::Warn,
+            label("dns names"),
+            format!("{id} lists no DNS names; check that {configured} is its name (aws ec2 describe-vpc-endpoints)"),
+        ));
+    } else if names.contains(&configured) {
         out.push(line(Level::Pass, label("dns names"), format!("{configured} is a DNS name of {id}")));
     } else {
-        out.push(line(Level::Fail, label("dns names"), format!("{configured} is not a DNS name of {id} ({}); set the route's endpoint to one of them", names.join(", "))));
+        out.push(line(
+            Level::Fail,
+            label("dns names"),
+            format!("{configured} is not a DNS name of {id} ({}); set the route's endpoint to one of them", names.join(", ")),
+        ));
     }
     out
 }
 
 fn security_group_line(label: &str, id: &str, groups: &[SecurityGroup], host: Option<Ipv4Addr>) -> Line {
-    let on_443: Vec<(&SecurityGroup, &super::facts::Permission)> = groups.iter().flat_map(|g| g.ingress.iter().map(move |p| (g, p))).filter(|(_, p)| p.admits_tcp(443)).collect();
+    let on_443: Vec<(&SecurityGroup, &super::facts::Permission)> =
+        groups.iter().flat_map(|g| g.ingress.iter().map(move |p| (g, p))).filter(|(_, p)| p.admits_tcp(443)).collect();
     if groups.is_empty() {
         return line(Level::Warn, label, format!("{id}'s security groups were not answered; check ec2:DescribeSecurityGroups"));
     }
     if on_443.is_empty() {
-        return line(Level::Fail, label, format!("no security group of {id} admits TCP 443, so every connection to it times out; add an inbound rule for 443 from this host's subnet"));
+        return line(
+            Level::Fail,
+            label,
+            format!("no security group of {id} admits TCP 443, so every connection to it times out; add an inbound rule for 443 from this host's subnet"),
+        );
     }
     match host {
         Some(h) => match on_443.iter().find(|(_, p)| p.cidrs.iter().any(|c| c.contains(&h))) {

@@ -259,7 +259,10 @@ async fn interface(api: &Aws, r: &Route, vpc_endpoints: &[facts::Endpoint], host
         return Ok(vec![line(
             Level::Warn,
             format!("endpoint {}", r.name),
-            format!("{} is not an endpoint-specific DNS name (vpce-ID-….vpce.amazonaws.com), so audit cannot tell which endpoint it is", r.endpoint.as_deref().unwrap_or("")),
+            format!(
+                "{} is not an endpoint-specific DNS name (vpce-ID-….vpce.amazonaws.com), so audit cannot tell which endpoint it is",
+                r.endpoint.as_deref().unwrap_or("")
+            ),
         )]);
     };
     let mut endpoint = vpc_endpoints.iter().find(|e| e.id == id).cloned();
