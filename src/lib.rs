@@ -42,7 +42,10 @@
 //!
 //! Around it: `config` (layers, validation), `admin` (/healthz, /readyz, /metrics), `explain` (the
 //! decision as a dry run), `check` (a doctor for the host and the client setup), `routes` (CIDR
-//! sources), `certs` (the CA and leaves).
+//! sources, prefix-list caches), `certs` (the CA and leaves), `audit` (the AWS side of the routes:
+//! IMDSv2, the EC2 answers parsed in `audit::facts`, judged by the pure `audit::checks`, vpcgate's
+//! own signed calls in `audit::aws`, decided like a CONNECT), `follow` (routes that follow a prefix
+//! list, and `audit.require`: the route proof the CONNECT path checks through `State::evidence`).
 //!
 //! Refusals have three types behind one pair of traits ([`policy::deny::Refusal`]: a code and a
 //! sentence; [`policy::deny::HttpRefusal`]: a status and an S3 error code): [`policy::deny::Deny`]
