@@ -379,6 +379,15 @@ pub fn bundle(ca_pem: &str) -> String {
 }
 
 /// Read every certificate of a PEM file (for `tls.extra_roots`).
+/// Every certificate of every file (`tls.extra_roots`), in order.
+pub fn read_extra_roots(paths: &[std::path::PathBuf]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend(read_pem_certs(p)?);
+    }
+    Ok(out)
+}
+
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read tls.extra_roots file {} ({e}); fix the path", path.display()))?

@@ -27,7 +27,8 @@ pub struct Line {
     pub detail: String,
 }
 
-fn line(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Line {
+/// One line of a doctor's output (`check`, `audit`).
+pub fn line(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Line {
     Line { level, check: check.into(), detail: detail.into() }
 }
 

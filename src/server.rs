@@ -154,11 +154,7 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<crate::proxy::in
     for w in &ca.warnings {
         tracing::warn!("{w}");
     }
-    let mut extra = Vec::new();
-    for p in &t.extra_roots {
-        extra.extend(crate::certs::read_pem_certs(p)?);
-    }
-    let tls = crate::proxy::upstream::client_config(&extra)?;
+    let tls = crate::proxy::upstream::client_config(&crate::certs::read_extra_roots(&t.extra_roots)?)?;
     Ok(Some(Arc::new(crate::proxy::inspect::Inspect::new(
         crate::certs::LeafCache::new(ca, t.leaf_cache_size),
         crate::proxy::upstream::Pool::new(tls, t.upstream_idle_per_host, t.upstream_idle_max, t.upstream_idle_timeout),

@@ -193,11 +193,7 @@ fn encode(s: &str) -> String {
 
 impl Aws {
     pub fn new(config: &Loaded, region: &str, creds: Credentials, env: &HashMap<String, String>, public_path: bool) -> Result<Aws, String> {
-        let mut extra = Vec::new();
-        for p in &config.settings.tls.extra_roots {
-            extra.extend(crate::certs::read_pem_certs(p)?);
-        }
-        let tls = Arc::new(crate::proxy::upstream::client_config(&extra)?);
+        let tls = Arc::new(crate::proxy::upstream::client_config(&crate::certs::read_extra_roots(&config.settings.tls.extra_roots)?)?);
         let dns = crate::dns::Dns::new(&config.dns, config.settings.dns.timeout)?;
         Ok(Aws {
             region: region.to_string(),
@@ -232,7 +228,7 @@ impl Aws {
         if status == 200 {
             return Ok(text);
         }
-        let (code, message) = super::facts::ec2_error(&text).unwrap_or_else(|| (status.to_string(), text.chars().take(200).collect()));
+        let (code, message) = super::facts::error_code(&text).unwrap_or_else(|| (status.to_string(), text.chars().take(200).collect()));
         Err(classify_error(&format!("ec2:{action}"), status, code, message))
     }
 
@@ -264,7 +260,7 @@ impl Aws {
         if status == 200 {
             return Ok(Some(text));
         }
-        let (code, message) = super::facts::s3_error(&text).unwrap_or_else(|| (status.to_string(), String::new()));
+        let (code, message) = super::facts::error_code(&text).unwrap_or_else(|| (status.to_string(), String::new()));
         if code == "NoSuchBucketPolicy" {
             return Ok(None);
         }
@@ -277,7 +273,7 @@ impl Aws {
             Target::Override { https, host, port, .. } => (*https, host.clone(), *port, path.to_string()),
             Target::Regional => (true, regional_host.to_string(), 443, path.to_string()),
         };
-        let addr = self.address(target, &host, port).await?;
+        let addr = self.address(service, target, &host, port).await?;
         let authority = if (https && port == 443) || (!https && port == 80) { host.clone() } else { format!("{host}:{port}") };
         let mut req = hyper::Request::builder()
             .method(method)
@@ -315,7 +311,7 @@ impl Aws {
 
     /// The address to dial: an override's host as the system resolves it, or the regional name
     /// decided like a CONNECT.
-    async fn address(&self, target: &Target, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
+    async fn address(&self, service: &str, target: &Target, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
         let system = |host: String| async move {
             tokio::net::lookup_host((host.as_str(), port))
                 .await
@@ -343,7 +339,7 @@ impl Aws {
             Err(deny) => Err(ApiError::Unreachable(format!(
                 "vpcgate's own call to {host} would not ride a private route ({}); add a route that carries it (an interface endpoint of the service), set AWS_ENDPOINT_URL_{} to the endpoint's URL, or pass --public-api",
                 deny,
-                host.split('.').find(|l| *l == "ec2" || *l == "s3").unwrap_or("EC2").to_ascii_uppercase()
+                service.to_ascii_uppercase()
             ))),
         }
     }

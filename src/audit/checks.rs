@@ -2,16 +2,12 @@
 //! routes to `pass`/`WARN`/`FAIL` lines, each with the fix in one sentence.
 
 use super::facts::{Endpoint, NetworkInterface, PrefixList, RouteTable, SecurityGroup};
-use crate::check::{Level, Line};
+use crate::check::{line, Level, Line};
 use crate::routes::Route;
 use ipnet::Ipv4Net;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-
-fn line(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Line {
-    Line { level, check: check.into(), detail: detail.into() }
-}
 
 /// The name AWS gives the prefix list of a gateway endpoint's service in a region.
 pub fn gateway_list_name(region: &str, service: &str) -> String {

@@ -260,14 +260,48 @@ pub fn security_groups(xml: &str) -> Result<Vec<SecurityGroup>, BadAnswer> {
         .collect()
 }
 
-/// An EC2 error answer (`<Response><Errors><Error><Code>…`): its code and message.
-pub fn ec2_error(xml: &str) -> Option<(String, String)> {
+/// An error answer's code and message: EC2's `<Response><Errors><Error><Code>…` and S3's
+/// `<Error><Code>…` alike (the first `Error` element).
+pub fn error_code(xml: &str) -> Option<(String, String)> {
     let d = Document::parse(xml).ok()?;
     let e = d.descendants().find(|n| n.is_element() && n.tag_name().name() == "Error")?;
     Some((text(e, "Code")?, text(e, "Message").unwrap_or_default()))
 }
 
-/// An S3 error answer (`<Error><Code>…`): its code and message.
-pub fn s3_error(xml: &str) -> Option<(String, String)> {
-    ec2_error(xml)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/src/audit/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// moto 5.2.1's answers, captured once from integration-tests/audit/moto_vpc.py's VPC.
+    #[test]
+    fn captured_answers_parse_into_the_fields_the_checks_read() {
+        let tables = route_tables(&answer("DescribeRouteTables.xml")).unwrap();
+        assert_eq!(tables[0].id, "rtb-32dd0c294363e80ce");
+        assert!(!tables[0].main && !tables[0].subnets.is_empty());
+        let r = tables[0].routes.iter().find(|r| r.destination_prefix_list.as_deref() == Some("pl-f92eb1002c1c438e1")).expect("the prefix-list route");
+        assert_eq!((r.target.as_deref(), r.state.as_str()), (Some("vpce-3205b0dab86038927"), "active"));
+        assert!(route_tables(&answer("DescribeRouteTables-main.xml")).unwrap()[0].main);
+        assert_eq!(prefix_list_entries(&answer("GetManagedPrefixListEntries.xml")).unwrap(), ["52.216.0.0/15", "3.5.0.0/19", "54.231.0.0/16"]);
+        let lists = prefix_lists(&answer("DescribeManagedPrefixLists.xml")).unwrap();
+        assert_eq!((lists[0].name.as_str(), lists[0].owner.as_deref()), ("com.amazonaws.us-east-1.s3", Some("AWS")));
+        let eps = endpoints(&answer("DescribeVpcEndpoints.xml")).unwrap();
+        let gw = eps.iter().find(|e| e.kind == "Gateway").unwrap();
+        assert_eq!((gw.id.as_str(), gw.state.as_str()), ("vpce-3205b0dab86038927", "available"));
+        assert_eq!(gw.route_tables, ["rtb-32dd0c294363e80ce"]);
+        assert!(gw.policy.as_deref().is_some_and(|p| p.contains("\"Principal\": \"*\"")));
+        let iface = eps.iter().find(|e| e.kind == "Interface").unwrap();
+        assert_eq!((iface.network_interfaces.len(), iface.groups.len(), iface.dns_names.len()), (1, 1, 1));
+        let enis = network_interfaces(&answer("DescribeNetworkInterfaces.xml")).unwrap();
+        assert_eq!(enis[0].addresses, [Ipv4Addr::new(10, 44, 121, 213)]);
+        let groups = security_groups(&answer("DescribeSecurityGroups.xml")).unwrap();
+        let rule = groups[0].ingress.iter().find(|p| p.cidrs.contains(&"10.0.0.0/16".parse().unwrap())).expect("the 443 rule");
+        assert!(rule.admits_tcp(443) && !rule.admits_tcp(80));
+        assert_eq!(subnets(&answer("DescribeSubnets.xml")).unwrap().len(), 1);
+        assert_eq!(error_code(&answer("GetBucketPolicy-none.xml")).map(|(c, _)| c).as_deref(), Some("NoSuchBucketPolicy"));
+        assert!(route_tables("<nope").is_err());
+    }
 }

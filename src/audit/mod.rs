@@ -15,7 +15,7 @@ pub mod aws;
 pub mod checks;
 pub mod facts;
 
-use crate::check::{Level, Line};
+use crate::check::{line, Level, Line};
 use crate::config::Loaded;
 use crate::routes::{Route, RouteKind};
 use aws::{ApiError, Aws};
@@ -50,10 +50,6 @@ pub struct Report {
 #[error("{0}")]
 pub struct CannotAsk(pub String);
 
-fn line(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Line {
-    Line { level, check: check.into(), detail: detail.into() }
-}
-
 fn filter(i: usize, name: &str, values: &[&str]) -> Vec<(String, String)> {
     let mut out = vec![(format!("Filter.{i}.Name"), name.to_string())];
     out.extend(values.iter().enumerate().map(|(j, v)| (format!("Filter.{i}.Value.{}", j + 1), v.to_string())));
@@ -64,8 +60,8 @@ fn ids(prefix: &str, values: &[String]) -> Vec<(String, String)> {
     values.iter().enumerate().map(|(i, v)| (format!("{prefix}.{}", i + 1), v.clone())).collect()
 }
 
-/// A permission or answer problem becomes a warning naming it; an unreachable API stops the audit
-/// when nothing has been answered yet.
+/// A permission or answer problem becomes a warning naming it (an unreachable API is not: the
+/// callers stop the audit with exit status 2 for it).
 fn not_answered(out: &mut Vec<Line>, check: &str, e: &ApiError) {
     out.push(line(Level::Warn, check, format!("could not be checked: {e}")));
 }
