@@ -511,3 +511,109 @@ async fn require_route_table_refuses_until_the_route_table_proves_it() {
     assert!(proof.contains(&rtb) && proof.contains(&pl) && proof.contains(&vpce) && proof.contains("proven_at="), "{proof}");
     assert!(http_get(admin, "/metrics").1.contains("vpcgate_route_proof{route=\"s3\"} 1"));
 }
+
+// ---- Interface routes that follow their endpoint (`endpoint_id = …`) ----
+
+/// Something listening on `addr` that counts (and holds) what it accepts.
+async fn count_accepts(addr: SocketAddr) -> Arc<AtomicUsize> {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    n
+}
+
+const STS: &str = "sts.us-east-1.amazonaws.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interface_route_follows_its_endpoints_network_interfaces() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use support::harness::{eventually, http_get, Proxy};
+    let moto = Moto::start(&venv());
+    // An STS interface endpoint in moto, its network interface given a loopback address (moto
+    // gives it a random 10.x one as well, which nothing here answers).
+    let made: Value = serde_json::from_str(&boto(
+        &moto,
+        "vpc = ec2.create_vpc(CidrBlock='10.0.0.0/16')['Vpc']['VpcId']\n\
+         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock='10.0.1.0/24')['Subnet']['SubnetId']\n\
+         e = ec2.create_vpc_endpoint(VpcId=vpc, ServiceName='com.amazonaws.us-east-1.sts', VpcEndpointType='Interface', SubnetIds=[subnet])['VpcEndpoint']\n\
+         eni = e['NetworkInterfaceIds'][0]\n\
+         ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=['127.102.3.5'])\n\
+         print(json.dumps({'id': e['VpcEndpointId'], 'eni': eni, 'dns': e['DnsEntries'][0]['DnsName']}))",
+    ))
+    .unwrap();
+    let (id, eni, name) = (made["id"].as_str().unwrap().to_string(), made["eni"].as_str().unwrap().to_string(), made["dns"].as_str().unwrap().to_string());
+    let (three, four) = (Ipv4Addr::new(127, 102, 3, 5), Ipv4Addr::new(127, 102, 4, 5));
+    // The endpoint's name answers both addresses; vpcgate dials the first its route holds.
+    // The regional S3 name answers too: /readyz asks DNS for it.
+    let regional = IpAddr::V4(Ipv4Addr::new(127, 102, 200, 1));
+    let dns = support::FakeDns::start(&[(name.as_str(), &[IpAddr::V4(three), IpAddr::V4(four)]), ("s3.us-east-1.amazonaws.com", &[regional])]).await;
+    let at_three = count_accepts(SocketAddr::from((three, 443))).await;
+    let at_four = count_accepts(SocketAddr::from((four, 443))).await;
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("state/endpoint-sts.json");
+    let (port, admin) = (support::free_port(), support::free_port());
+    let cfg = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dns]\nservers = [\"{}\"]\ntimeout = \"1s\"\n\
+         [aws]\nregions = [\"us-east-1\"]\ncache_dir = \"{}\"\n[log]\nformat = \"json\"\n[tls]\nmode = \"passthrough\"\n\
+         [[routes]]\nname = \"s3\"\nkind = \"gateway\"\ncidrs = [\"127.102.200.0/24\"]\n\
+         [[routes]]\nname = \"sts\"\nkind = \"interface\"\nservice = \"sts\"\nendpoint = \"{name}\"\nendpoint_id = \"{id}\"\nrefresh = \"1s\"\n",
+        dns.addr,
+        work.path().join("state").display()
+    );
+    let p = {
+        let env = proxy_env(format!("http://{}", moto.addr));
+        tokio::task::spawn_blocking(move || Proxy::start_with_env(port, &cfg, &env)).await.unwrap()
+    };
+    let ready = tokio::task::spawn_blocking(move || eventually(10, || "never ready".into(), || (http_get(admin, "/readyz").0 == 200).then_some(()))).await;
+    assert!(ready.is_ok(), "{}", p.log_text());
+    assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, STS)).await.unwrap(), 200, "{}", p.log_text());
+    assert_eq!((at_three.load(Ordering::SeqCst), at_four.load(Ordering::SeqCst)), (1, 0), "dialled the endpoint's address");
+    let first = p.events("route_refresh").into_iter().find(|e| e["result"] == "changed").expect("a route_refresh line for the first fetch");
+    assert!(first["endpoint_id"] == id.as_str() && first["cidrs_added"].as_str().unwrap().contains("sts:127.102.3.5/32"), "{first}");
+    let cached = std::fs::read_to_string(&cache).expect("the first fetch writes the cache file");
+    assert!(cached.contains(&id) && cached.contains("127.102.3.5/32"), "{cached}");
+
+    // The interface moves to another address: within a refresh the old one is outside the route.
+    boto(
+        &moto,
+        &format!(
+            "ec2.assign_private_ip_addresses(NetworkInterfaceId='{eni}', PrivateIpAddresses=['127.102.4.5'])\n\
+             ec2.unassign_private_ip_addresses(NetworkInterfaceId='{eni}', PrivateIpAddresses=['127.102.3.5'])"
+        ),
+    );
+    let c = at_four.clone();
+    let moved = tokio::task::spawn_blocking(move || {
+        eventually(10, || "the route did not follow the interface".into(), || (connect_status(port, STS) == 200 && c.load(Ordering::SeqCst) > 0).then_some(()))
+    })
+    .await;
+    assert!(moved.is_ok(), "{}", p.log_text());
+    let before = at_three.load(Ordering::SeqCst);
+    assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, STS)).await.unwrap(), 200);
+    assert_eq!(at_three.load(Ordering::SeqCst), before, "nothing dials the address the endpoint gave up");
+    let ev = p.events("route_refresh").into_iter().find(|e| e["cidrs_removed"].as_str().unwrap_or("").contains("127.102.3.5/32"));
+    let ev = ev.unwrap_or_else(|| panic!("no route_refresh line for the move:\n{}", p.log_text()));
+    assert!(ev["result"] == "changed" && ev["cidrs_added"].as_str().unwrap().contains("127.102.4.5/32"), "{ev}");
+
+    // The endpoint is deleted: the route is withdrawn (its addresses may be anyone's now), not kept.
+    boto(&moto, &format!("ec2.delete_vpc_endpoints(VpcEndpointIds=['{id}'])"));
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        eventually(10, || "readyz never said the endpoint was withdrawn".into(), || Some(http_get(admin, "/readyz")).filter(|(_, b)| b.contains("withdrew")))
+    })
+    .await
+    .unwrap();
+    assert!(status == 503 && body.contains("route sts has no CIDRs: AWS withdrew its endpoint") && body.contains(&id), "{status} {body}");
+    let before = (at_three.load(Ordering::SeqCst), at_four.load(Ordering::SeqCst));
+    assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, STS)).await.unwrap(), 403, "{}", p.log_text());
+    assert_eq!((at_three.load(Ordering::SeqCst), at_four.load(Ordering::SeqCst)), before, "nothing dials a withdrawn endpoint");
+    let gone = p.events("route_refresh").into_iter().find(|e| e["result"] == "withdrawn").expect("a withdrawn route_refresh line");
+    assert!(gone["message"].as_str().unwrap().contains("deleted") && gone["cidrs"] == 0, "{gone}");
+    assert!(!cache.exists(), "a withdrawn endpoint's cache file is removed");
+    assert!(http_get(admin, "/metrics").1.contains("vpcgate_route_refreshes_total{route=\"sts\",result=\"withdrawn\"}"));
+}

@@ -43,11 +43,16 @@ pub async fn readiness(shared: &Shared) -> Result<String, String> {
             }
         }
     }
-    // A followed route that never got its list carries nothing (fail closed): not ready.
+    // A followed route that never got its list, or whose endpoint AWS withdrew, carries nothing
+    // (fail closed): not ready.
     if let Some(r) = state.config.routes.iter().find(|r| r.cidrs.is_empty()) {
         let why = shared.follow.lock().expect("follow lock").get(&r.name).and_then(|s| s.error.clone()).unwrap_or_else(|| "not asked yet".into());
-        let list = r.follow.as_ref().map(|f| f.prefix_list.as_str()).unwrap_or("");
-        return Err(format!("route {} has no CIDRs: its prefix list {list} was never fetched ({why}) and no cache file holds a copy", r.name));
+        let what = r.follow.as_ref().map(|f| f.target.describe()).unwrap_or_default();
+        let withdrawn = r.source.ends_with("withdrawn");
+        if withdrawn {
+            return Err(format!("route {} has no CIDRs: AWS withdrew its {what} ({why})", r.name));
+        }
+        return Err(format!("route {} has no CIDRs: its {what} was never fetched ({why}) and no cache file holds a copy", r.name));
     }
     Ok(format!("ready: {} route(s), DNS {}\n", state.config.routes.len(), state.dns.servers()))
 }

@@ -180,14 +180,19 @@ pub struct RouteSettings {
     /// of `cidrs`/`cidrs_file`, refreshed every `refresh`.
     #[serde(default)]
     pub prefix_list: Option<String>,
+    /// Interface routes: take the CIDRs from this endpoint's (`vpce-…`) network interfaces, one
+    /// /32 per private address, instead of `cidrs`/`cidrs_file`, refreshed every `refresh`.
+    #[serde(default)]
+    pub endpoint_id: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub refresh: Option<Duration>,
-    /// The last good copy of the list (default: `aws.cache_dir`/prefix-list-NAME.json).
+    /// The last good copy of the list (default: `aws.cache_dir`/prefix-list-NAME.json) or of the
+    /// endpoint's addresses (`aws.cache_dir`/endpoint-NAME.json).
     #[serde(default)]
     pub cache_file: Option<PathBuf>,
 }
 
-/// How often a `prefix_list` route asks AWS, unless it says.
+/// How often a `prefix_list` or `endpoint_id` route asks AWS, unless it says.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15 * 60);
 /// The shortest `refresh` accepted: AWS throttles Describe calls, and lists change rarely.
 pub const SHORTEST_REFRESH: Duration = Duration::from_secs(1);
@@ -580,14 +585,28 @@ fn load_route(r: &RouteSettings, regions: &[String], aws: &AwsSettings) -> Resul
     if let Some(f) = &mut follow {
         match std::fs::read_to_string(&f.cache_file) {
             // No copy yet: the route carries nothing until the first fetch (fail closed).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => source.push(format!("prefix list {}, not fetched yet", f.prefix_list)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => source.push(format!("{}, not fetched yet", f.target.describe())),
             Err(e) => {
                 return Err(err(format!("route {:?}: cannot read its cache_file {} ({e}); fix its permissions or remove it", r.name, f.cache_file.display())))
             }
             Ok(text) => {
                 let (fetched, mut more) = routes::parse_cache(&text).map_err(|e| {
-                    err(format!("route {:?}: its cache_file {} {e}; remove it and vpcgate fetches the list again", r.name, f.cache_file.display()))
+                    err(format!(
+                        "route {:?}: its cache_file {} {e}; remove it and vpcgate fetches the {} again",
+                        r.name,
+                        f.cache_file.display(),
+                        f.target.describe()
+                    ))
                 })?;
+                if fetched.id != f.target.id() && !f.target.id().starts_with("com.amazonaws.") {
+                    return Err(err(format!(
+                        "route {:?}: its cache_file {} holds {}, not the configured {}; remove it or point cache_file elsewhere",
+                        r.name,
+                        f.cache_file.display(),
+                        fetched.id,
+                        f.target.id()
+                    )));
+                }
                 cidrs.append(&mut more);
                 source.push(routes::follow_source(&fetched));
                 f.fetched = Some(fetched);
@@ -615,20 +634,54 @@ fn load_route(r: &RouteSettings, regions: &[String], aws: &AwsSettings) -> Resul
     Ok(Route { name: r.name.clone(), kind: r.kind, cidrs, endpoint, region, source: source.join(" + "), service, follow })
 }
 
-/// `prefix_list`, `refresh`, `cache_file`: a gateway route that follows a prefix list takes its
-/// CIDRs from it alone.
+/// `prefix_list` (gateway routes) or `endpoint_id` (interface routes), with `refresh` and
+/// `cache_file`: a route that follows AWS takes its CIDRs from there alone.
 fn validate_route_follow(r: &RouteSettings, service: &str, has_cidrs: bool, aws: &AwsSettings) -> Result<Option<routes::Follow>, ConfigError> {
-    let Some(list) = &r.prefix_list else {
-        if r.refresh.is_some() || r.cache_file.is_some() {
-            return Err(err(format!("route {:?} sets refresh or cache_file without prefix_list; add prefix_list = \"pl-…\" or remove them", r.name)));
+    let target = match (&r.prefix_list, &r.endpoint_id) {
+        (None, None) => {
+            if r.refresh.is_some() || r.cache_file.is_some() {
+                return Err(err(format!(
+                    "route {:?} sets refresh or cache_file without prefix_list or endpoint_id; add one of them or remove refresh and cache_file",
+                    r.name
+                )));
+            }
+            return Ok(None);
         }
-        return Ok(None);
+        (Some(_), Some(_)) => {
+            return Err(err(format!(
+                "route {:?} has both prefix_list and endpoint_id; a gateway route follows its prefix_list, an interface route its endpoint_id",
+                r.name
+            )))
+        }
+        (Some(list), None) => validate_follow_prefix_list(r, service, list)?,
+        (None, Some(id)) => validate_follow_endpoint_id(r, id)?,
     };
-    if r.kind != RouteKind::Gateway {
-        return Err(err(format!("interface route {:?} has a prefix_list, which only gateway routes follow; give it the endpoint's CIDRs", r.name)));
-    }
     if has_cidrs || r.cidrs_file.is_some() {
-        return Err(err(format!("route {:?} has prefix_list and also cidrs or cidrs_file; keep one source: the prefix list", r.name)));
+        return Err(err(format!(
+            "route {:?} has {} and also cidrs or cidrs_file; keep one source: the {}",
+            r.name,
+            if r.prefix_list.is_some() { "prefix_list" } else { "endpoint_id" },
+            target.describe()
+        )));
+    }
+    let refresh = r.refresh.unwrap_or(DEFAULT_REFRESH);
+    if refresh < SHORTEST_REFRESH {
+        return Err(err(format!("route {:?} has refresh = {:?}, shorter than 1s; set a duration such as \"15m\"", r.name, refresh)));
+    }
+    let stem = match target {
+        routes::Target::PrefixList(_) => "prefix-list",
+        routes::Target::Endpoint(_) => "endpoint",
+    };
+    let cache_file = r.cache_file.clone().unwrap_or_else(|| aws.cache_dir.join(format!("{stem}-{}.json", r.name)));
+    Ok(Some(routes::Follow { target, refresh, cache_file, fetched: None }))
+}
+
+fn validate_follow_prefix_list(r: &RouteSettings, service: &str, list: &str) -> Result<routes::Target, ConfigError> {
+    if r.kind != RouteKind::Gateway {
+        return Err(err(format!(
+            "interface route {:?} has a prefix_list, which only gateway routes follow; name its endpoint with endpoint_id = \"vpce-…\" or give it the endpoint's CIDRs",
+            r.name
+        )));
     }
     if !routes::is_prefix_list_ref(list) {
         return Err(err(format!(
@@ -636,12 +689,33 @@ fn validate_route_follow(r: &RouteSettings, service: &str, has_cidrs: bool, aws:
             r.name
         )));
     }
-    let refresh = r.refresh.unwrap_or(DEFAULT_REFRESH);
-    if refresh < SHORTEST_REFRESH {
-        return Err(err(format!("route {:?} has refresh = {:?}, shorter than 1s; set a duration such as \"15m\"", r.name, refresh)));
+    Ok(routes::Target::PrefixList(list.to_string()))
+}
+
+/// An interface route's `endpoint_id`: an endpoint ID, and the same endpoint its DNS name names.
+fn validate_follow_endpoint_id(r: &RouteSettings, id: &str) -> Result<routes::Target, ConfigError> {
+    if r.kind != RouteKind::Interface {
+        return Err(err(format!(
+            "gateway route {:?} has an endpoint_id, but a gateway endpoint has no addresses of its own; follow its prefix list with prefix_list = \"com.amazonaws.REGION.SERVICE\"",
+            r.name
+        )));
     }
-    let cache_file = r.cache_file.clone().unwrap_or_else(|| aws.cache_dir.join(format!("prefix-list-{}.json", r.name)));
-    Ok(Some(routes::Follow { prefix_list: list.clone(), refresh, cache_file, fetched: None }))
+    if !routes::is_endpoint_id(id) {
+        return Err(err(format!(
+            "route {:?} has endpoint_id = {id:?}, which is not an endpoint ID; copy its VpcEndpointId, like \"vpce-0a1b2c3d4e5f60718\"",
+            r.name
+        )));
+    }
+    if let Some(named) = r.endpoint.as_deref().and_then(crate::audit::checks::endpoint_id_of) {
+        if named != id {
+            return Err(err(format!(
+                "route {:?} has endpoint_id = {id:?} but its endpoint {:?} is the DNS name of {named}; make them name the same endpoint",
+                r.name,
+                r.endpoint.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    Ok(routes::Target::Endpoint(id.to_string()))
 }
 
 /// An interface route names its endpoint's DNS name; a gateway route has none.
@@ -878,6 +952,44 @@ mod tests {
         }
         let s = Sources { file: Some("/nonexistent/vpcgate.toml".into()), env: HashMap::new() };
         assert!(load(&s, &[]).unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn routes_follow_a_prefix_list_or_an_endpoint_and_say_which_fits_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_f, s) = with_file(&format!(
+            "[aws]\ncache_dir = \"{}\"\n\
+             [[routes]]\nname = \"s3\"\nkind = \"gateway\"\nprefix_list = \"com.amazonaws.us-east-1.s3\"\n\
+             [[routes]]\nname = \"sts\"\nkind = \"interface\"\nendpoint = \"vpce-0a1b2c3d4e5f60718-ab12cd34.sts.us-east-1.vpce.amazonaws.com\"\nendpoint_id = \"vpce-0a1b2c3d4e5f60718\"\n",
+            dir.path().display()
+        ));
+        let l = load(&s, &[]).unwrap();
+        let f = l.routes[1].follow.as_ref().unwrap();
+        assert_eq!(f.target, routes::Target::Endpoint("vpce-0a1b2c3d4e5f60718".into()));
+        assert_eq!(f.cache_file, dir.path().join("endpoint-sts.json"));
+        assert!(l.routes[1].cidrs.is_empty() && l.routes[1].source.contains("not fetched yet"), "{}", l.routes[1].source);
+        // The cache of another endpoint is not taken for this one's.
+        let other = routes::Fetched { id: "vpce-11112222333344445".into(), name: String::new(), version: None, at: 1 };
+        std::fs::write(&f.cache_file, routes::cache_text(&other, &["10.0.1.5/32".parse().unwrap()])).unwrap();
+        let e = load(&s, &[]).unwrap_err().to_string();
+        assert!(e.contains("holds vpce-11112222333344445, not the configured vpce-0a1b2c3d4e5f60718"), "{e}");
+        let itf = "kind = \"interface\"\nendpoint = \"vpce-0a1b2c3d4e5f60718-ab12cd34.sts.us-east-1.vpce.amazonaws.com\"\n";
+        for (toml, why) in [
+            (format!("name = \"x\"\n{itf}prefix_list = \"pl-63a5400a\"\n"), "name its endpoint with endpoint_id"),
+            ("name = \"x\"\nkind = \"gateway\"\nendpoint_id = \"vpce-0a1b2c3d4e5f60718\"\n".into(), "a gateway endpoint has no addresses of its own"),
+            (format!("name = \"x\"\n{itf}endpoint_id = \"vpce-0a1b\"\n"), "not an endpoint ID"),
+            (format!("name = \"x\"\n{itf}endpoint_id = \"vpce-11112222333344445\"\n"), "is the DNS name of vpce-0a1b2c3d4e5f60718"),
+            (
+                format!("name = \"x\"\n{itf}endpoint_id = \"vpce-0a1b2c3d4e5f60718\"\ncidrs = [\"10.0.0.0/16\"]\n"),
+                "keep one source: the endpoint vpce-0a1b2c3d4e5f60718",
+            ),
+            (format!("name = \"x\"\n{itf}endpoint_id = \"vpce-0a1b2c3d4e5f60718\"\nprefix_list = \"pl-63a5400a\"\n"), "both prefix_list and endpoint_id"),
+            (format!("name = \"x\"\n{itf}cidrs = [\"10.0.0.0/16\"]\nrefresh = \"1m\"\n"), "without prefix_list or endpoint_id"),
+        ] {
+            let (_f, s) = with_file(&format!("[[routes]]\n{toml}"));
+            let e = load(&s, &[]).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(';'), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -53,26 +53,54 @@ pub struct Route {
     /// …), as in its service name `com.amazonaws.REGION.SERVICE`: a route carries only its own
     /// service's names, so an S3 route never carries STS or DynamoDB however their names resolve.
     pub service: String,
-    /// A route whose CIDRs follow a prefix list in AWS (`prefix_list = …`): refreshed while vpcgate
-    /// runs, the last good copy kept in a cache file.
+    /// A route whose CIDRs follow AWS (a gateway route's `prefix_list = …`, an interface route's
+    /// `endpoint_id = …`): refreshed while vpcgate runs, the last good copy kept in a cache file.
     pub follow: Option<Follow>,
 }
 
-/// How a route follows its prefix list.
+/// What a followed route takes its CIDRs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A gateway route: the entries of this prefix list (`pl-…` or `com.amazonaws.REGION.SERVICE`,
+    /// as configured), from `GetManagedPrefixListEntries`.
+    PrefixList(String),
+    /// An interface route: the private addresses (as /32s) of this endpoint's (`vpce-…`) network
+    /// interfaces, from `DescribeVpcEndpoints` and `DescribeNetworkInterfaces`.
+    Endpoint(String),
+}
+
+impl Target {
+    /// The configured ID or name.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::PrefixList(s) | Target::Endpoint(s) => s,
+        }
+    }
+
+    /// `prefix list pl-…` or `endpoint vpce-…`, for sentences.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::PrefixList(s) => format!("prefix list {s}"),
+            Target::Endpoint(s) => format!("endpoint {s}"),
+        }
+    }
+}
+
+/// How a route follows AWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follow {
-    /// `pl-…` or `com.amazonaws.REGION.SERVICE`, as configured.
-    pub prefix_list: String,
+    pub target: Target,
     pub refresh: std::time::Duration,
     /// The last good copy of the entries (the shape of `get-managed-prefix-list-entries`, with
     /// the list's ID, name, version and fetch time).
     pub cache_file: std::path::PathBuf,
-    /// What the CIDRs are now; `None` until the list was fetched once (the route holds no CIDRs
-    /// then, so it carries nothing: fail closed).
+    /// What the CIDRs are now; `None` until the list (or endpoint) was fetched once (the route
+    /// holds no CIDRs then, so it carries nothing: fail closed).
     pub fetched: Option<Fetched>,
 }
 
-/// One fetched copy of a prefix list.
+/// One fetched copy of a prefix list, or of an interface endpoint's addresses (then `id` is the
+/// `vpce-…` ID, `name` its service name and `version` absent).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fetched {
     #[serde(rename = "PrefixListId")]
@@ -119,9 +147,17 @@ pub fn parse_cache(text: &str) -> Result<(Fetched, Vec<Ipv4Net>), RouteSourceErr
     Ok((c.fetched, cidrs))
 }
 
-/// A followed route's `source`: the list, its version and when it was fetched.
+/// A followed route's `source`: the list and its version (or the endpoint), and when it was fetched.
 pub fn follow_source(f: &Fetched) -> String {
+    if is_endpoint_id(&f.id) {
+        return format!("network interfaces of endpoint {} fetched {}", f.id, utc_text(f.at));
+    }
     format!("prefix list {}{} fetched {}", f.id, f.version.map(|v| format!(" version {v}")).unwrap_or_default(), utc_text(f.at))
+}
+
+/// Whether `s` is a VPC endpoint ID: `vpce-` and 8 or 17 hex digits.
+pub fn is_endpoint_id(s: &str) -> bool {
+    s.strip_prefix("vpce-").is_some_and(|h| matches!(h.len(), 8 | 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A time as `YYYY-MM-DDTHH:MM:SSZ` (UTC), for sources and lines.

@@ -17,7 +17,7 @@
 //! | `handshake_refused` | [`HandshakeRefused`] | a TLS handshake cut, either mode, either side |
 //! | `close` | [`CloseLine`] | one per tunnel, with bytes and TLS facts |
 //! | `reload` | [`ReloadLine`] | a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed |
-//! | `route_refresh` | [`RouteRefreshLine`] | a followed prefix list asked again: changed (applied like a reload), refused (kept the old set), or failed (kept the old set); an unchanged list writes nothing |
+//! | `route_refresh` | [`RouteRefreshLine`] | a followed prefix list or interface endpoint asked again: changed (applied like a reload), refused or failed (kept the old set), or withdrawn (the endpoint is gone: the route carries nothing); an unchanged answer writes nothing |
 //!
 //! Client-supplied text (paths, ALPN names, targets) is passed through [`printable`] by the caller.
 
@@ -95,7 +95,8 @@ pub mod fields {
         "message",
     ];
     pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
-    pub const ROUTE_REFRESH: [&str; 9] = ["event", "result", "route", "prefix_list", "version", "cidrs", "cidrs_added", "cidrs_removed", "message"];
+    pub const ROUTE_REFRESH: [&str; 10] =
+        ["event", "result", "route", "prefix_list", "endpoint_id", "version", "cidrs", "cidrs_added", "cidrs_removed", "message"];
 }
 
 /// Whether `info` decision lines are written at all: callers on the per-connection and
@@ -336,11 +337,15 @@ impl CloseLine<'_> {
 
 /// A `reload` line: `result` is `ok` (the message says "configuration reloaded; …") or
 /// `refused` (the message says "reload refused, still serving the previous configuration: WHY").
-/// A followed prefix list asked again (`follow`). `result` is `changed`, `refused` or `failed`.
+/// A followed prefix list or interface endpoint asked again (`follow`). `result` is `changed`,
+/// `refused`, `failed` or `withdrawn` (AWS says the endpoint is gone: the route carries nothing).
 pub struct RouteRefreshLine<'a> {
     pub result: &'static str,
     pub route: &'a str,
+    /// The list a gateway route follows (empty for an interface route).
     pub prefix_list: &'a str,
+    /// The endpoint an interface route follows (empty for a gateway route).
+    pub endpoint_id: &'a str,
     pub version: &'a str,
     /// How many CIDRs the route holds after it.
     pub cidrs: usize,
@@ -351,12 +356,18 @@ pub struct RouteRefreshLine<'a> {
 
 impl RouteRefreshLine<'_> {
     pub fn emit(&self) {
-        let (result, route, prefix_list, version, cidrs, added, removed, message) =
-            (self.result, self.route, self.prefix_list, self.version, self.cidrs, self.cidrs_added, self.cidrs_removed, self.message);
-        if result == "changed" {
-            tracing::info!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}");
-        } else {
-            tracing::warn!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}");
+        let (result, route, prefix_list, endpoint_id, version, cidrs, added, removed, message) =
+            (self.result, self.route, self.prefix_list, self.endpoint_id, self.version, self.cidrs, self.cidrs_added, self.cidrs_removed, self.message);
+        match result {
+            "changed" => {
+                tracing::info!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, endpoint_id, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}")
+            }
+            "withdrawn" => {
+                tracing::error!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, endpoint_id, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}")
+            }
+            _ => {
+                tracing::warn!(target: "vpcgate::decision", event = "route_refresh", result, route, prefix_list, endpoint_id, version, cidrs, cidrs_added = added, cidrs_removed = removed, "{message}")
+            }
         }
     }
 }
@@ -488,7 +499,7 @@ pub struct Metrics {
     pub upstream_connections: Family<KindLabels, Counter>,
     pub leaf_cache: Family<KindLabels, Counter>,
     pub reloads: Family<KindLabels, Counter>,
-    /// Followed prefix lists asked again, by route and result (changed, unchanged, refused, failed).
+    /// Followed prefix lists and endpoints asked again, by route and result (changed, unchanged, refused, failed, withdrawn).
     pub route_refreshes: Family<RouteResultLabels, Counter>,
     /// `audit.require`: 1 while a gateway route's proof holds, 0 while it fails.
     pub route_proof: Family<RouteLabels, Gauge>,
@@ -540,7 +551,7 @@ impl Metrics {
             "1 while the route table is proven to send the route's prefix list to its gateway endpoint (audit.require)",
             m.route_proof.clone(),
         );
-        registry.register("route_refreshes", "Followed prefix lists asked again, by route and result", m.route_refreshes.clone());
+        registry.register("route_refreshes", "Followed prefix lists and interface endpoints asked again, by route and result", m.route_refreshes.clone());
         registry.register("auth_failures", "Proxy requests refused for their credentials: missing or wrong", m.auth_failures.clone());
         Metrics { registry, ..m }
     }
@@ -672,9 +683,18 @@ mod event_tests {
             let reload = ReloadLine { ok, routes: "r", regions: "us-east-1", cidrs_added: "none", cidrs_removed: "none", error: "bad" };
             assert_eq!(written(|| reload.emit()), sorted(fields::RELOAD), "reload ok={ok}");
         }
-        for result in ["changed", "refused", "failed"] {
-            let r =
-                RouteRefreshLine { result, route: "s3", prefix_list: "pl-1", version: "2", cidrs: 2, cidrs_added: "none", cidrs_removed: "none", message: "m" };
+        for result in ["changed", "refused", "failed", "withdrawn"] {
+            let r = RouteRefreshLine {
+                result,
+                route: "s3",
+                prefix_list: "pl-1",
+                endpoint_id: "",
+                version: "2",
+                cidrs: 2,
+                cidrs_added: "none",
+                cidrs_removed: "none",
+                message: "m",
+            };
             assert_eq!(written(|| r.emit()), sorted(fields::ROUTE_REFRESH), "route_refresh {result}");
         }
     }

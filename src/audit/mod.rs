@@ -251,7 +251,11 @@ async fn gateway(
 }
 
 async fn interface(api: &Aws, r: &Route, vpc_endpoints: &[facts::Endpoint], host: Option<std::net::Ipv4Addr>) -> Result<Vec<Line>, ApiError> {
-    let Some(id) = r.endpoint.as_deref().and_then(checks::endpoint_id_of) else {
+    let configured = r.follow.as_ref().and_then(|f| match &f.target {
+        crate::routes::Target::Endpoint(id) => Some(id.clone()),
+        crate::routes::Target::PrefixList(_) => None,
+    });
+    let Some(id) = configured.or_else(|| r.endpoint.as_deref().and_then(checks::endpoint_id_of)) else {
         return Ok(vec![line(
             Level::Warn,
             format!("endpoint {}", r.name),
