@@ -31,6 +31,11 @@ lint=$?
 if [ "$fmt" -ne 0 ]; then echo "cargo fmt --check found unformatted code (above); run cargo fmt"; [ "$lint" -ne 0 ] || lint=$fmt; fi
 cargo test --locked --all-targets -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# Every cargo-fuzz target under libFuzzer and AddressSanitizer for 20 s on its committed corpus
+# (nightly toolchain; cargo-fuzz installed when missing). Its "N passed, N failed" line counts below.
+bash integration-tests/fuzz-smoke.sh 20 2>&1 | tee -a "$log"
+fuzz=${PIPESTATUS[0]}
+if [ "$fuzz" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=$fuzz; fi
 set -e
 if [ "$lint" -ne 0 ]; then echo "the lints failed (cargo fmt --check or clippy, above); fix them"; [ "$rc" -ne 0 ] || rc=$lint; fi
 # One closing line for the whole suite: cargo's per-binary results plus the client matrix's own line.
