@@ -235,32 +235,7 @@ async fn client_hello_checks_sni_and_forward_secrecy() {
 /// A TLS 1.3 ClientHello record for `sni` (X25519 key share, TLS_AES_128_GCM_SHA256), with the
 /// early_data extension when `early` (a client about to send 0-RTT data).
 fn tls13_client_hello(sni: &str, early: bool) -> Vec<u8> {
-    fn v16(b: &[u8]) -> Vec<u8> {
-        [&(b.len() as u16).to_be_bytes()[..], b].concat()
-    }
-    fn ext(t: u16, data: &[u8]) -> Vec<u8> {
-        [&t.to_be_bytes()[..], &v16(data)].concat()
-    }
-    let mut exts = ext(0x0000, &v16(&[&[0u8][..], &v16(sni.as_bytes())].concat()));
-    exts.extend(ext(0x000a, &v16(&[0x00, 0x1d])));
-    exts.extend(ext(0x000d, &v16(&[0x04, 0x03, 0x08, 0x04])));
-    exts.extend(ext(0x002b, &[2, 0x03, 0x04]));
-    exts.extend(ext(0x002d, &[1, 1]));
-    exts.extend(ext(0x0033, &v16(&[&[0x00, 0x1d][..], &v16(&[0x42; 32])].concat())));
-    if early {
-        exts.extend(ext(0x002a, &[]));
-    }
-    let mut body = vec![0x03, 0x03];
-    body.extend([7u8; 32]);
-    body.push(32);
-    body.extend([9u8; 32]);
-    body.extend(v16(&[0x13, 0x01]));
-    body.extend([1, 0]);
-    body.extend(v16(&exts));
-    let mut hs = vec![1, 0];
-    hs.extend((body.len() as u16).to_be_bytes());
-    hs.extend(body);
-    [&[22u8, 3, 1][..], &v16(&hs)].concat()
+    client_hello(&[sni], &[], early)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

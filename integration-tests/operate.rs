@@ -385,8 +385,9 @@ async fn sighup_reloads_good_config_refuses_bad_and_keeps_open_tunnels() {
     std::fs::write(&p.config, format!("{restart_only}[aws]\nregions = [\"us-east-1\", \"us-west-2\"]\n")).unwrap();
     p.signal("HUP");
     eventually(10, || p.log_text(), || p.log_text().contains("configuration reloaded").then_some(()));
+    // The default (0) is sized from this machine's open-file limit, so the old value varies.
     assert!(
-        p.log_text().contains("proxy.max_connections changed from 10000 to 77, which applies only at start: restart vpcgate"),
+        p.log_text().contains("proxy.max_connections changed from ") && p.log_text().contains(" to 77, which applies only at start: restart vpcgate"),
         "the reload says what it could not apply: {}",
         p.log_text()
     );
@@ -442,9 +443,40 @@ async fn text_logs_to_a_file_carry_no_terminal_colour_codes() {
 }
 
 #[test]
+fn a_default_start_on_a_default_limit_prints_no_warning() {
+    // Soft 1024, hard 20000 (a common default): the old fixed max_connections = 10000 warned that
+    // it needs 20320 open files; sized from the limit, the default fits and nothing is warned.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vpcgate.toml");
+    let port = support::upstream::free_port();
+    std::fs::write(&cfg, format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[log]\nformat = \"json\"\n")).unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Hn 20000 2>/dev/null; ulimit -Sn 1024 && exec \"$0\" --config \"$1\" run", env!("CARGO_BIN_EXE_vpcgate"), cfg.to_str().unwrap()])
+        .env_remove("VPCGATE_CONFIG")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = eventually(
+        10,
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        || std::fs::read_to_string(&log).ok().filter(|t| t.contains("point clients here")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    let _ = child.kill();
+    let _ = child.wait();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\"")).collect();
+    assert!(warnings.is_empty(), "a default start warned: {warnings:#?}");
+}
+
+#[test]
 fn a_low_open_file_limit_is_raised_and_named_at_start() {
-    // Soft limit 100, hard 300: vpcgate raises the soft limit to 300 and says that the default
-    // proxy.max_connections (10000) needs about 2 x 10000 + 256 + 64 open files.
+    // Soft limit 100, hard 300: vpcgate raises the soft limit to 300; the default
+    // proxy.max_connections (0: sized from the limit) comes to its floor, 16 tunnels, which need
+    // about 2 x 16 + 256 + 64 open files: more than 300, which it says.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vpcgate.toml");
     let port = support::upstream::free_port();
@@ -464,6 +496,6 @@ fn a_low_open_file_limit_is_raised_and_named_at_start() {
     let text = eventually(10, || std::fs::read_to_string(&log).unwrap_or_default(), || std::fs::read_to_string(&log).ok().filter(|t| t.contains("open files")));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(text.contains("needs about 20320 open files but this process may open 300"), "{text}");
+    assert!(text.contains("proxy.max_connections = 16 needs about 352 open files but this process may open 300"), "{text}");
     assert!(text.contains("ulimit -n"), "{text}");
 }

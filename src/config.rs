@@ -118,7 +118,8 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Ports a CONNECT may name.
     pub connect_ports: Vec<u16>,
-    /// Open client connections at most; the next one gets 503.
+    /// Open client connections at most; the next one gets 503. `0` in the file means "as many as
+    /// the open-file limit holds" ([`auto_max_connections`]); after loading it is that number.
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -317,6 +318,36 @@ impl Sources {
     }
 }
 
+/// `proxy.max_connections = 0` (the default): as many tunnels as the hard open-file limit holds
+/// (two sockets each, beside the idle upstream pool and some spare; vpcgate raises its soft limit
+/// to the hard one at start), at most [`AUTO_MAX_CONNECTIONS`] and at least [`AUTO_MIN_CONNECTIONS`]
+/// (below that the start warns that the limit is too low). No limit known: the most.
+pub fn auto_max_connections(hard_limit: Option<u64>, upstream_idle_max: usize) -> usize {
+    let Some(limit) = hard_limit else { return AUTO_MAX_CONNECTIONS };
+    let room = limit.saturating_sub(upstream_idle_max as u64 + OPEN_FILES_SPARE) / 2;
+    (room.min(AUTO_MAX_CONNECTIONS as u64) as usize).max(AUTO_MIN_CONNECTIONS)
+}
+
+/// What `max_connections = 0` gives at most.
+pub const AUTO_MAX_CONNECTIONS: usize = 10_000;
+/// What `max_connections = 0` gives at least.
+pub const AUTO_MIN_CONNECTIONS: usize = 16;
+/// Open files beside the tunnels and the idle pool: listeners, DNS sockets, logs, config files.
+pub const OPEN_FILES_SPARE: u64 = 64;
+
+/// The hard open-file limit of this process, when it has one.
+fn open_files_hard_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct passed by pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
+            return Some(lim.rlim_max);
+        }
+    }
+    None
+}
+
 /// The largest proxy.max_connections accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
@@ -411,12 +442,13 @@ fn parse_dns_servers(list: &[String]) -> Result<DnsServers, ConfigError> {
 }
 
 fn validate(settings: Settings, env_regions: &[String], sources: Vec<String>) -> Result<Loaded, ConfigError> {
+    let mut settings = settings;
+    if settings.proxy.max_connections == 0 {
+        settings.proxy.max_connections = auto_max_connections(open_files_hard_limit(), settings.tls.upstream_idle_max);
+    }
     let p = &settings.proxy;
     if p.connect_ports.is_empty() || p.connect_ports.contains(&0) {
         return Err(err("proxy.connect_ports must list ports from 1 to 65535, e.g. [443]"));
-    }
-    if p.max_connections == 0 {
-        return Err(err("proxy.max_connections is 0, which refuses every client; set it to a positive number such as 10000"));
     }
     if p.max_connections > MAX_CONNECTIONS_LIMIT {
         return Err(err(format!(
@@ -816,6 +848,18 @@ mod tests {
     }
 
     #[test]
+    fn the_default_max_connections_is_sized_from_the_open_file_limit() {
+        // Two sockets a tunnel, beside the idle pool (256) and 64 spare.
+        assert_eq!(auto_max_connections(Some(20_000), 256), 9_840);
+        assert_eq!(auto_max_connections(Some(1_048_576), 256), AUTO_MAX_CONNECTIONS);
+        assert_eq!(auto_max_connections(None, 256), AUTO_MAX_CONNECTIONS);
+        assert_eq!(auto_max_connections(Some(1_024), 256), 352);
+        assert_eq!(auto_max_connections(Some(300), 256), AUTO_MIN_CONNECTIONS);
+        let l = load(&Sources::default(), &[]).unwrap();
+        assert_eq!(l.settings.proxy.max_connections, auto_max_connections(open_files_hard_limit(), l.settings.tls.upstream_idle_max));
+    }
+
+    #[test]
     fn embedded_default_loads() {
         let l = load(&Sources::default(), &[]).unwrap();
         assert_eq!(l.settings.proxy.listen, "127.0.0.1:3128".parse().unwrap());
@@ -834,7 +878,7 @@ mod tests {
         let new = load(&s, &[]).unwrap().settings;
         let changes = old.restart_only_changes(&new);
         assert_eq!(changes.len(), 2, "{changes:?}");
-        assert!(changes[0].starts_with("proxy.max_connections changed from 10000 to 7,"), "{changes:?}");
+        assert!(changes[0].starts_with(&format!("proxy.max_connections changed from {} to 7,", old.proxy.max_connections)), "{changes:?}");
         assert!(changes.iter().any(|c| c.starts_with("log.format changed from text to json")), "{changes:?}");
         assert!(old.restart_only_changes(&old.clone()).is_empty());
     }
@@ -940,7 +984,6 @@ mod tests {
             ("[[routes]]\nname = \"x\"\nkind = \"interface\"\ncidrs = [\"10.0.0.0/8\"]\n", "no endpoint"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\n", "no CIDRs"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs_file = \"/nonexistent/pl.json\"\n", "/nonexistent/pl.json"),
-            ("[proxy]\nmax_connections = 0\n", "max_connections"),
             ("[proxy]\nmax_connections = 2305843009213693952\n", "more than the 1000000"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"0.0.0.0/0\"]\n", "wider than a /8"),
             ("[[routes]]\nname = \"x\"\nkind = \"gateway\"\ncidrs = [\"169.254.169.254/32\"]\n", "instance metadata"),

@@ -305,3 +305,43 @@ pub fn event_fields(v: &Value) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// A TLS 1.3 ClientHello record as a client would send it: a server_name entry per name (none
+/// when empty; two are a trick, RFC 6066 allows one host_name), an ALPN extension when `alpn`
+/// lists protocols, an x25519 key share, and early_data when `early`.
+pub fn client_hello(names: &[&str], alpn: &[&str], early: bool) -> Vec<u8> {
+    fn v16(b: &[u8]) -> Vec<u8> {
+        [&(b.len() as u16).to_be_bytes()[..], b].concat()
+    }
+    fn ext(t: u16, data: &[u8]) -> Vec<u8> {
+        [&t.to_be_bytes()[..], &v16(data)].concat()
+    }
+    let mut exts = Vec::new();
+    if !names.is_empty() {
+        let list: Vec<u8> = names.iter().flat_map(|n| [&[0u8][..], &v16(n.as_bytes())].concat()).collect();
+        exts.extend(ext(0x0000, &v16(&list)));
+    }
+    exts.extend(ext(0x000a, &v16(&[0x00, 0x1d])));
+    exts.extend(ext(0x000d, &v16(&[0x04, 0x03, 0x08, 0x04])));
+    if !alpn.is_empty() {
+        let list: Vec<u8> = alpn.iter().flat_map(|p| [&[p.len() as u8][..], p.as_bytes()].concat()).collect();
+        exts.extend(ext(0x0010, &v16(&list)));
+    }
+    exts.extend(ext(0x002b, &[2, 0x03, 0x04]));
+    exts.extend(ext(0x002d, &[1, 1]));
+    exts.extend(ext(0x0033, &v16(&[&[0x00, 0x1d][..], &v16(&[0x42; 32])].concat())));
+    if early {
+        exts.extend(ext(0x002a, &[]));
+    }
+    let mut body = vec![0x03, 0x03];
+    body.extend([7u8; 32]);
+    body.push(32);
+    body.extend([9u8; 32]);
+    body.extend(v16(&[0x13, 0x01]));
+    body.extend([1, 0]);
+    body.extend(v16(&exts));
+    let mut hs = vec![1, 0];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    [&[22u8, 3, 1][..], &v16(&hs)].concat()
+}

@@ -25,6 +25,11 @@ pub enum Deny {
     BadRequest {
         what: String,
     },
+    /// The proxy request head did not end within `proxy.handshake_timeout` (a slowloris, or a
+    /// client that connected and said nothing useful).
+    HeadTimeout {
+        after: std::time::Duration,
+    },
     /// A request that is neither CONNECT nor absolute-form.
     NotProxyRequest {
         method: String,
@@ -171,6 +176,7 @@ impl Deny {
             Deny::Authority(e) => e.code(),
             Deny::Plaintext { .. } => "plaintext",
             Deny::BadRequest { .. } => "bad_request",
+            Deny::HeadTimeout { .. } => "head_timeout",
             Deny::NotProxyRequest { .. } => "not_proxy_request",
             Deny::NotAws { .. } => "not_aws",
             Deny::Dualstack { .. } => "dualstack",
@@ -207,6 +213,7 @@ impl Deny {
             Deny::Dns { .. } | Deny::ConnectFailed { .. } => 502,
             Deny::ConnectTimeout { .. } => 504,
             Deny::OverCapacity { .. } => 503,
+            Deny::HeadTimeout { .. } => 408,
             Deny::ProxyAuth { .. } => 407,
             Deny::Authority(AuthorityError::IpLiteral(_) | AuthorityError::Bracketed(_) | AuthorityError::Userinfo | AuthorityError::PortNotAllowed { .. })
             | Deny::Plaintext { .. }
@@ -326,6 +333,7 @@ impl Deny {
             Deny::Authority(_)
             | Deny::Plaintext { .. }
             | Deny::BadRequest { .. }
+            | Deny::HeadTimeout { .. }
             | Deny::NotProxyRequest { .. }
             | Deny::NotAws { .. }
             | Deny::OverCapacity { .. }
@@ -344,6 +352,8 @@ pub fn s3_code(status: u16) -> &'static str {
     match status {
         400 => "InvalidRequest",
         403 => "AccessDenied",
+        // S3's own answer to a request that did not arrive in time.
+        408 => "RequestTimeout",
         503 => "ServiceUnavailable",
         504 => "GatewayTimeout",
         _ => "BadGateway",
@@ -514,6 +524,10 @@ impl fmt::Display for Deny {
             Deny::BucketHidden { host } => write!(
                 f,
                 "{host} takes the bucket in the request path, which passthrough mode cannot see, and s3.buckets is set; use virtual-hosted addressing (s3.addressing_style = virtual) or tls.mode = \"inspect\""
+            ),
+            Deny::HeadTimeout { after } => write!(
+                f,
+                "the proxy request head did not arrive whole within {after:?} (proxy.handshake_timeout); send `CONNECT host:443 HTTP/1.1`, a Host header and a blank line at once"
             ),
             Deny::OverCapacity { max } => write!(
                 f,

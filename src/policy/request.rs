@@ -303,7 +303,7 @@ impl fmt::Display for RequestDeny {
             ),
             RequestDeny::ClientBody { error } => write!(
                 f,
-                "vpcgate could not read the request body from the client ({error}), so the form's signature could not be checked; check the client's Content-Length or chunked encoding"
+                "vpcgate could not read the request body from the client ({error}), so the request was not sent on whole; check the client's Content-Length or chunked encoding"
             ),
             RequestDeny::Upstream { host, addr, failure } => f.write_str(&failure.sentence(host, *addr)),
         }

@@ -231,7 +231,7 @@ async fn accept_client(
         };
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
-            .map_err(|e| HandshakeRefusal::Unreadable { side: Side::Client, error: tls::HelloError::NotTls(format!("no TLS ClientHello: {e}")) })?;
+            .map_err(|e| HandshakeRefusal::Unreadable { side: Side::Client, error: unreadable_hello(&e) })?;
         let ch = start.client_hello();
         let sni = ch.server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
         match &sni {
@@ -403,8 +403,8 @@ pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: 
     let result = match result {
         Some(Ok(parts)) => {
             let tls = parts.io.into_inner().into_inner().into_inner();
-            let unreadable = session.heads.lock().expect("head tracker").unreadable();
-            finish_client(tls, unreadable, &session, &state).await;
+            let refusal = session.heads.lock().expect("head tracker").refusal();
+            finish_client(tls, refusal, &session, &state).await;
             Some(Ok(()))
         }
         Some(Err(e)) => Some(Err(e)),
@@ -442,11 +442,21 @@ pub async fn inspect(upgraded: Upgraded, target: Target, addr: SocketAddr, ins: 
 /// The end of an inspected tunnel on the client side, once hyper has answered every request it
 /// read: a head hyper could not have read (not HTTP, over 32 KiB) was held back from it, and
 /// gets vpcgate's S3 XML error here instead of hyper's bare 400 or 431; then close_notify.
-async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientStream>, unreadable: Option<&'static str>, session: &Session, state: &State) {
+/// Why rustls could not read a client's hello, in passthrough's terms: bytes that are no TLS
+/// record at all (plaintext HTTP) are `NotTls`; TLS records that hold no sound ClientHello (a
+/// length past the limits, two server names, an SNI that is no host name) are `Malformed`.
+fn unreadable_hello(e: &std::io::Error) -> tls::HelloError {
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) | None => tls::HelloError::NotTls(format!("no TLS ClientHello: {e}")),
+        Some(other) => tls::HelloError::Malformed(format!("no sound TLS ClientHello: {other}")),
+    }
+}
+
+async fn finish_client(mut tls: tokio_rustls::server::TlsStream<ClientStream>, refusal: Option<RequestDeny>, session: &Session, state: &State) {
     use tokio::io::AsyncWriteExt;
     let quick = std::time::Duration::from_secs(1);
-    if let Some(what) = unreadable {
-        let d = RequestDeny::HeadUnpaired { what };
+    if let Some(d) = refusal {
         let rid = request_id();
         let shape = if session.s3 { ErrorShape::S3Xml } else { ErrorShape::QueryXml };
         let (content_type, body, _) = crate::policy::deny::error_body(shape, d.status(), d.code(), &d.to_string(), "", &rid);
@@ -947,6 +957,12 @@ async fn forward(
                 log.upstream_tls = Some(conn.tls.clone());
                 crate::telemetry::Metrics::kind(&state.metrics.upstream_connections, "retried");
                 up_req = req;
+            }
+            // The request's own body failed (a malformed chunk, the client gone mid-upload): the
+            // client's doing, not the endpoint's.
+            _ if failed.error().is_user() => {
+                let error = std::error::Error::source(failed.error()).map(|e| e.to_string()).unwrap_or_else(|| failed.error().to_string());
+                return refused.answer(log, RequestDeny::ClientBody { error });
             }
             _ => return refused.upstream(log, UpstreamFailure::Closed { detail: failed.into_error().to_string() }),
         }

@@ -152,9 +152,13 @@ fn http1_builder(state: &State) -> hyper::server::conn::http1::Builder {
 /// The tunnel runs in the same task as its client connection, so that it keeps holding the
 /// connection permit and the shutdown tracker waits for it.
 async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
-    let Ok(verdict) = precheck(&stream, state.config.settings.proxy.handshake_timeout).await else {
-        // Nothing arrived within proxy.handshake_timeout, or the client went away: close.
-        return;
+    let timeout = state.config.settings.proxy.handshake_timeout;
+    let verdict = match precheck(&stream, timeout).await {
+        Ok(v) => v,
+        // Bytes came, but the head did not end in time (a slowloris): say so, and log it.
+        Err(Unfinished::Partial) => Some(Deny::HeadTimeout { after: timeout }),
+        // Nothing arrived, or the client went away: close.
+        Err(Unfinished::Nothing) => return,
     };
     if let Some(deny) = verdict {
         // hyper would answer an unparsable head with a bare 400; say what is wrong instead.
@@ -194,8 +198,9 @@ async fn refuse_raw(mut stream: TcpStream, deny: &Deny) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!("vpcgate refused: {deny}\n");
     let head = format!(
-        "HTTP/1.1 {} Bad Request\r\nX-Vpcgate-Reason: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nX-Vpcgate-Reason: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         deny.status(),
+        hyper::StatusCode::from_u16(deny.status()).ok().and_then(|s| s.canonical_reason()).unwrap_or("Bad Request"),
         deny.code(),
         body.len()
     );
@@ -214,6 +219,14 @@ async fn refuse_raw(mut stream: TcpStream, deny: &Deny) {
     .await;
 }
 
+/// Why the pre-check has no verdict.
+enum Unfinished {
+    /// Nothing arrived in time, or the client closed or failed first: nothing to answer.
+    Nothing,
+    /// Part of a head arrived, the rest did not in time.
+    Partial,
+}
+
 /// Largest proxy request head vpcgate reads (a CONNECT head is a few hundred bytes).
 const PRECHECK_MAX: usize = 16 * 1024;
 
@@ -222,26 +235,35 @@ const PRECHECK_MAX: usize = 16 * 1024;
 /// headers that cannot be parsed, a head over 16 KiB, or a target that is no URI, is refused here
 /// with a sentence, where hyper would answer a bare 400 or 431. A head that parses goes to hyper
 /// untouched.
-async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Option<Deny>, ()> {
+async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Option<Deny>, Unfinished> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = vec![0u8; PRECHECK_MAX];
     let mut seen = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return Err(()),
+            // The client closed (a peek of 0), failed, or sent nothing more in time.
+            Ok(_) => return Err(Unfinished::Nothing),
+            Err(_) if seen > 0 => return Err(Unfinished::Partial),
+            Err(_) => return Err(Unfinished::Nothing),
         };
         let mut headers = [httparse::EMPTY_HEADER; 100];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..n]) {
             Err(e) => return Ok(Some(Deny::BadRequest { what: format!("{e}") })),
             Ok(httparse::Status::Complete(_)) => {
+                // A CONNECT has no content (RFC 9110 §9.3.6): bytes a framing header announces
+                // would be a body to one reader and tunnel data to another.
+                let framed = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding"));
                 return Ok(match req.path {
                     Some(t) if t.parse::<hyper::Uri>().is_err() => Some(Deny::BadRequest {
                         what: format!("the request target {:?} is neither host:port nor a URI", redact(t).chars().take(100).collect::<String>()),
                     }),
+                    _ if framed && req.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) => {
+                        Some(Deny::BadRequest { what: "a CONNECT with Content-Length or Transfer-Encoding, which a CONNECT never carries".into() })
+                    }
                     _ => None,
-                })
+                });
             }
             Ok(httparse::Status::Partial) if n == buf.len() => return Ok(Some(Deny::BadRequest { what: "a request head over 16 KiB".into() })),
             Ok(httparse::Status::Partial) => {
@@ -249,7 +271,7 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
                 // little later (or sooner, when more arrived), until the deadline.
                 if n == seen {
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(());
+                        return Err(Unfinished::Partial);
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
