@@ -574,7 +574,14 @@ async fn an_interface_route_follows_its_endpoints_network_interfaces() {
     let ready = tokio::task::spawn_blocking(move || eventually(10, || "never ready".into(), || (http_get(admin, "/readyz").0 == 200).then_some(()))).await;
     assert!(ready.is_ok(), "{}", p.log_text());
     assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, STS)).await.unwrap(), 200, "{}", p.log_text());
-    assert_eq!((at_three.load(Ordering::SeqCst), at_four.load(Ordering::SeqCst)), (1, 0), "dialled the endpoint's address");
+    // The listener counts its accept on its own task: wait for it.
+    let counts = (at_three.clone(), at_four.clone());
+    let dialled = tokio::task::spawn_blocking(move || {
+        eventually(5, || "the endpoint's address was not dialled".into(), || (counts.0.load(Ordering::SeqCst) == 1).then_some(counts.1.load(Ordering::SeqCst)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dialled, 0, "only the endpoint's address is dialled");
     let first = p.events("route_refresh").into_iter().find(|e| e["result"] == "changed").expect("a route_refresh line for the first fetch");
     assert!(first["endpoint_id"] == id.as_str() && first["cidrs_added"].as_str().unwrap().contains("sts:127.102.3.5/32"), "{first}");
     let cached = std::fs::read_to_string(&cache).expect("the first fetch writes the cache file");
@@ -594,8 +601,13 @@ async fn an_interface_route_follows_its_endpoints_network_interfaces() {
     })
     .await;
     assert!(moved.is_ok(), "{}", p.log_text());
-    let before = at_three.load(Ordering::SeqCst);
+    let (before, moved_before) = (at_three.load(Ordering::SeqCst), at_four.load(Ordering::SeqCst));
     assert_eq!(tokio::task::spawn_blocking(move || connect_status(port, STS)).await.unwrap(), 200);
+    let c = at_four.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        eventually(5, || "no accept at the new address".into(), || (c.load(Ordering::SeqCst) > moved_before).then_some(()))
+    })
+    .await;
     assert_eq!(at_three.load(Ordering::SeqCst), before, "nothing dials the address the endpoint gave up");
     let ev = p.events("route_refresh").into_iter().find(|e| e["cidrs_removed"].as_str().unwrap_or("").contains("127.102.3.5/32"));
     let ev = ev.unwrap_or_else(|| panic!("no route_refresh line for the move:\n{}", p.log_text()));

@@ -29,7 +29,7 @@ fmt=$?
 cargo clippy --locked --all-targets -- -D warnings
 lint=$?
 if [ "$fmt" -ne 0 ]; then echo "cargo fmt --check found unformatted code (above); run cargo fmt"; [ "$lint" -ne 0 ] || lint=$fmt; fi
-cargo test --locked --all-targets -- --test-threads=4 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast --all-targets -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # Every cargo-fuzz target under libFuzzer and AddressSanitizer for 20 s on its committed corpus
 # (nightly toolchain; cargo-fuzz installed when missing). Its "N passed, N failed" line counts below.
