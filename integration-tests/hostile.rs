@@ -152,6 +152,7 @@ fn table() -> Vec<Case> {
             QUICK,
             Untouched,
         ),
+        case("Content-Length: 0 on CONNECT is served", BOTH, raw(connect_line(&host443, "Content-Length: 0\r\n")), Status(200), &[], QUICK, Allowed),
         case(
             "a Transfer-Encoding on CONNECT",
             BOTH,

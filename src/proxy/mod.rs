@@ -296,8 +296,11 @@ async fn precheck(stream: &TcpStream, timeout: std::time::Duration) -> Result<Op
             Err(e) => return Ok(Some(Deny::BadRequest { what: format!("{e}") })),
             Ok(httparse::Status::Complete(_)) => {
                 // A CONNECT has no content (RFC 9110 §9.3.6): bytes a framing header announces
-                // would be a body to one reader and tunnel data to another.
-                let framed = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding"));
+                // would be a body to one reader and tunnel data to another. (`Content-Length: 0`,
+                // which some clients send, announces none.)
+                let framed = req.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("transfer-encoding") || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
+                });
                 return Ok(match req.path {
                     Some(t) if t.parse::<hyper::Uri>().is_err() => Some(Deny::BadRequest {
                         what: format!("the request target {:?} is neither host:port nor a URI", redact(t).chars().take(100).collect::<String>()),
