@@ -144,8 +144,8 @@ pub fn check_stream(input: &Stream) {
     let bytes = input.render();
     let whole = follow(&bytes, &[]);
     let cut = follow(&bytes, &input.pieces);
-    assert_eq!(whole, cut, "the follower reads the stream differently when it arrives in pieces");
+    assert_eq!(whole, cut, "the follower reads the stream differently when it arrives in pieces: {}", bytes.escape_ascii());
     let bytewise = follow(&bytes[..bytes.len().min(2048)], &[1]);
     let whole_prefix = follow(&bytes[..bytes.len().min(2048)], &[]);
-    assert_eq!(whole_prefix, bytewise, "the follower reads the stream differently a byte at a time");
+    assert_eq!(whole_prefix, bytewise, "the follower reads the stream differently a byte at a time: {}", bytes[..bytes.len().min(2048)].escape_ascii());
 }

@@ -459,7 +459,7 @@ fn ext_name(t: u16) -> &'static str {
     }
 }
 
-/// RFC 6066 server_name: at most one host_name; lowercased; only DNS name characters.
+/// RFC 6066 server_name: one host_name and nothing else; lowercased; only DNS name characters.
 fn client_server_name(d: &mut Reader<'_>) -> Result<Option<String>, ParseError> {
     let mut list = d.vec16("server_name list")?;
     if list.remaining() == 0 {
@@ -470,8 +470,12 @@ fn client_server_name(d: &mut Reader<'_>) -> Result<Option<String>, ParseError> 
         let name_type = list.u8("server_name type")?;
         let mut name = list.vec16("server_name")?;
         let name = name.rest("server_name")?;
+        // host_name (0) is the only name type ever assigned. RFC 6066 lets a reader skip others by
+        // their length, but rustls stops reading the list at one (so sees no name behind it), and
+        // an upstream that reads the list as rustls does would be answering a hello with another
+        // name than the one vpcgate checked: refused (fuzz/oracle/hello.rs found it).
         if name_type != 0 {
-            continue;
+            return bad("a server_name entry of a type other than host_name");
         }
         if host.is_some() {
             return bad("more than one host_name in server_name");
