@@ -157,12 +157,26 @@ pub fn credential_endpoint(host: &str) -> Option<&'static str> {
     CREDENTIAL_ENDPOINTS.iter().find(|(a, _)| a.parse::<std::net::IpAddr>().ok() == Some(ip)).map(|(_, what)| *what)
 }
 
+/// How many of one name's addresses a sentence or a log line names; the rest are counted. A
+/// name can have hundreds (a DNS answer over TCP holds thousands), and the fix at the end of the
+/// sentence must still fit in the reason phrase a client shows (512 characters).
+pub const ADDRESSES_NAMED: usize = 8;
+
+/// `addrs` joined by `sep`, the first [`ADDRESSES_NAMED`] of them, then `and N more`.
+pub fn some_addresses(addrs: &[Ipv4Addr], sep: &str) -> String {
+    let mut out = addrs.iter().take(ADDRESSES_NAMED).map(|x| x.to_string()).collect::<Vec<_>>().join(sep);
+    if addrs.len() > ADDRESSES_NAMED {
+        out.push_str(&format!("{sep}and {} more", addrs.len() - ADDRESSES_NAMED));
+    }
+    out
+}
+
 fn list_answers(answers: &[Answer]) -> String {
     answers
         .iter()
         .map(|a| match &a.result {
             Ok(addrs) if addrs.is_empty() => format!("{} has no A record", a.name),
-            Ok(addrs) => format!("{} -> {}", a.name, addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+            Ok(addrs) => format!("{} -> {}", a.name, some_addresses(addrs, ", ")),
             Err(e) => format!("{}: {}", a.name, e),
         })
         .collect::<Vec<_>>()
@@ -666,5 +680,15 @@ mod tests {
         };
         let s = d.to_string();
         assert!(s.contains("3.3.3.3") && s.contains("s3-gateway"), "{s}");
+        // Hundreds of addresses (a DNS answer over TCP): some named, the rest counted, and the fix
+        // still within the 512 characters of a reason phrase.
+        let many: Vec<Ipv4Addr> = (0..300u32).map(|i| Ipv4Addr::from(0x0303_0000 + i)).collect();
+        let d = Deny::OutsideRoutes {
+            host: "b.s3.us-east-1.amazonaws.com".into(),
+            answers: vec![Answer { name: "b.s3.us-east-1.amazonaws.com".into(), result: Ok(many) }],
+            routes: vec!["s3-gateway".into()],
+        };
+        let s = d.to_string();
+        assert!(s.contains("3.3.0.7, and 292 more") && !s.contains("3.3.0.8") && s.len() < 450, "{s}");
     }
 }

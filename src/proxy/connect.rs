@@ -55,7 +55,7 @@ impl ConnectRecord {
             .iter()
             .map(|a| match &a.result {
                 Ok(v) => {
-                    format!("{}={}", a.name, if v.is_empty() { "none".to_string() } else { v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|") })
+                    format!("{}={}", a.name, if v.is_empty() { "none".to_string() } else { crate::policy::deny::some_addresses(v, "|") })
                 }
                 Err(e) => format!("{}=error({e})", a.name),
             })
