@@ -408,9 +408,10 @@ async fn serve_faults(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpSt
 // vpcgate in either mode, and curl through it.
 // ---------------------------------------------------------------------------------------------
 
-fn start_proxy(n: u8, inspect: bool, dns: SocketAddr, w: &World) -> Proxy {
-    // Tunnels idle out quickly, so a stalled transfer ends within the test's bound.
-    let extra = "[proxy]\nidle_timeout = \"3s\"\n";
+/// vpcgate in either mode, tunnels idling out after `idle`.
+fn start_proxy(n: u8, inspect: bool, dns: SocketAddr, w: &World, idle: &str) -> Proxy {
+    let extra = format!("[proxy]\nidle_timeout = \"{idle}\"\n");
+    let extra = extra.as_str();
     if inspect {
         Proxy::start_inspect(n, dns, &w.ca_path, extra)
     } else {
@@ -460,7 +461,7 @@ async fn dns_faults(n: u8, inspect: bool) {
         ("l2.loop.test", Dns::Cname("l1.loop.test".into())),
     ];
     let dns = FaultDns::start(&names).await;
-    let p = start_proxy(n, inspect, dns.addr, &w);
+    let p = start_proxy(n, inspect, dns.addr, &w, "30s");
     let mode = if inspect { "inspect" } else { "passthrough" };
 
     // (bucket name, what must happen: Ok = served, Err(reason) = refused with that reason)
@@ -537,7 +538,8 @@ async fn upstream_faults(n: u8, inspect: bool) {
     let w = world();
     let up = FaultUpstream::start(sa(n, 1, 1), &w.ca).await;
     let dns = FaultDns::start(&[(HOST, Dns::A(vec![ip(n, 1, 1)]))]).await;
-    let p = start_proxy(n, inspect, dns.addr, &w);
+    // Tunnels idle out quickly, so a stalled transfer ends within the test's bound.
+    let p = start_proxy(n, inspect, dns.addr, &w, "3s");
     let mode = if inspect { "inspect" } else { "passthrough" };
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -698,8 +700,11 @@ async fn s3_transfers(n: u8, inspect: bool) {
     let w = world();
     let s3 = FakeS3::start(sa(n, 1, 1), &w.ca, &[HOST, "*.s3.us-east-1.amazonaws.com"]).await;
     let dns = FaultDns::start(&[(HOST, Dns::A(vec![ip(n, 1, 1)]))]).await;
-    let p = start_proxy(n, inspect, dns.addr, &w);
+    // Long enough for S3 to hash 1 GiB before it answers, and for the test to hash it first.
+    let p = start_proxy(n, inspect, dns.addr, &w, "60s");
     let mode = if inspect { "inspect" } else { "passthrough" };
+    let size = 1 << 30;
+    let want = sha256_of(size);
     let roots = client_roots(&p, inspect, &w);
     let mut c = s3_connection(&p, roots.clone()).await;
     let resp = c.send_request(signed("PUT", "", Some(0), empty())).await.unwrap();
@@ -707,8 +712,6 @@ async fn s3_transfers(n: u8, inspect: bool) {
     let _ = resp.into_body().collect().await;
 
     // 1 GiB up, then down, compared by sha256.
-    let size = 1 << 30;
-    let want = sha256_of(size);
     let started = Instant::now();
     let resp = c.send_request(signed("PUT", "big", Some(size), object_body(size, None))).await.unwrap();
     assert_eq!(resp.status(), 200, "{mode}: PUT 1 GiB");

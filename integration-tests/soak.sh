@@ -165,7 +165,7 @@ verdict=0
     r0=$(cat "$WORK/$mode.rss0" 2>/dev/null || rss "$p"); r1=$(rss "$p"); f0=$(cat "$WORK/$mode.fds0"); f1=$(fds "$p")
     err=$(grep -c '^err' "$WORK/$mode.counts" || true)
     ok=$(grep -c '^ok$' "$WORK/$mode.counts" || true)
-    reloaded=$(curl -s "http://127.0.0.1:${ADMIN[$mode]}/metrics" | awk '/^vpcgate_reloads_total.*result="ok"/ {print $2; exit}')
+    reloaded=$(curl -s "http://127.0.0.1:${ADMIN[$mode]}/metrics" | awk '/^vpcgate_reloads_total.*kind="ok"/ {print $2; exit}')
     grow=$(( (r1 - r0) * 100 / r0 ))
     echo "- $mode: RSS $r0 KiB at 2:00 under load, $r1 KiB 20 s after the traffic stopped (${grow} %); descriptors $f0 idle at start, $f1 at the end; $ok transfers ok, $err errors; ${reloaded:-0} reloads applied for $reloads SIGHUPs"
     if [ "$grow" -gt 10 ] || [ "$f1" -gt $(( f0 + f0 / 10 + 1 )) ] || [ "${err:-0}" -ne 0 ] || ! kill -0 "$p" 2>/dev/null; then verdict=1; fi
