@@ -38,7 +38,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use support::harness::*;
 use support::s3::{FakeS3, ACCESS_KEY, SECRET_KEY};
@@ -205,12 +205,7 @@ impl FaultDns {
     async fn start(names: &[(&str, Dns)]) -> FaultDns {
         let names = names.iter().map(|(n, d)| (n.to_string(), d.clone())).collect();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (udp, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
-                break (udp, tcp);
-            }
-        };
+        let (udp, tcp) = support::dns::bind_udp_and_tcp().await;
         let addr = udp.local_addr().unwrap();
         let mut server = Server::new(FaultDnsHandler { names, log: log.clone() });
         server.register_socket(udp);

@@ -174,7 +174,8 @@ impl FakeDns {
     }
 }
 
-async fn bind_udp_and_tcp() -> (UdpSocket, TcpListener) {
+/// A UDP socket and a TCP listener on the same free port of 127.0.0.1 (a DNS server's pair).
+pub async fn bind_udp_and_tcp() -> (UdpSocket, TcpListener) {
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP on 127.0.0.1");
         let port = udp.local_addr().expect("udp local_addr").port();
