@@ -660,6 +660,13 @@ fn signed(method: &str, key: &str, length: Option<u64>, body: Body) -> hyper::Re
     req
 }
 
+/// Sends `req` once the connection is ready for it (the previous exchange may still be finishing:
+/// hyper refuses a request sent before then as "connection was not ready").
+async fn send(c: &mut hyper::client::conn::http1::SendRequest<Body>, req: hyper::Request<Body>) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+    c.ready().await?;
+    c.send_request(req).await
+}
+
 fn empty() -> Body {
     http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -702,18 +709,18 @@ async fn s3_transfers(n: u8, inspect: bool) {
     let want = sha256_of(size);
     let roots = client_roots(&p, inspect, &w);
     let mut c = s3_connection(&p, roots.clone()).await;
-    let resp = c.send_request(signed("PUT", "", Some(0), empty())).await.unwrap();
+    let resp = send(&mut c, signed("PUT", "", Some(0), empty())).await.unwrap();
     assert_eq!(resp.status(), 200, "{mode}: CreateBucket");
     let _ = resp.into_body().collect().await;
 
     // 1 GiB up, then down, compared by sha256.
     let started = Instant::now();
-    let resp = c.send_request(signed("PUT", "big", Some(size), object_body(size, None))).await.unwrap();
+    let resp = send(&mut c, signed("PUT", "big", Some(size), object_body(size, None))).await.unwrap();
     assert_eq!(resp.status(), 200, "{mode}: PUT 1 GiB");
     let _ = resp.into_body().collect().await;
     let up = started.elapsed();
     let started = Instant::now();
-    let resp = c.send_request(signed("GET", "big", None, empty())).await.unwrap();
+    let resp = send(&mut c, signed("GET", "big", None, empty())).await.unwrap();
     assert_eq!(resp.status(), 200, "{mode}: GET 1 GiB");
     assert_eq!(body_sha256(resp).await, (size, want), "{mode}: the 1 GiB object read back");
     eprintln!("{mode}: 1 GiB up in {:.1}s, down in {:.1}s", up.as_secs_f64(), started.elapsed().as_secs_f64());
@@ -721,7 +728,7 @@ async fn s3_transfers(n: u8, inspect: bool) {
 
     // The client goes away halfway through a 64 MiB upload: no object is committed.
     let mut c = s3_connection(&p, roots.clone()).await;
-    let cut = c.send_request(signed("PUT", "aborted", Some(64 * MIB), object_body(64 * MIB, Some(32 * MIB)))).await;
+    let cut = send(&mut c, signed("PUT", "aborted", Some(64 * MIB), object_body(64 * MIB, Some(32 * MIB)))).await;
     assert!(cut.is_err(), "{mode}: an aborted upload was answered: {cut:?}");
     drop(c);
     // Give S3 the time to see the end of the stream, then look.
@@ -732,7 +739,7 @@ async fn s3_transfers(n: u8, inspect: bool) {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = s3_connection(&p, roots).await;
-    let resp = c.send_request(signed("GET", "aborted", None, empty())).await.unwrap();
+    let resp = send(&mut c, signed("GET", "aborted", None, empty())).await.unwrap();
     assert_eq!(resp.status(), 404, "{mode}: an upload the client aborted halfway was committed");
     assert!(!s3.root().join(BUCKET).join("aborted").exists(), "{mode}: the aborted object is on disk");
 }
