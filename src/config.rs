@@ -14,20 +14,30 @@ use std::time::Duration;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The listener clients reach, its limits and timeouts.
     pub proxy: ProxySettings,
+    /// The name servers vpcgate asks itself (A records only).
     pub dns: DnsSettings,
+    /// The regions vpcgate carries, and its own calls to AWS.
     pub aws: AwsSettings,
+    /// The private routes: each a gateway or interface endpoint and the CIDRs behind it. A config
+    /// that lists routes replaces the default route (`s3-default`, the embedded S3 IPv4 prefixes
+    /// of `aws.regions`).
     #[serde(default)]
     pub routes: Vec<RouteSettings>,
+    /// Passthrough or inspect, the interception CA, and the upstream connection pool.
     pub tls: TlsSettings,
-    /// The bucket perimeter (`policy::bucket`).
+    /// The bucket perimeter: which buckets a request may name (`policy::bucket`).
     pub s3: S3Settings,
     /// Who may use the proxy when `proxy.auth = "basic"` (`proxy::auth`).
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
+    /// The decision log on stderr.
     pub log: LogSettings,
+    /// `/healthz`, `/readyz` and `/metrics`.
     pub admin: AdminSettings,
     /// What the running proxy requires AWS to prove (`vpcgate audit`'s gateway-route checks).
     pub audit: AuditSettings,
@@ -35,25 +45,32 @@ pub struct Settings {
 
 /// `audit.require`: which proof a gateway route needs before it carries anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Require {
+    /// Routes carry traffic on their CIDRs alone.
     None,
     /// The subnet's route table sends the route's prefix list to an available gateway endpoint.
     RouteTable,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
+    /// Which proof a gateway route needs before it carries anything.
     pub require: Require,
     /// How often the proof is run again while vpcgate runs.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub interval: Duration,
-    /// The subnet vpcgate's traffic leaves from, when IMDSv2 cannot say (off EC2); empty: IMDSv2.
+    /// The subnet vpcgate's traffic leaves from, when IMDSv2 cannot say (off EC2); empty: this
+    /// instance's, from IMDSv2.
     pub subnet: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
     /// The user name in `Proxy-Authorization: Basic` (and in `HTTPS_PROXY=http://NAME:PASSWORD@…`).
@@ -66,13 +83,18 @@ pub struct ClientSettings {
 
 /// `proxy.auth`: whether clients must authenticate.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    /// Anyone who reaches the listener may use it.
     None,
+    /// Every proxy request needs `Proxy-Authorization: Basic` of a `[[clients]]` entry (407
+    /// otherwise).
     Basic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
     /// Bucket patterns a request may name (`*` within a name; `accesspoint/NAME-ACCOUNT`,
@@ -104,56 +126,86 @@ impl Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// `/healthz`, `/readyz`, `/metrics`; loopback by default.
+    #[cfg_attr(test, schemars(with = "crate::reference::AddressText"))]
     pub listen: SocketAddr,
+    /// `false` runs without the admin listener.
     pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {
-    /// Where clients reach the proxy; loopback by default.
+    /// Where clients reach the proxy; loopback unless told otherwise (a sidecar sets
+    /// `0.0.0.0:3128`).
+    #[cfg_attr(test, schemars(with = "crate::reference::AddressText"))]
     pub listen: SocketAddr,
     /// Ports a CONNECT may name.
     pub connect_ports: Vec<u16>,
-    /// Open client connections at most; the next one gets 503. `0` in the file means "as many as
-    /// the open-file limit holds" ([`auto_max_connections`]); after loading it is that number.
+    /// Open client connections at most (tunnels included, at most 1,000,000); the next one gets
+    /// `503 over_capacity`. `0`: as many as the hard open-file limit holds, (limit -
+    /// `tls.upstream_idle_max` - 64) / 2, at most 10,000 and at least 16
+    /// ([`auto_max_connections`]; after loading it is that number). At start vpcgate raises its
+    /// soft open-file limit to the hard one and warns when that is too low.
     pub max_connections: usize,
+    /// The TCP connect to the checked address; `504 connect_timeout` after it.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub connect_timeout: Duration,
+    /// A tunnel with no byte either way for this long is closed; in inspect mode also while a
+    /// request is in flight (a request still waiting for its response head gets a `504`,
+    /// `upstream_timeout`).
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub idle_timeout: Duration,
+    /// The proxy request head, and then both TLS hellos, must arrive within this.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub handshake_timeout: Duration,
+    /// After SIGTERM or SIGINT vpcgate stops accepting and gives open tunnels this long.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub shutdown_grace: Duration,
-    /// Threads of the async runtime; 0 = one per CPU.
+    /// Threads of the async runtime; `0` = one per CPU (a sidecar may want 1 or 2).
     pub worker_threads: usize,
-    /// Inspect mode: answer a policy refusal of an AWS name inside the tunnel (TLS, then an S3 XML
-    /// error per request) rather than as the CONNECT status, because boto3 and the aws CLI print
-    /// a refused CONNECT only as "Failed to connect to proxy URL". Passthrough mode has no CA and
-    /// always refuses at the CONNECT.
+    /// Inspect mode: answer a policy refusal of an AWS name inside the tunnel (`200`, TLS with a
+    /// leaf minted for that tunnel alone, then the service's own error with the sentence to each
+    /// request; nothing is dialled) rather than as the CONNECT status, because boto3 and the aws
+    /// CLI print a refused CONNECT only as "Failed to connect to proxy URL". Passthrough mode has
+    /// no CA and always refuses at the CONNECT.
     pub refuse_in_tunnel: bool,
-    /// `"basic"`: every proxy request needs `Proxy-Authorization: Basic` of a `[[clients]]` entry.
+    /// Whether clients must authenticate.
     pub auth: AuthMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {
+    /// `"system"` (the name servers of `/etc/resolv.conf`, without its search domains) or a list
+    /// of `"IP"` / `"IP:PORT"`, e.g. the VPC resolver `"169.254.169.253:53"` or a Route 53
+    /// Resolver inbound endpoint.
     pub servers: Vec<String>,
+    /// The bound on one lookup; a timeout refuses with `502 dns_failed`.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AwsSettings {
+    /// Regions whose names may be carried; empty: `AWS_REGION`, else `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`.
     pub regions: Vec<String>,
     /// Where vpcgate keeps the last good copy of what it fetched from AWS (prefix lists), so that
     /// it starts with it when AWS cannot be asked.
+    #[cfg_attr(test, schemars(with = "crate::reference::PathText"))]
     pub cache_dir: PathBuf,
     /// Whether vpcgate's own read-only EC2 calls (prefix lists, audit) may take the public path
     /// when no route carries the EC2 API and no AWS_ENDPOINT_URL_EC2 names its endpoint.
@@ -161,20 +213,36 @@ pub struct AwsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteSettings {
+    /// Shown in logs, metrics and refusals.
     pub name: String,
+    /// The kind of VPC endpoint behind the route.
     pub kind: RouteKind,
+    /// IPv4 networks, e.g. `["52.216.0.0/15"]`. Host bits are refused, and so are prefixes
+    /// shorter than /8 and link-local, multicast and reserved ranges (in `cidrs_file` too);
+    /// link-local, where instance metadata lives, is never dialled whatever the routes say.
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// JSON read at start: the output of `aws ec2 get-managed-prefix-list-entries` (the
+    /// authoritative list behind a gateway endpoint), `aws ec2 describe-prefix-lists`, or AWS's
+    /// `ip-ranges.json` (filtered by the route's service and region); `"embedded"` is vpcgate's
+    /// embedded S3 prefixes. Combined with `cidrs`; relative to the working directory.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<crate::reference::PathText>"))]
     pub cidrs_file: Option<PathBuf>,
+    /// Interface routes: the endpoint DNS name vpcgate resolves instead of the requested one, e.g.
+    /// `"vpce-0abc-1234.s3.us-east-1.vpce.amazonaws.com"` (or the regular name when the endpoint
+    /// has private DNS). SNI and Host stay the requested name.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The region an interface route serves; parsed from `endpoint` when omitted.
     #[serde(default)]
     pub region: Option<String>,
-    /// The AWS service of the endpoint (`s3`, `sts`, `dynamodb`, `ecr.api`, …): from the endpoint
-    /// name when it says, else `s3`.
+    /// The AWS service of the endpoint, as in `com.amazonaws.REGION.SERVICE` (`s3`, `sts`,
+    /// `dynamodb`, `ecr.api`, …): from the endpoint name when it says, else `s3`. Gateway routes
+    /// exist only for `s3` and `dynamodb`.
     #[serde(default)]
     pub service: Option<String>,
     /// Gateway routes: follow this prefix list (`pl-…` or `com.amazonaws.REGION.SERVICE`) instead
@@ -185,11 +253,14 @@ pub struct RouteSettings {
     /// /32 per private address, instead of `cidrs`/`cidrs_file`, refreshed every `refresh`.
     #[serde(default)]
     pub endpoint_id: Option<String>,
+    /// How often a `prefix_list` or `endpoint_id` route asks AWS again (default 15m, at least 1s).
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<crate::reference::DurationText>"))]
     pub refresh: Option<Duration>,
     /// The last good copy of the list (default: `aws.cache_dir`/prefix-list-NAME.json) or of the
-    /// endpoint's addresses (`aws.cache_dir`/endpoint-NAME.json).
+    /// endpoint's addresses (`aws.cache_dir`/endpoint-NAME.json), read at start.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<crate::reference::PathText>"))]
     pub cache_file: Option<PathBuf>,
 }
 
@@ -199,42 +270,64 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15 * 60);
 pub const SHORTEST_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
+    /// Relay the client's own TLS after checking both hellos (SNI, versions, forward secrecy).
     Passthrough,
+    /// Intercept TLS with vpcgate's CA so that every request is checked (SigV2 refused).
     Inspect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
+    /// What vpcgate does with the TLS inside a tunnel.
     pub mode: TlsMode,
+    /// The interception CA's certificate (PEM); created with `ca_key` on first start when both are
+    /// missing.
+    #[cfg_attr(test, schemars(with = "crate::reference::PathText"))]
     pub ca_cert: PathBuf,
+    /// The CA's private key (PEM); start-up refuses it unless its mode is 0600.
+    #[cfg_attr(test, schemars(with = "crate::reference::PathText"))]
     pub ca_key: PathBuf,
-    /// DNS subtrees the CA may sign for beyond AWS's domains (name constraints).
+    /// DNS subtrees the CA may sign for beyond `amazonaws.com`, `amazonaws.com.cn` and `api.aws`
+    /// (name constraints, fixed when the CA is created).
     pub ca_extra_names: Vec<String>,
+    /// PEM files trusted for upstreams beside Mozilla's roots.
+    #[cfg_attr(test, schemars(with = "Vec<crate::reference::PathText>"))]
     pub extra_roots: Vec<PathBuf>,
     /// Leaf certificates kept (one per host).
     pub leaf_cache_size: usize,
     /// Idle upstream connections kept per (host, address) in inspect mode.
     pub upstream_idle_per_host: usize,
-    /// Idle upstream connections kept in all (every bucket name is a key of its own).
+    /// Idle upstream connections kept in all (every bucket name is a key of its own; each holds a
+    /// TLS session and a 128 KiB buffer); expired ones are swept every `upstream_idle_timeout`.
     pub upstream_idle_max: usize,
+    /// An idle pooled upstream connection older than this is dropped.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "crate::reference::DurationText"))]
     pub upstream_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// For people: coloured only when stderr is a terminal and `NO_COLOR` is unset.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    /// How each line is written.
     pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter; `RUST_LOG` overrides it.
     pub level: String,
 }
 

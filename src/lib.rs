@@ -69,6 +69,7 @@ pub mod explain;
 pub mod follow;
 pub mod policy;
 pub mod proxy;
+pub mod reference;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

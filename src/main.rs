@@ -31,6 +31,8 @@ enum Command {
     /// Dry-run the decision for HOST[:PORT] without connecting: class, DNS answers, routes, verdict.
     /// Exit status 0 when allowed, 1 when refused.
     Explain {
+        /// HOST[:PORT], s3://BUCKET/KEY, or https://HOST/PATH.
+        #[arg(value_name = "TARGET")]
         target: String,
         /// Decide as for this `[[clients]]` entry (its own bucket list too).
         #[arg(long)]
@@ -43,7 +45,7 @@ enum Command {
     /// secrecy, the CA, and the client setup (proxy variables, AWS_CA_BUNDLE, ~/.aws/config).
     Check {
         /// Also check BUCKET.s3.REGION.amazonaws.com (repeatable).
-        #[arg(long = "bucket")]
+        #[arg(long = "bucket", value_name = "BUCKET")]
         buckets: Vec<String>,
     },
     /// Check the AWS side of the routes: the subnet's route table sends each gateway route's prefix
@@ -58,7 +60,7 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
         /// Also read this bucket's policy (repeatable).
-        #[arg(long = "bucket")]
+        #[arg(long = "bucket", value_name = "BUCKET")]
         buckets: Vec<String>,
         /// Let audit's own read-only EC2/S3 calls take the public path when no route carries them.
         #[arg(long)]
@@ -363,4 +365,77 @@ async fn signals(handle: server::Handle, stop: tokio::sync::oneshot::Sender<()>)
     }
     tracing::info!("shutdown signal received");
     let _ = stop.send(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// One argument's row: how it is written, and its help.
+    fn arg_row(a: &clap::Arg) -> String {
+        let name = match (a.get_long(), a.get_short()) {
+            (Some(l), _) => format!("--{l}"),
+            (None, Some(s)) => format!("-{s}"),
+            (None, None) => a.get_value_names().and_then(|v| v.first()).map(|v| v.to_string()).unwrap_or_else(|| a.get_id().to_string().to_uppercase()),
+        };
+        let value = match (a.get_long().is_some() || a.get_short().is_some(), a.get_action().takes_values(), a.get_value_names()) {
+            (true, true, Some(v)) => format!(" {}", v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")),
+            (true, true, None) => format!(" {}", a.get_id().to_string().to_uppercase()),
+            _ => String::new(),
+        };
+        let help = a.get_long_help().or(a.get_help()).map(|h| h.to_string()).unwrap_or_default();
+        format!("| `{name}{value}` | {} |\n", help.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|"))
+    }
+
+    fn command_section(out: &mut String, path: &str, cmd: &clap::Command) {
+        for sub in cmd.get_subcommands() {
+            let full = format!("{path} {}", sub.get_name());
+            if sub.has_subcommands() {
+                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+                out.push_str(&format!("\n## `{full}`\n\n{about}\n"));
+                command_section(out, &full, sub);
+                continue;
+            }
+            let about = sub.get_long_about().or(sub.get_about()).map(|a| a.to_string()).unwrap_or_default();
+            let mut usage = sub.clone().bin_name(&full);
+            let usage = usage.render_usage().to_string();
+            let usage = usage.trim_start_matches("Usage: ");
+            out.push_str(&format!("\n## `{full}`\n\n{}\n\n```text\n{usage}\n```\n", about.split_whitespace().collect::<Vec<_>>().join(" ")));
+            let args: Vec<&clap::Arg> = sub.get_arguments().filter(|a| !a.is_global_set() && !["help", "version"].contains(&a.get_id().as_str())).collect();
+            if !args.is_empty() {
+                out.push_str("\n| argument | meaning |\n|---|---|\n");
+                for a in args {
+                    out.push_str(&arg_row(a));
+                }
+            }
+        }
+    }
+
+    /// The book's page of every command and flag, from the command line definition.
+    fn commands_page() -> String {
+        let cmd = Cli::command();
+        let mut out = format!(
+            "{}\n\n# Commands\n\n{}. With no command, `vpcgate` runs the proxy (`vpcgate run`). Every command reads the same \
+             configuration: the embedded default, then the file of the global option below, then `VPCGATE__SECTION__KEY` \
+             variables.\n\n| global option | meaning |\n|---|---|\n",
+            vpcgate::reference::GENERATED,
+            cmd.get_about().map(|a| a.to_string()).unwrap_or_default()
+        );
+        for a in cmd.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+            out.push_str(&arg_row(a));
+        }
+        out.push_str("| `--help`, `--version` | Print help (of any command), or the version. |\n");
+        command_section(&mut out, "vpcgate", &cmd);
+        out
+    }
+
+    #[test]
+    fn reference_commands_page_matches_the_command_line() {
+        let page = commands_page();
+        assert!(page.contains("## `vpcgate ca init`") && page.contains("| `--bucket BUCKET` | Also check"), "{page}");
+        if let Err(e) = vpcgate::reference::check_page("commands.md", &page) {
+            panic!("{e}");
+        }
+    }
 }

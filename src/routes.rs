@@ -20,6 +20,7 @@ pub const EMBEDDED_S3_PREFIXES: &str = include_str!("../config/s3-ipv4-prefixes.
 
 /// How traffic reaches the VPC endpoint behind a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RouteKind {
     /// S3 gateway endpoint: the public S3 names resolve to addresses in the region's prefix list.

@@ -7,17 +7,8 @@
 //! the record type of that event and nowhere else, with the fields of [`fields`] (a test pins
 //! each set):
 //!
-//! | event | record | when |
-//! |---|---|---|
-//! | `connect` | [`ConnectLine`] | one per CONNECT (or other proxy request), allowed or refused; a refusal says `delivered` = `connect` or `in_tunnel` |
-//! | `request` | [`RequestLine`] | one per request in an inspected tunnel, allowed or refused, and per request answered in a tunnel refused inside |
-//! | `upstream_connect` | [`UpstreamConnect`] | inspect mode: a new verified upstream connection |
-//! | `upstream_connect_failed` | [`UpstreamTrouble::connect_failed`] | inspect mode: the TCP connection to the checked address failed |
-//! | `upstream_retry` | [`UpstreamTrouble::retry`] | a request sent again on a fresh connection after a reused one closed |
-//! | `handshake_refused` | [`HandshakeRefused`] | a TLS handshake cut, either mode, either side |
-//! | `close` | [`CloseLine`] | one per tunnel, with bytes and TLS facts |
-//! | `reload` | [`ReloadLine`] | a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed |
-//! | `route_refresh` | [`RouteRefreshLine`] | a followed prefix list or interface endpoint asked again: changed (applied like a reload), refused or failed (kept the old set), or withdrawn (the endpoint is gone: the route carries nothing); an unchanged answer writes nothing |
+//! The events, their fields and what each field means are [`EVENTS`] and [`fields::MEANINGS`];
+//! the book's reference page "Log events" is generated from them (`reference`).
 //!
 //! Client-supplied text (paths, ALPN names, targets) is passed through [`printable`] by the caller.
 
@@ -95,9 +86,136 @@ pub mod fields {
         "message",
     ];
     pub const RELOAD: [&str; 7] = ["event", "result", "routes", "regions", "cidrs_added", "cidrs_removed", "message"];
+    /// What each field says: `(event, field, meaning)`, where an event of `""` gives the meaning
+    /// in every event that has no entry of its own. A test checks that every field of every event
+    /// has one.
+    pub const MEANINGS: &[(&str, &str, &str)] = &[
+        ("", "event", "the event's name"),
+        ("", "decision", "`allow` or `deny`"),
+        (
+            "connect",
+            "delivered",
+            "for a refusal: `connect` (the CONNECT's status) or `in_tunnel` (inspect mode: answered inside the tunnel); empty when allowed",
+        ),
+        (
+            "request",
+            "delivered",
+            "for a refusal: `response` (this request was refused) or `in_tunnel` (the tunnel itself was refused, nothing was dialled); empty when allowed",
+        ),
+        ("", "client", "the authenticated client's name (`proxy.auth = \"basic\"`), else its address"),
+        ("", "peer", "the client's address and port"),
+        ("", "target_authority", "the CONNECT target as sent, userinfo and queries redacted, control characters escaped"),
+        ("", "host", "the host the tunnel (or request) is for"),
+        ("", "port", "the CONNECT port"),
+        ("", "class", "the host's class by the S3 endpoint grammar (`regional_virtual_hosted`, `dualstack`, `service`, …)"),
+        ("", "resolved", "every DNS name asked and its answers (8 addresses per name, the rest counted)"),
+        ("", "chosen", "the address dialled (empty for a refusal)"),
+        ("", "route", "the route that carried it (empty before one was chosen)"),
+        ("", "cidr", "the route's CIDR that holds the chosen address"),
+        ("", "via", "the name whose answer was dialled: the endpoint's name for an interface route"),
+        (
+            "",
+            "proof",
+            "a gateway route under `audit.require`: what proved it (route table, prefix list and version, endpoint, time of the last proof); empty otherwise",
+        ),
+        ("", "dns_ms", "milliseconds spent in DNS"),
+        ("connect", "connect_ms", "milliseconds to connect to the chosen address (0 in inspect mode, which dials on the first request)"),
+        ("upstream_connect", "connect_ms", "milliseconds to connect and finish the upstream TLS handshake"),
+        ("connect", "upstream", "`dialled` (passthrough), `pooled` or `on_request` (inspect); empty for a refusal"),
+        ("request", "upstream", "`new`, `reused`, `retried` or `none`; empty when the request never got that far"),
+        ("", "reason", "the refusal's code (see Refusals); empty when allowed"),
+        ("connect", "status", "the HTTP status answered to the CONNECT"),
+        ("request", "status", "the response's status: the upstream's, or the refusal's"),
+        ("", "message", "the sentence: what was refused and what to change"),
+        ("reload", "message", "\"configuration reloaded; …\", or \"reload refused, still serving the previous configuration: WHY\""),
+        ("", "method", "the request's method"),
+        ("", "path", "the request's path, query string removed, control characters escaped"),
+        ("", "bucket", "what the bucket perimeter matched (`-` the service, `?` unknown); empty without a perimeter"),
+        ("", "signature", "the request's signature scheme (`sigv4-header`, `sigv4-query`, `sigv2-header`, `anonymous`, …)"),
+        ("", "upstream_tls", "the upstream connection's TLS version and cipher suite"),
+        ("", "bytes_up", "bytes from the client to the upstream"),
+        ("", "bytes_down", "bytes from the upstream to the client"),
+        ("", "duration_ms", "milliseconds from the first byte to the end"),
+        ("", "addr", "the upstream address (empty before one was chosen)"),
+        ("", "tls_version", "the negotiated TLS version"),
+        ("", "cipher", "the negotiated cipher suite"),
+        ("upstream_connect_failed", "error", "`timeout`, or the socket's error"),
+        ("upstream_retry", "error", "why the reused connection failed before the request went again"),
+        ("", "side", "`client` or `upstream`: the leg the refusal is about"),
+        ("", "mode", "`passthrough` or `inspect`"),
+        ("", "sni", "the server name the client's hello asked for"),
+        ("", "alpn", "the protocols the client's hello offered"),
+        ("", "requests", "inspect mode: requests seen in the tunnel (absent in passthrough)"),
+        ("", "end", "how the tunnel ended: `closed`, a timeout, or a refusal code"),
+        ("", "detail", "more about the end, when there is more to say"),
+        ("reload", "result", "`ok` or `refused`"),
+        ("route_refresh", "result", "`changed`, `refused`, `failed` or `withdrawn`"),
+        ("", "routes", "the routes after the reload"),
+        ("", "regions", "the regions after the reload"),
+        ("", "cidrs_added", "CIDRs the change added"),
+        ("", "cidrs_removed", "CIDRs the change removed"),
+        ("", "prefix_list", "the prefix list a gateway route follows (empty for an interface route)"),
+        ("", "endpoint_id", "the endpoint an interface route follows (empty for a gateway route)"),
+        ("", "version", "the prefix list's version (empty for an endpoint)"),
+        ("", "cidrs", "how many CIDRs the route holds after the refresh"),
+    ];
+
+    /// What `field` means in `event`.
+    pub fn meaning(event: &str, field: &str) -> Option<&'static str> {
+        MEANINGS
+            .iter()
+            .find(|(e, f, _)| *e == event && *f == field)
+            .or_else(|| MEANINGS.iter().find(|(e, f, _)| e.is_empty() && *f == field))
+            .map(|(_, _, m)| *m)
+    }
+
     pub const ROUTE_REFRESH: [&str; 10] =
         ["event", "result", "route", "prefix_list", "endpoint_id", "version", "cidrs", "cidrs_added", "cidrs_removed", "message"];
 }
+
+/// One decision event: its `event` value, its fields in order, and when it is written.
+pub struct Event {
+    pub name: &'static str,
+    pub fields: &'static [&'static str],
+    pub when: &'static str,
+}
+
+/// Every decision event, in the order a tunnel meets them.
+pub const EVENTS: [Event; 9] = [
+    Event {
+        name: "connect",
+        fields: &fields::CONNECT,
+        when: "one per CONNECT (or other proxy request), allowed or refused; a refusal says `delivered` = `connect` or `in_tunnel`",
+    },
+    Event {
+        name: "request",
+        fields: &fields::REQUEST,
+        when: "one per request in an inspected tunnel, allowed or refused, and per request answered in a tunnel refused inside",
+    },
+    Event { name: "upstream_connect", fields: &fields::UPSTREAM_CONNECT, when: "inspect mode: a new verified upstream connection" },
+    Event {
+        name: "upstream_connect_failed",
+        fields: &fields::UPSTREAM_CONNECT_FAILED,
+        when: "inspect mode: the TCP connection to the checked address failed",
+    },
+    Event {
+        name: "upstream_retry",
+        fields: &fields::UPSTREAM_RETRY,
+        when: "inspect mode: a request sent again on a fresh connection after a reused one closed before a response byte",
+    },
+    Event { name: "handshake_refused", fields: &fields::HANDSHAKE_REFUSED, when: "a TLS handshake cut, either mode, either side" },
+    Event { name: "close", fields: &fields::CLOSE, when: "one per tunnel, with bytes and TLS facts" },
+    Event {
+        name: "reload",
+        fields: &fields::RELOAD,
+        when: "a reload (SIGHUP or `run --watch-config`), applied or refused, with the CIDRs it added and removed",
+    },
+    Event {
+        name: "route_refresh",
+        fields: &fields::ROUTE_REFRESH,
+        when: "a followed prefix list or interface endpoint asked again: changed (applied like a reload), refused or failed (the old set kept), or withdrawn (the endpoint is gone: the route carries nothing); an unchanged answer writes nothing",
+    },
+];
 
 /// Whether `info` decision lines are written at all: callers on the per-connection and
 /// per-request paths check it before building a record (its clock reads and formatted addresses

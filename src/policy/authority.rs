@@ -22,6 +22,7 @@ impl fmt::Display for Target {
 
 /// Why a CONNECT target was refused by the parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum AuthorityError {
     Empty,
     MissingPort,

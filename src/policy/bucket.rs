@@ -197,6 +197,7 @@ pub struct BucketRules {
 
 /// Why the perimeter refused a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum BucketRefusal {
     NotListed { key: String },
     ListBuckets,

@@ -15,6 +15,7 @@ pub struct Answer {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum Deny {
     Authority(AuthorityError),
     /// Absolute-form `http://` request through the proxy.

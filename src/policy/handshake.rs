@@ -33,6 +33,7 @@ pub const ALERT_PROTOCOL_VERSION: u8 = 70;
 pub const ALERT_UNRECOGNIZED_NAME: u8 = 112;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum HandshakeRefusal {
     /// A hello read and refused by policy (no SNI, another SNI, too old, no forward secrecy, …).
     Hello(HelloRefusal),

@@ -55,6 +55,7 @@ impl fmt::Display for Signature {
 
 /// Why a request inside a tunnel is refused. Display is the S3 `<Message>` the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum RequestDeny {
     HostMissing {
         connect_host: String,
@@ -171,6 +172,7 @@ impl RequestDeny {
 /// Why the upstream could not carry a request, as the proxy saw it: each knows its code, status
 /// and sentence, so that nothing is classified by the text of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum UpstreamFailure {
     /// The TCP connection to the checked address was refused or reset.
     ConnectFailed { error: String },

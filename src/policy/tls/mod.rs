@@ -111,5 +111,7 @@ mod suites;
 mod tests;
 
 pub use parse::{alert_description_name, parse_client_hello, parse_server_hello};
+#[cfg(test)]
+pub use refusal::HelloRefusalDiscriminants;
 pub use refusal::{check_client_hello, check_server_hello, HelloRefusal};
 pub use suites::{is_forward_secret_suite, is_forward_secret_tls12_suite, is_grease, is_tls13_suite, suite_name, version_name};

@@ -8,6 +8,7 @@ use super::*;
 
 /// Why a hello is refused. Display gives one lowercase phrase; `code()` gives a stable snake_case code for logs/metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(strum::EnumDiscriminants), strum_discriminants(derive(strum::EnumIter)))]
 pub enum HelloRefusal {
     /// code "sni_missing"
     SniMissing,
