@@ -31,6 +31,12 @@ lint=$?
 if [ "$fmt" -ne 0 ]; then echo "cargo fmt --check found unformatted code (above); run cargo fmt"; [ "$lint" -ne 0 ] || lint=$fmt; fi
 cargo test --locked --no-fail-fast --all-targets -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# The book (docs/): built with mdbook (installed when missing, without its server and search
+# features), then every link inside it checked. Its reference pages are checked against the code
+# by the unit tests above (`reference`).
+bash integration-tests/docs.sh 2>&1 | tee -a "$log"
+docs=${PIPESTATUS[0]}
+if [ "$docs" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=$docs; fi
 # Every cargo-fuzz target under libFuzzer and AddressSanitizer for 20 s on its committed corpus
 # (nightly toolchain; cargo-fuzz installed when missing). Its "N passed, N failed" line counts below.
 bash integration-tests/fuzz-smoke.sh 20 2>&1 | tee -a "$log"

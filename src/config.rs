@@ -498,7 +498,7 @@ pub fn load(sources: &Sources, env_regions: &[String]) -> Result<Loaded, ConfigE
         }
         let s = builder_with(sources, with_file, with_env)
             .and_then(deserialize)
-            .map_err(|e| err(format!("invalid configuration in {name}: {}; correct it (README.md, \"Configuration\", lists every key)", tidy(&e.0))))?;
+            .map_err(|e| err(format!("invalid configuration in {name}: {}; correct it (docs/src/reference/config.md lists every key)", tidy(&e.0))))?;
         read.push(name);
         settings = Some(s);
     }
