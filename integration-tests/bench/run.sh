@@ -9,6 +9,7 @@
 # QUIET_WAIT=60 (seconds to wait, before each round, for other work on the machine to stop),
 # FOREIGN_MAX=12 RERUNS=6 (rerun a cell's trio when other work took more than 12 % of the CPUs)
 # CARGO_TARGET_DIR (default: the repository's target/), BENCH_OUT=FILE (also write the report there),
+# CHARTS=DIR (also write the medians as SVG charts there, e.g. docs/src/images/bench),
 # KEEP=1 (keep the work directory with every log), VG_THREADS=N (vpcgate's proxy.worker_threads; 0 = per CPU),
 # PEERS="squid squid-bump hudsucker" (other proxies measured beside vpcgate in the same rounds; see README.md).
 set -euo pipefail
@@ -358,7 +359,12 @@ report() {
   echo "- $ROUNDS rounds, each cell run $(echo $SETUPS $PEERS | sed 's/ / → /g') back to back; figures are medians over rounds (error counts are sums); ratio = proxy ÷ direct of the same run; bulk and upload = $BULK_BYTES B, connrate/keepalive = 32 clients for ${SECS} s after 0.5 s warm-up, idle = $IDLE_TUNNELS tunnels$IDLE_NOTE, mint = $MINT_HOSTS distinct hosts; run took ${ELAPSED} s"
   echo "- other work on the machine (the figures assume an idle one): load average before $LOAD0, after $LOAD1; cells rerun because other work took over FOREIGN_MAX=$FOREIGN_MAX % of the CPUs: ${RERUN_LOG[*]:-none}"
   echo
-  "$LOADGEN" report --results "$RESULTS"
+  if [ -n "${CHARTS:-}" ]; then
+    "$LOADGEN" report --results "$RESULTS" --charts "$CHARTS" \
+      --caption "$(date -u +%Y-%m-%d), commit $commit$dirty, $(nproc) CPUs ($cpu), $ROUNDS rounds, medians; integration-tests/bench/run.sh"
+  else
+    "$LOADGEN" report --results "$RESULTS"
+  fi
   local warns
   warns=$(cat "$WORK"/vpcgate-*.log 2>/dev/null | grep -c . || true)
   echo

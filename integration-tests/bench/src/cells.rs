@@ -212,9 +212,7 @@ async fn large_transfer(ctx: Arc<Ctx>, a: &Args, dir: Direction) -> R<()> {
     let bytes: u64 = a.num("bytes", 1u64 << 30)?;
     let host = ctx.host.clone();
     let tcp = tokio::time::timeout(OP_TIMEOUT, ctx.tcp(&host)).await.map_err(|_| "connect timed out".to_string())??;
-    let mut u = tokio::time::timeout(OP_TIMEOUT, Unbuf::connect(tcp, ctx.cfg.clone(), &host))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())??;
+    let mut u = tokio::time::timeout(OP_TIMEOUT, Unbuf::connect(tcp, ctx.cfg.clone(), &host)).await.map_err(|_| "TLS handshake timed out".to_string())??;
     u.exchange(&get_request(&host, 1024)).await?;
     let head = match dir {
         Direction::Download => get_request(&host, bytes),

@@ -130,8 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let mut total = 0;
             loop {
                 let l = self.line().await?;
-                let size = u64::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| format!("bad chunk size {l:?}"))?;
+                let size = u64::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).map_err(|_| format!("bad chunk size {l:?}"))?;
                 if size == 0 {
                     while !self.line().await?.is_empty() {}
                     return Ok(total);

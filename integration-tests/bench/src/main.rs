@@ -11,7 +11,7 @@
 //! loadgen keepalive COMMON [--conns 32] [--secs 5] [--warmup-ms 500] [--size 1024]
 //! loadgen idle      COMMON [--tunnels 10000] [--concurrency 64]
 //! loadgen mint      COMMON [--hosts 1000] [--workers 32] [--samples 20]
-//! loadgen report    --results FILE [--detail true]
+//! loadgen report    --results FILE [--detail true] [--charts DIR --caption TEXT]
 //!
 //! COMMON: --via direct|proxy [--proxy ADDR] --upstream ADDR --host NAME --ca FILE[,FILE]
 //!         [--pid PID of the process to account CPU and memory to]
@@ -23,6 +23,7 @@
 
 mod args;
 mod cells;
+mod charts;
 mod dns;
 mod http;
 mod proc;

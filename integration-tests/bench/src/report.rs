@@ -2,6 +2,7 @@
 //! `ROUND SETUP METRIC VALUE` written by run.sh, as markdown tables: the figures with each proxy
 //! figure's ratio to direct, the targets, and every round's value. Setups other than vpcgate's
 //! (peers such as squid or hudsucker, run beside it) get columns of their own after inspect.
+//! `--charts DIR [--caption TEXT]` also writes the medians as SVG bar charts (`charts.rs`).
 
 use crate::args::Args;
 use crate::R;
@@ -75,7 +76,7 @@ const TARGETS: &[(&str, &str, &str, f64, bool)] = &[
     ("inspect", "mint_remints", "<=", 0.0, false),
 ];
 
-fn fmt(v: f64, decimals: usize) -> String {
+pub(crate) fn fmt(v: f64, decimals: usize) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
@@ -133,8 +134,7 @@ pub fn main(a: &Args) -> R<()> {
     };
 
     let header = |ratio: bool| {
-        let cols: Vec<String> =
-            setups.iter().enumerate().map(|(i, s)| if ratio && i > 0 { format!("{s} (ratio)") } else { s.clone() }).collect();
+        let cols: Vec<String> = setups.iter().enumerate().map(|(i, s)| if ratio && i > 0 { format!("{s} (ratio)") } else { s.clone() }).collect();
         println!("| {} | {} |", if ratio { "metric" } else { "cell" }, cols.join(" | "));
         println!("|---|{}", "---:|".repeat(setups.len()));
     };
@@ -213,14 +213,27 @@ pub fn main(a: &Args) -> R<()> {
     }
     if !foreign.is_empty() {
         println!();
-        println!(
-            "Other work on the machine during each cell, % of all CPUs (per round; worst {worst:.0} %; cells over FOREIGN_MAX were rerun):"
-        );
+        println!("Other work on the machine during each cell, % of all CPUs (per round; worst {worst:.0} %; cells over FOREIGN_MAX were rerun):");
         println!();
         header(false);
         for (c, row) in &foreign {
             println!("| {c} | {} |", row.join(" | "));
         }
+    }
+
+    if let Some(dir) = a.opt("charts") {
+        let caption = a.opt("caption").unwrap_or("");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+        let value = |setup: &str, key: &str| METRICS.iter().find(|m| m.key == key).and_then(|m| agg(setup, m));
+        let mut written = Vec::new();
+        for chart in crate::charts::CHARTS {
+            if let Some(svg) = crate::charts::render(chart, &setups, &value, caption) {
+                let path = std::path::Path::new(dir).join(chart.file);
+                std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+                written.push(chart.file);
+            }
+        }
+        eprintln!("charts written to {dir}: {}", written.join(", "));
     }
 
     if detail {
@@ -240,11 +253,9 @@ pub fn main(a: &Args) -> R<()> {
                 .iter()
                 .map(|s| match data.get(&(s.clone(), m.key.to_string())) {
                     None => "—".into(),
-                    Some(by_round) => rounds
-                        .iter()
-                        .map(|r| by_round.get(r).map(|v| fmt(*v, m.decimals)).unwrap_or_else(|| "·".into()))
-                        .collect::<Vec<_>>()
-                        .join(" / "),
+                    Some(by_round) => {
+                        rounds.iter().map(|r| by_round.get(r).map(|v| fmt(*v, m.decimals)).unwrap_or_else(|| "·".into())).collect::<Vec<_>>().join(" / ")
+                    }
                 })
                 .collect();
             println!("| {} | {} |", m.key, cells.join(" | "));

@@ -11,10 +11,7 @@ use crate::args::Args;
 use crate::dns::{self, Zone};
 use crate::http::Conn;
 use crate::{tls, R};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -39,11 +36,7 @@ fn key(file: Option<&str>) -> R<KeyPair> {
     }
 }
 
-fn certs(
-    zone: &str,
-    ca_key: KeyPair,
-    leaf_key: KeyPair,
-) -> R<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn certs(zone: &str, ca_key: KeyPair, leaf_key: KeyPair) -> R<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let e = |e: rcgen::Error| e.to_string();
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca.distinguished_name = DistinguishedName::new();

@@ -60,7 +60,11 @@ impl Response {
 enum Goal<'a> {
     Handshake,
     /// Send `request`, then `body` bytes (from a static buffer), then read one response.
-    Exchange { request: Option<&'a [u8]>, body: u64, response: &'a mut Response },
+    Exchange {
+        request: Option<&'a [u8]>,
+        body: u64,
+        response: &'a mut Response,
+    },
     Close,
 }
 
