@@ -499,3 +499,44 @@ fn a_low_open_file_limit_is_raised_and_named_at_start() {
     assert!(text.contains("proxy.max_connections = 16 needs about 352 open files but this process may open 300"), "{text}");
     assert!(text.contains("ulimit -n"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_loads_a_ca_replaced_in_place_and_refuses_a_broken_one() {
+    // `vpcgate ca init --force` (or a rotated Kubernetes Secret) replaces the CA files at the same
+    // paths: the [tls] settings are unchanged, but new leaves must come from the CA on disk.
+    let n = 71;
+    let w = world();
+    let _up = TlsUpstream::start(sa(n, 1, 1), &w.ca, &[HOST], "inside").await;
+    let dns = FakeDns::start(&[(HOST, &a(&[ip(n, 1, 1)]))]).await;
+    let p = Proxy::start_inspect(n, dns.addr, &w.ca_path, "");
+    let url = format!("https://{HOST}/rotate");
+    let old_ca = p.dir.path().join("old-ca.pem");
+    std::fs::copy(p.ca_path(), &old_ca).unwrap();
+    let out = curl_via(&p, &old_ca, &url).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+
+    let init = Command::new(env!("CARGO_BIN_EXE_vpcgate")).args(["--config", p.config.to_str().unwrap(), "ca", "init", "--force"]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert_ne!(std::fs::read(p.ca_path()).unwrap(), std::fs::read(&old_ca).unwrap(), "ca init --force made a new CA");
+    p.signal("HUP");
+    eventually(10, || p.log_text(), || p.log_text().contains("the CA files changed").then_some(()));
+
+    // New tunnels get leaves of the new CA: a client that trusts only the old one is refused by
+    // its own verification, one that trusts the new one is served.
+    let out = curl_via(&p, &old_ca, &url).await;
+    assert_ne!(out.code, 0, "a leaf of the replaced CA: {}", out.stderr);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    let out = curl_via(&p, &p.ca_path(), &url).await;
+    assert_eq!(out.status, 200, "{}", out.stderr);
+
+    // A CA file broken in place is refused with its sentence, and the CA in memory keeps serving.
+    let good = std::fs::read(p.ca_path()).unwrap();
+    std::fs::write(p.ca_path(), "not a certificate\n").unwrap();
+    p.signal("HUP");
+    eventually(10, || p.log_text(), || p.log_text().contains("reload refused").then_some(()));
+    assert!(p.log_text().contains("ca init --force") || p.log_text().contains("CA file"), "the refusal says what to do: {}", p.log_text());
+    let trusted = p.dir.path().join("new-ca.pem");
+    std::fs::write(&trusted, &good).unwrap();
+    let out = curl_via(&p, &trusted, &url).await;
+    assert_eq!(out.status, 200, "the CA in memory still serves: {}", out.stderr);
+}

@@ -317,7 +317,7 @@ fn apply(
     if let Some(f) = &mut r.follow {
         f.fetched = fetched.cloned();
     }
-    let new = crate::server::build_state(loaded, listen, admin, metrics.clone(), Some(state))?;
+    let new = crate::server::build_state(loaded, listen, admin, metrics.clone(), Some(state), crate::server::CaFiles::Keep)?;
     Ok(shared.replace_if(state, new))
 }
 

@@ -22,9 +22,9 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default when no command is given).
     Run {
-        /// Also reload when the config file or a route's cidrs_file changes, checking their bytes
-        /// at this interval (e.g. 10s): for a Kubernetes ConfigMap, which is replaced on disk and
-        /// sends no signal. SIGHUP reloads either way.
+        /// Also reload when the config file, a route's cidrs_file or (inspect mode) the CA files
+        /// change, checking their bytes at this interval (e.g. 10s): for a Kubernetes ConfigMap or
+        /// Secret, which is replaced on disk and sends no signal. SIGHUP reloads either way.
         #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
         watch_config: Option<std::time::Duration>,
     },

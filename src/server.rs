@@ -64,7 +64,7 @@ pub async fn bind(loaded: Loaded) -> Result<Bound, String> {
     let listen = loaded.settings.proxy.listen;
     let admin_cfg = loaded.settings.admin.enabled.then_some(loaded.settings.admin.listen);
     let metrics = Arc::new(Metrics::new());
-    let state = build_state(loaded, listen, admin_cfg, metrics.clone(), None)?;
+    let state = build_state(loaded, listen, admin_cfg, metrics.clone(), None, CaFiles::Reread)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen} ({e}); free the port or set proxy.listen to another address"))?;
@@ -161,15 +161,56 @@ fn inspect_state(l: &Loaded, create: bool) -> Result<Option<Arc<crate::proxy::in
     )?)))
 }
 
+/// SHA-256 over the CA certificate's and key's bytes as they are on disk now (inspect mode), or
+/// `None` when either cannot be read.
+fn ca_files_digest(t: &config::TlsSettings) -> Option<[u8; 32]> {
+    if t.mode != config::TlsMode::Inspect {
+        return None;
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for path in [&t.ca_cert, &t.ca_key] {
+        let bytes = std::fs::read(path).ok()?;
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(&bytes);
+    }
+    ctx.finish().as_ref().try_into().ok()
+}
+
+/// Which CA a rebuilt state uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CaFiles {
+    /// A reload: read the CA files again, and load the CA anew if their bytes changed.
+    Reread,
+    /// A followed route's refresh: only the routes changed; keep the CA in memory.
+    Keep,
+}
+
 /// Build the state for a configuration. On reload, the previous inspect state (CA, leaf cache,
-/// upstream pool) is kept when the TLS settings did not change.
-pub(crate) fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAddr>, metrics: Arc<Metrics>, previous: Option<&State>) -> Result<State, String> {
+/// upstream pool) is kept when the TLS settings did not change and (for a reload) the CA files
+/// hold the same bytes as when it was built.
+pub(crate) fn build_state(
+    l: Loaded,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    previous: Option<&State>,
+    ca: CaFiles,
+) -> Result<State, String> {
     let dns = crate::dns::Dns::new(&l.dns, l.settings.dns.timeout)?;
-    let same_tls = previous.is_some_and(|p| p.config.settings.tls == l.settings.tls);
+    let ca_files = match (previous, ca) {
+        (Some(p), CaFiles::Keep) if p.config.settings.tls == l.settings.tls => p.ca_files,
+        _ => ca_files_digest(&l.settings.tls),
+    };
+    let same_tls = previous.is_some_and(|p| p.config.settings.tls == l.settings.tls && p.ca_files == ca_files);
     let inspect = match previous {
         Some(p) if same_tls => p.inspect.clone(),
         _ => inspect_state(&l, previous.is_none())?,
     };
+    if previous.is_some_and(|p| p.config.settings.tls == l.settings.tls && p.ca_files != ca_files) && inspect.is_some() {
+        tracing::info!(ca_cert = %l.settings.tls.ca_cert.display(), "the CA files changed: new leaves are signed by the CA they hold now; clients must trust it");
+    }
+    // Read after loading too: a CA created at first start has no digest before it.
+    let ca_files = if previous.is_none() { ca_files_digest(&l.settings.tls) } else { ca_files };
     let mut own_addrs = vec![listen];
     own_addrs.extend(admin);
     let clients = match l.settings.proxy.auth {
@@ -177,7 +218,7 @@ pub(crate) fn build_state(l: Loaded, listen: SocketAddr, admin: Option<SocketAdd
         crate::config::AuthMode::None => None,
     };
     let evidence = previous.map(|p| p.evidence.clone()).unwrap_or_default();
-    Ok(State { own_addrs, config: l, dns, inspect, clients, metrics, evidence })
+    Ok(State { own_addrs, config: l, dns, inspect, ca_files, clients, metrics, evidence })
 }
 
 /// Raise the soft open-file limit to the hard one (the usual soft default, 1024, holds about 500
@@ -211,10 +252,14 @@ pub fn check_open_file_limit(settings: &config::Settings) {
     let _ = settings;
 }
 
-/// The files a configuration was read from: the config file and each route's `cidrs_file`.
+/// The files a configuration was read from: the config file, each route's `cidrs_file`, and in
+/// inspect mode the CA's certificate and key (a rotated Kubernetes Secret changes them in place).
 fn config_files(l: &Loaded) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = l.file.iter().cloned().collect();
     files.extend(l.settings.routes.iter().filter_map(|r| r.cidrs_file.clone()).filter(|p| p.as_os_str() != config::EMBEDDED_CIDRS));
+    if l.settings.tls.mode == config::TlsMode::Inspect {
+        files.extend([l.settings.tls.ca_cert.clone(), l.settings.tls.ca_key.clone()]);
+    }
     files
 }
 
@@ -266,7 +311,7 @@ fn reload(shared: &Shared, listen: SocketAddr, admin: Option<SocketAddr>, metric
         for change in old.config.settings.restart_only_changes(&l.settings) {
             tracing::warn!("{change}");
         }
-        build_state(l, listen, admin, metrics.clone(), Some(&old))
+        build_state(l, listen, admin, metrics.clone(), Some(&old), CaFiles::Reread)
     });
     match result {
         Ok(state) => {

@@ -32,6 +32,10 @@ pub struct State {
     pub own_addrs: Vec<SocketAddr>,
     /// Present in inspect mode: the leaf cache and the upstream pool (kept across reloads).
     pub inspect: Option<Arc<inspect::Inspect>>,
+    /// A digest of the CA files' bytes when `inspect` was built: a reload loads the CA again when
+    /// they changed in place (`vpcgate ca init --force`, a rotated Kubernetes Secret), even with
+    /// the same `[tls]` settings.
+    pub ca_files: Option<[u8; 32]>,
     /// Present with `proxy.auth = "basic"`: the clients and their verified credentials.
     pub clients: Option<Arc<auth::Clients>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
