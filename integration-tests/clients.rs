@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use support::dns::FakeDns;
 use support::harness::*;
 use support::s3::{FakeS3, ACCESS_KEY, SECRET_KEY};
-use support::upstream::{NonFsUpstream, TestCa, TlsUpstream};
+use support::upstream::{free_port, NonFsUpstream, TestCa, TlsUpstream};
 
 const N: u8 = 30;
 const BUCKET: &str = "matrix-bucket";
@@ -565,6 +565,79 @@ async fn boto3_case_named(ctx: &Ctx, m: &mut Matrix, label: &str, case: &str, bu
     m.record("boto3", label, expected, ok, &text, needle);
 }
 
+/// The README's "Sixty seconds" as written there: vpcgate on its embedded default configuration
+/// (only its ports moved, so that it cannot collide with anything), the README's boto3 snippet with
+/// dual-stack on, and the line the README says boto3's traceback ends with. Nothing is dialled: a
+/// dual-stack name is refused before any DNS question.
+async fn readme_quick_start(clients: &Path) -> Row {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Sixty seconds").nth(1).and_then(|s| s.split("\n## ").next()).unwrap_or("");
+    let code = section.split("-c '").nth(1).and_then(|s| s.split('\'').next()).unwrap_or("").to_string();
+    let expected = section.split("```text\n").nth(1).and_then(|s| s.split("\n```").next()).unwrap_or("").to_string();
+    let mut row = Row {
+        client: "boto3",
+        case: "README quick start: the sentence it shows".into(),
+        expected: Expect::Refuse,
+        observed: Expect::Allow,
+        how: String::new(),
+        pass: false,
+    };
+    if code.is_empty() || !expected.contains("vpcgate refused") {
+        row.how = "README.md has no \"Sixty seconds\" snippet and expected line to check".into();
+        return row;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("vpcgate.log")).unwrap();
+    let _vpcgate = tokio::process::Command::new(env!("CARGO_BIN_EXE_vpcgate"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("VPCGATE_CONFIG")
+        .env("VPCGATE__PROXY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("VPCGATE__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            row.how = format!("vpcgate did not listen: {}", std::fs::read_to_string(dir.path().join("vpcgate.log")).unwrap_or_default());
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = tokio::process::Command::new(clients.join("venv/bin/python"))
+        .args(["-c", &code])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("HTTPS_PROXY", format!("http://127.0.0.1:{port}"))
+        .env("AWS_CA_BUNDLE", dir.path().join("certs/ca.pem"))
+        .env("AWS_ACCESS_KEY_ID", "example")
+        .env("AWS_SECRET_ACCESS_KEY", "example")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_USE_DUALSTACK_ENDPOINT", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(60), out).await {
+        Ok(Ok(o)) => o,
+        other => {
+            row.how = format!("boto3 did not finish: {other:?}");
+            return row;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or("").to_string();
+    row.observed = if out.status.success() { Expect::Allow } else { Expect::Refuse };
+    row.pass = last == expected;
+    row.how = if row.pass { short(&last) } else { format!("the README says {expected:?}, boto3 printed {last:?}") };
+    row
+}
+
 fn ensure_clients(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/clients/setup-clients.sh");
     let st = std::process::Command::new("bash").arg(script).arg(dir).status().expect("bash runs");
@@ -629,6 +702,7 @@ fn main() {
         let authed = Proxy::start_inspect(N, dns.addr, &w.ca_path, &auth);
         let actx = Ctx { proxy: authed, clients: ctx.clients.clone(), work: tempfile::tempdir().unwrap(), s3: None };
         auth_cases(&actx, &mut m).await;
+        m.rows.push(readme_quick_start(&ctx.clients).await);
         let sigv2: Vec<String> = ctx
             .s3
             .as_ref()
